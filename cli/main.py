@@ -1,0 +1,84 @@
+"""Entry point of the `medattn` console script: the typer app, global options and error-to-exit-code mapping."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+
+from medattn import __version__
+from medattn.errors import MedattnError
+
+app = typer.Typer(
+    name="medattn",
+    help="Medical image segmentation with attention U-Nets: scans in, Slicer-ready masks out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"medattn {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    debug: bool = typer.Option(False, "--debug", help="Show the full traceback when something fails."),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Medical image segmentation with attention U-Nets: scans in, Slicer-ready masks out."""
+    _state["debug"] = debug
+
+
+def _register_commands() -> None:
+    """Each command lives in its own cli module; importing them here keeps this file free of logic."""
+    from medattn.cli import info
+
+    app.command("info")(info.info)
+    # Other commands register here, one line each: app.command("NAME")(module.function)
+
+
+_register_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; a MedattnError becomes one red line on stderr and exit code 1 (traceback with --debug)."""
+    args = sys.argv[1:] if argv is None else argv
+    _state["debug"] = "--debug" in args
+    try:
+        app(args=args, standalone_mode=True)
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    except MedattnError as error:
+        if _state["debug"]:
+            raise
+        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        return 1
+    except KeyboardInterrupt:
+        Console(stderr=True).print("[yellow]interrupted[/]")
+        return 130
+    except Exception as error:  # a bug of ours, not the user's input: still one line, traceback on request
+        if _state["debug"]:
+            raise
+        Console(stderr=True).print(
+            f"[bold red]internal error:[/] {type(error).__name__}: {error} "
+            "(run again with --debug for the traceback, and please report it)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

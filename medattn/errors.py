@@ -1,0 +1,43 @@
+"""The one exception hierarchy: every failure a user can cause is a MedattnError naming the file and the fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class MedattnError(Exception):
+    """Base of every error medattn raises on purpose; the CLI prints it as one line, without a traceback.
+
+    Args:
+        message: what went wrong and, where there is one, what to do about it.
+        path: the file or folder the problem is in; it is put in front of the message.
+    """
+
+    def __init__(self, message: str, path: str | Path | None = None):
+        self.path = None if path is None else Path(path)
+        self.message = message
+        super().__init__(f"{self.path}: {message}" if self.path is not None else message)
+
+
+class InputNotFoundError(MedattnError, FileNotFoundError):
+    """A path the user named does not exist."""
+
+
+class UnreadableImageError(MedattnError, ValueError):
+    """A file exists but is not an image medattn can read (truncated, wrong type, unsupported encoding)."""
+
+
+class UnsupportedDicomError(UnreadableImageError):
+    """A DICOM object or series that reads, but whose geometry or type medattn does not support."""
+
+
+class GeometryError(MedattnError, ValueError):
+    """Image and mask (or reference) grids disagree, or an image has the wrong number of dimensions."""
+
+
+class NoCasesFoundError(MedattnError, ValueError):
+    """A folder holds nothing medattn recognises as a case."""
+
+
+class WriteError(MedattnError, OSError):
+    """An output could not be written (unknown suffix, missing reference, disk problem)."""

@@ -1,0 +1,414 @@
+"""Read DICOM into MetaTensors: classic series, enhanced multi-frame, 2D images and ultrasound cine.
+
+Slices are sorted by position, never by file name (see dicom_geometry). Pixel data is decoded by
+pydicom's plugins (pylibjpeg for JPEG, JPEG-LS, JPEG 2000 and RLE), then turned into values a model
+can use: modality LUT (rescale slope/intercept, per slice or per frame), MONOCHROME1 inverted so bright
+means dense as in MONOCHROME2, palette colour expanded to RGB, YBR converted to RGB.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from monai.data import MetaTensor
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_color_lut, apply_rescale
+
+from medattn.errors import InputNotFoundError, NoCasesFoundError, UnreadableImageError, UnsupportedDicomError
+from medattn.io.dicom_geometry import (
+    SlicePlane,
+    affine_2d,
+    affine_ras,
+    check_same_orientation,
+    slice_spacing,
+    sort_planes,
+)
+
+# Objects that carry no image of their own (our own SEG outputs among them): never read as scans.
+NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "ECG", "DOC"}
+# Modalities whose multi-frame objects without plane positions are volumes; all others are cine (2D+t).
+VOLUME_MODALITIES = {"CT", "MR", "PT", "NM", "RTDOSE"}
+_HEADER_TAGS = [
+    "SeriesInstanceUID",
+    "Modality",
+    "SeriesNumber",
+    "SeriesDescription",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "SOPClassUID",
+    "PatientName",
+    "PatientID",
+    "ImagePositionPatient",
+]
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    """One series found on disk: its files (any order) and what identifies it without naming the patient."""
+
+    uid: str
+    files: tuple[Path, ...]
+    modality: str
+    series_number: int | None
+    description: str
+    patient_tokens: tuple[str, ...]  # patient name/ID parts, only to keep them out of case ids
+
+    @property
+    def folder(self) -> Path:
+        parents = {f.parent for f in self.files}
+        return parents.pop() if len(parents) == 1 else Path(*_common_parts([f.parent for f in self.files]))
+
+
+def _common_parts(folders: Sequence[Path]) -> tuple[str, ...]:
+    parts = folders[0].parts
+    for folder in folders[1:]:
+        n = 0
+        while n < min(len(parts), len(folder.parts)) and parts[n] == folder.parts[n]:
+            n += 1
+        parts = parts[:n]
+    return parts or ("/",)
+
+
+def looks_like_dicom(path: Path) -> bool:
+    """A .dcm/.ima suffix, or the 'DICM' preamble marker; cheap enough to call on every file of a tree."""
+    if path.suffix.lower() in {".dcm", ".dicom", ".ima"}:
+        return True
+    # Exported series often have no suffix, or UID-like names whose last dotted part is a number.
+    if path.suffix and not path.suffix[1:].isdigit():
+        return False
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
+def _read_header(path: Path) -> Dataset | None:
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
+    except (InvalidDicomError, OSError, EOFError, ValueError, AttributeError, KeyError):
+        return None
+
+
+def _int_tag(ds: Dataset, keyword: str, default: int) -> int:
+    """An integer attribute read leniently: vendors write junk ('1A', '') where a number belongs."""
+    try:
+        return int(ds.get(keyword, default) or default)
+    except (TypeError, ValueError):
+        return default
+
+
+def _stackable(header: Dataset) -> bool:
+    """A single-frame slice with a patient position stacks with its series; anything else stands alone."""
+    return "ImagePositionPatient" in header and _int_tag(header, "NumberOfFrames", 1) == 1
+
+
+def scan_dicom_files(files: Iterable[Path]) -> list[DicomSeries]:
+    """Group DICOM files into image series by SeriesInstanceUID; non-image objects and junk are skipped.
+
+    Slices with a patient position group into one volume per series. Files without one (projection
+    radiographs, ultrasound stills, secondary captures) and multi-frame objects (enhanced CT/MR, cine)
+    are each a series of their own, even when they share a SeriesInstanceUID.
+    """
+    grouped: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
+    for path in files:
+        header = _read_header(path)
+        if header is None or "Rows" not in header or str(header.get("Modality", "")) in NON_IMAGE_MODALITIES:
+            continue
+        uid = str(header.get("SeriesInstanceUID", "")) or f"no-series-uid:{path.parent}"
+        key = uid if _stackable(header) else f"{uid}#{path}"
+        grouped[key].append((path, header))
+    series = []
+    for key, members in grouped.items():
+        header = members[0][1]
+        number = _int_tag(header, "SeriesNumber", -1)
+        patient = " ".join(str(header.get(k, "")) for k in ("PatientName", "PatientID"))
+        tokens = tuple(t.lower() for t in patient.replace("^", " ").split() if len(t) >= 3)
+        series.append(
+            DicomSeries(
+                uid=key.split("#", 1)[0],
+                files=tuple(sorted(p for p, _ in members)),
+                modality=str(header.get("Modality", "")),
+                series_number=number if number >= 0 else None,
+                description=str(header.get("SeriesDescription", "")),
+                patient_tokens=tokens,
+            )
+        )
+    return sorted(series, key=lambda s: (str(s.folder), s.series_number or 0, s.files[0]))
+
+
+def find_dicom_series(folder: str | Path) -> list[DicomSeries]:
+    """All image series under `folder` (recursively)."""
+    folder = Path(folder)
+    candidates = (p for p in sorted(folder.rglob("*")) if p.is_file() and looks_like_dicom(p))
+    return scan_dicom_files(candidates)
+
+
+def read_dicom(source: str | Path | Sequence[str | Path], series_uid: str | None = None) -> MetaTensor:
+    """Read a DICOM file, a series folder, or an explicit list of one series' files.
+
+    Args:
+        source: a file (enhanced multi-frame, a single slice, a 2D image or a cine clip), a folder, or the
+            files of one series.
+        series_uid: which series to read when a folder holds several.
+
+    Returns:
+        MetaTensor (C, i, j, k) for volumes, (C, W, H) for 2D images, (C, W, H, T) for cine; affine RAS mm.
+    """
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.exists():
+            raise InputNotFoundError("no such file or folder", path)
+        if path.is_file():
+            return _read_dicom_object(path)
+        found = find_dicom_series(path)
+        if not found:
+            raise NoCasesFoundError("no DICOM image files found in this folder", path)
+        if series_uid is not None:
+            found = [s for s in found if s.uid == series_uid][:1]
+            if not found:
+                raise NoCasesFoundError(f"no series with SeriesInstanceUID {series_uid}", path)
+        if len(found) > 1:
+            listing = "; ".join(
+                f"#{s.series_number} {s.modality} {s.description!r} ({len(s.files)} files)" for s in found
+            )
+            raise UnsupportedDicomError(
+                f"the folder holds {len(found)} series ({listing}); pass series_uid= or use "
+                "medattn.io.discover(folder), which makes one case per series",
+                path,
+            )
+        files = found[0].files
+        label = path
+    else:
+        files = tuple(Path(p) for p in source)
+        if not files:
+            raise NoCasesFoundError("an empty list of DICOM files was given")
+        label = files[0].parent
+    if len(files) == 1:
+        return _read_dicom_object(files[0])
+    return _read_classic_series(files, label)
+
+
+def _dcmread(path: Path) -> Dataset:
+    try:
+        return pydicom.dcmread(path)
+    except InvalidDicomError as error:
+        raise UnreadableImageError("not a DICOM file (no DICM marker and no valid header)", path) from error
+    except (OSError, EOFError, ValueError) as error:
+        raise UnreadableImageError(f"the DICOM file is truncated or damaged ({error})", path) from error
+
+
+def _pixels(ds: Dataset, path: Path) -> np.ndarray:
+    """Decoded pixel data, colour as RGB; the error names the transfer syntax when no decoder can."""
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise UnsupportedDicomError("the DICOM object has no pixel data", path)
+    try:
+        pixels = ds.pixel_array
+    except (NotImplementedError, RuntimeError, ImportError) as error:
+        syntax = ds.file_meta.get("TransferSyntaxUID", "unknown")
+        name = getattr(syntax, "name", str(syntax))
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "exceptions were raised by all available plugins" in reason:
+            reason = "every installed decoder failed: the pixel data is damaged or an unsupported variant"
+            advice = "re-export the series uncompressed (e.g. gdcmconv --raw)"
+        else:
+            advice = (
+                "install the decoders (pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg "
+                "pylibjpeg-rle) or re-export the series uncompressed (e.g. gdcmconv --raw)"
+            )
+        raise UnsupportedDicomError(
+            f"cannot decode transfer syntax {name} ({reason}); {advice}", path
+        ) from error
+    except (ValueError, AttributeError, KeyError, EOFError) as error:
+        raise UnreadableImageError(f"the pixel data is truncated or inconsistent ({error})", path) from error
+    if ds.get("PhotometricInterpretation") == "PALETTE COLOR":
+        pixels = apply_color_lut(pixels, ds)
+    return pixels
+
+
+def _rescaled(pixels: np.ndarray, ds: Dataset, frame_items: Sequence[Dataset] | None = None) -> np.ndarray:
+    """Apply the modality LUT; enhanced objects carry slope/intercept per frame in functional groups."""
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        return pixels.astype(np.float32)
+    if frame_items is None:
+        return np.asarray(apply_rescale(pixels, ds), dtype=np.float32)
+    out = np.empty(pixels.shape, dtype=np.float32)
+    for index, item in enumerate(frame_items):
+        transform = _functional_item(ds, item, "PixelValueTransformationSequence")
+        slope = float(getattr(transform, "RescaleSlope", 1.0) or 1.0) if transform is not None else 1.0
+        intercept = (
+            float(getattr(transform, "RescaleIntercept", 0.0) or 0.0) if transform is not None else 0.0
+        )
+        out[index] = pixels[index].astype(np.float32) * slope + intercept
+    return out
+
+
+def _monochrome1_inverted(values: np.ndarray, ds: Dataset) -> np.ndarray:
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
+        return values.max() + values.min() - values
+    return values
+
+
+def _functional_item(ds: Dataset, frame_item: Dataset | None, sequence: str) -> Dataset | None:
+    """The item of a functional group for one frame: per-frame first, shared otherwise."""
+    for holder in (frame_item, (ds.get("SharedFunctionalGroupsSequence") or [None])[0]):
+        if holder is not None and sequence in holder and len(holder[sequence].value):
+            return holder[sequence].value[0]
+    return None
+
+
+def _channel_first(stack: np.ndarray, samples_per_pixel: int) -> np.ndarray:
+    """(frames, rows, cols[, samples]) -> (C, cols, rows, frames): axis i runs along columns as in ITK."""
+    if samples_per_pixel == 1 and stack.ndim == 3:
+        stack = stack[..., None]
+    return np.ascontiguousarray(np.transpose(stack, (3, 2, 1, 0)))
+
+
+def _meta(ds: Dataset, path: Path, affine: np.ndarray, spatial_dims: int, **extra) -> dict:
+    spacing = tuple(float(v) for v in np.linalg.norm(affine[:3, :spatial_dims], axis=0))
+    return {
+        "filename_or_obj": str(path),
+        "modality": str(ds.get("Modality", "")),
+        "series_uid": str(ds.get("SeriesInstanceUID", "")),
+        "spacing": spacing,
+        "space": "RAS",
+        "original_channel_dim": 0,
+        **extra,
+    }
+
+
+def _plane_of(ds: Dataset, path: Path, frame_item: Dataset | None = None) -> SlicePlane | None:
+    if frame_item is None:
+        position, orientation, spacing = (
+            ds.get(k) for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+        )
+    else:
+        position_item = _functional_item(ds, frame_item, "PlanePositionSequence")
+        orientation_item = _functional_item(ds, frame_item, "PlaneOrientationSequence")
+        measures = _functional_item(ds, frame_item, "PixelMeasuresSequence")
+        position = getattr(position_item, "ImagePositionPatient", None)
+        orientation = getattr(orientation_item, "ImageOrientationPatient", None)
+        spacing = getattr(measures, "PixelSpacing", None)
+    if position is None or orientation is None:
+        return None
+    if len(position) != 3 or len(orientation) != 6:
+        raise UnsupportedDicomError("ImagePositionPatient/ImageOrientationPatient are malformed", path)
+    spacing = spacing if spacing is not None and len(spacing) == 2 else (1.0, 1.0)
+    return SlicePlane(
+        np.asarray(position, float), np.asarray(orientation, float), (float(spacing[0]), float(spacing[1]))
+    )
+
+
+def _spacing_fallback(ds: Dataset, frame_item: Dataset | None = None) -> float | None:
+    measures = _functional_item(ds, frame_item, "PixelMeasuresSequence") if frame_item is not None else ds
+    for key in ("SpacingBetweenSlices", "SliceThickness"):
+        for holder in (measures, ds):
+            value = getattr(holder, key, None) if holder is not None else None
+            if value not in (None, ""):
+                return abs(float(value))
+    return None
+
+
+def _read_classic_series(files: Sequence[Path], source: Path) -> MetaTensor:
+    """One file per slice: sort by position along the normal, check the grid, stack, rescale per slice."""
+    datasets = [_dcmread(f) for f in files]
+    planes = []
+    for ds, path in zip(datasets, files, strict=True):
+        plane = _plane_of(ds, path)
+        if plane is None:
+            raise UnsupportedDicomError("a slice lacks ImagePositionPatient/ImageOrientationPatient", path)
+        planes.append(plane)
+    shapes = {(int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1))) for ds in datasets}
+    if len(shapes) > 1:
+        raise UnsupportedDicomError(f"slices differ in size {sorted(shapes)}", source)
+    check_same_orientation(planes, source)
+    order = sort_planes(planes)
+    sorted_planes = [planes[i] for i in order]
+    step = slice_spacing(sorted_planes, source, _spacing_fallback(datasets[0]))
+    slices = [_rescaled(_pixels(datasets[i], files[i]), datasets[i]) for i in order]
+    first = datasets[order[0]]
+    values = _monochrome1_inverted(np.stack(slices), first)
+    affine = affine_ras(sorted_planes[0], step)
+    array = _channel_first(values, int(first.get("SamplesPerPixel", 1)))
+    return MetaTensor(array, affine=affine, meta=_meta(first, source, affine, 3))
+
+
+def _read_dicom_object(path: Path) -> MetaTensor:
+    """One file: an enhanced multi-frame volume, a single slice, a 2D image, or a cine clip."""
+    ds = _dcmread(path)
+    if str(ds.get("Modality", "")) in NON_IMAGE_MODALITIES:
+        raise UnsupportedDicomError(f"a {ds.get('Modality')} object holds no scan to read", path)
+    frames = _int_tag(ds, "NumberOfFrames", 1)
+    samples = _int_tag(ds, "SamplesPerPixel", 1)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame is not None and len(per_frame) == frames and _plane_of(ds, path, per_frame[0]) is not None:
+        return _read_enhanced(ds, path, list(per_frame))
+    pixels = _pixels(ds, path)
+    if frames == 1:
+        pixels = pixels[None]
+    values = _monochrome1_inverted(_rescaled(pixels, ds), ds)
+    plane = _plane_of(ds, path)
+    if plane is not None and frames == 1:
+        affine = affine_ras(plane, _spacing_fallback(ds) or 1.0)
+        return MetaTensor(_channel_first(values, samples), affine=affine, meta=_meta(ds, path, affine, 3))
+    spacing = _pixel_spacing_2d(ds)
+    if frames > 1 and str(ds.get("Modality", "")) in VOLUME_MODALITIES:
+        affine = affine_2d(spacing)
+        affine[2, 2] = _spacing_fallback(ds) or 1.0
+        meta = _meta(ds, path, affine, 3, geometry="unknown: no plane position in the file")
+        return MetaTensor(_channel_first(values, samples), affine=affine, meta=meta)
+    affine = affine_2d(spacing)
+    array = _channel_first(values, samples)
+    if frames == 1:
+        return MetaTensor(array[..., 0], affine=affine, meta=_meta(ds, path, affine, 2))
+    meta = _meta(ds, path, affine, 2, fps=_frames_per_second(ds), time_axis=3, n_frames=frames)
+    return MetaTensor(array, affine=affine, meta=meta)
+
+
+def _read_enhanced(ds: Dataset, path: Path, frame_items: list[Dataset]) -> MetaTensor:
+    planes = [_plane_of(ds, path, item) for item in frame_items]
+    if any(plane is None for plane in planes):
+        raise UnsupportedDicomError("some frames lack a plane position", path)
+    check_same_orientation(planes, path)
+    order = sort_planes(planes)
+    sorted_planes = [planes[i] for i in order]
+    step = slice_spacing(sorted_planes, path, _spacing_fallback(ds, frame_items[0]))
+    pixels = _pixels(ds, path)
+    if len(frame_items) == 1:
+        pixels = pixels[None]
+    values = _monochrome1_inverted(_rescaled(pixels, ds, frame_items), ds)[order]
+    affine = affine_ras(sorted_planes[0], step)
+    array = _channel_first(values, int(ds.get("SamplesPerPixel", 1)))
+    return MetaTensor(array, affine=affine, meta=_meta(ds, path, affine, 3))
+
+
+def _pixel_spacing_2d(ds: Dataset) -> tuple[float, float]:
+    """Row/column spacing in mm of a projection or ultrasound image; 1.0 where the file does not say."""
+    for key in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
+        value = ds.get(key)
+        if value is not None and len(value) == 2 and float(value[0]) > 0:
+            return float(value[0]), float(value[1])
+    regions = ds.get("SequenceOfUltrasoundRegions")
+    if regions:
+        region = regions[0]
+        # Physical units code 3 = cm; regions store cm per pixel.
+        if getattr(region, "PhysicalUnitsXDirection", None) == 3 and getattr(region, "PhysicalDeltaX", None):
+            return abs(float(region.PhysicalDeltaY)) * 10.0, abs(float(region.PhysicalDeltaX)) * 10.0
+    return 1.0, 1.0
+
+
+def _frames_per_second(ds: Dataset) -> float | None:
+    if ds.get("FrameTime"):
+        return 1000.0 / float(ds.FrameTime)
+    for key in ("CineRate", "RecommendedDisplayFrameRate"):
+        if ds.get(key):
+            return float(ds.get(key))
+    return None

@@ -1,0 +1,122 @@
+"""DICOM slice geometry: sort slices by position, refuse what cannot be a regular grid, build the RAS affine.
+
+DICOM positions are in LPS millimetres. A slice's ImageOrientationPatient holds the row direction X
+(the direction in which the column index grows) and the column direction Y; PixelSpacing is
+[spacing between rows, spacing between columns]. A voxel (i = column, j = row, k = slice) then lies at
+    IPP_0 + i * dc * X + j * dr * Y + k * ds * N,      N = X x Y,
+once slices are sorted by their position along N. This is what SimpleITK/GDCM and dcm2niix do; medattn
+refuses (instead of silently resampling) the cases where no single affine describes the slices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medattn.errors import UnsupportedDicomError
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+# Tolerances: direction cosines are written with ~6 decimals; positions to ~0.01 mm.
+ORIENTATION_TOLERANCE = 1e-3
+TILT_TOLERANCE_DEGREES = 0.5
+SPACING_RELATIVE_TOLERANCE = 0.02
+
+
+@dataclass(frozen=True)
+class SlicePlane:
+    """Where one 2D frame lies: its top-left voxel centre (LPS mm) and its row/column directions."""
+
+    position: np.ndarray  # (3,) ImagePositionPatient, LPS mm
+    orientation: np.ndarray  # (6,) ImageOrientationPatient: row direction X then column direction Y
+    pixel_spacing: tuple[float, float]  # (between rows, between columns) in mm
+
+    @property
+    def normal(self) -> np.ndarray:
+        return np.cross(self.orientation[:3], self.orientation[3:])
+
+
+def check_same_orientation(planes: Sequence[SlicePlane], source: str | Path) -> None:
+    """All slices must share one orientation and pixel spacing, or no affine can describe them."""
+    first = planes[0]
+    for plane in planes[1:]:
+        if np.abs(plane.orientation - first.orientation).max() > ORIENTATION_TOLERANCE:
+            raise UnsupportedDicomError(
+                "the series mixes slice orientations (e.g. a localizer with axial slices); "
+                "export each orientation as its own series",
+                source,
+            )
+        if not np.allclose(plane.pixel_spacing, first.pixel_spacing, rtol=1e-3):
+            raise UnsupportedDicomError("the series mixes pixel spacings between slices", source)
+
+
+def sort_planes(planes: Sequence[SlicePlane]) -> np.ndarray:
+    """Indices that order slices along the slice normal (ascending), the order of k in the affine."""
+    normal = planes[0].normal
+    distances = np.array([float(np.dot(plane.position, normal)) for plane in planes])
+    return np.argsort(distances, kind="stable")
+
+
+def slice_spacing(
+    sorted_planes: Sequence[SlicePlane], source: str | Path, fallback: float | None = None
+) -> float:
+    """Distance between consecutive slices along the normal; refuse tilted, duplicated or irregular stacks.
+
+    Args:
+        sorted_planes: slices in the order of `sort_planes`.
+        source: file or folder named in errors.
+        fallback: spacing for a single slice (SpacingBetweenSlices or SliceThickness), mm.
+    """
+    if len(sorted_planes) == 1:
+        return float(fallback) if fallback and fallback > 0 else 1.0
+    normal = sorted_planes[0].normal
+    positions = np.stack([plane.position for plane in sorted_planes])
+    steps = np.diff(positions, axis=0)
+    along = steps @ normal
+    if np.any(np.abs(along) < 1e-3):
+        raise UnsupportedDicomError(
+            "several slices share one position: the series holds more than one volume "
+            "(echoes, phases, time points or b-values); split it into one series per volume",
+            source,
+        )
+    span = positions[-1] - positions[0]
+    cosine = abs(float(np.dot(span, normal))) / float(np.linalg.norm(span))
+    tilt = float(np.degrees(np.arccos(min(1.0, cosine))))
+    if tilt > TILT_TOLERANCE_DEGREES:
+        raise UnsupportedDicomError(
+            f"slices are sheared {tilt:.1f} degrees from the slice normal (gantry tilt); "
+            "correct the tilt first (e.g. dcm2niix writes a tilt-corrected NIfTI)",
+            source,
+        )
+    spacing = float(np.median(along))
+    if np.abs(along - spacing).max() > SPACING_RELATIVE_TOLERANCE * spacing + 0.01:
+        raise UnsupportedDicomError(
+            f"slice spacing is irregular ({along.min():.3f} to {along.max():.3f} mm): "
+            "slices are missing or the series mixes acquisitions",
+            source,
+        )
+    return spacing
+
+
+def affine_ras(first_plane: SlicePlane, slice_step: float) -> np.ndarray:
+    """The 4x4 voxel (i = column, j = row, k = slice) -> RAS mm affine of a sorted stack."""
+    row_dir = first_plane.orientation[:3]
+    col_dir = first_plane.orientation[3:]
+    spacing_between_rows, spacing_between_columns = first_plane.pixel_spacing
+    affine = np.eye(4)
+    affine[:3, 0] = row_dir * spacing_between_columns
+    affine[:3, 1] = col_dir * spacing_between_rows
+    affine[:3, 2] = first_plane.normal * slice_step
+    affine[:3, 3] = first_plane.position
+    return LPS_TO_RAS @ affine
+
+
+def affine_2d(pixel_spacing: tuple[float, float]) -> np.ndarray:
+    """Affine of a 2D image without patient geometry: index (i = column, j = row) scaled by pixel spacing."""
+    affine = np.eye(4)
+    affine[0, 0] = pixel_spacing[1]
+    affine[1, 1] = pixel_spacing[0]
+    return affine

@@ -1,0 +1,127 @@
+"""`load_image`: any scan path -> MetaTensor (C, *spatial) with a RAS affine, the reader chosen by suffix.
+
+Like nnU-Net's reader/writer classes chosen by file ending, with one addition clinical data needs: a
+folder (or a file without a suffix) is DICOM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+from monai.data import MetaTensor
+from numpy.typing import DTypeLike
+
+from medattn.errors import GeometryError, InputNotFoundError, UnreadableImageError
+from medattn.io.atomic import full_suffix
+
+IMAGE2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
+
+
+def _reader_for(path: Path) -> Callable[[Path], MetaTensor]:
+    """The read function for a path, by suffix; imports are local so one format's libraries load only when used."""
+    from medattn.io import dicom, volume
+
+    if path.is_dir():
+        return dicom.read_dicom
+    suffix = full_suffix(path)
+    if suffix in volume.NIFTI_SUFFIXES:
+        return volume.read_nifti
+    if suffix in volume.ITK_SUFFIXES:
+        return volume.read_itk
+    if suffix in IMAGE2D_SUFFIXES:
+        from medattn.io.image2d import read_image2d
+
+        return read_image2d
+    if suffix in VIDEO_SUFFIXES:
+        from medattn.io.video import read_video
+
+        return read_video
+    if dicom.looks_like_dicom(path):
+        return dicom.read_dicom
+    supported = ", ".join(
+        (*volume.VOLUME_SUFFIXES, *IMAGE2D_SUFFIXES, *VIDEO_SUFFIXES, ".dcm", "a DICOM folder")
+    )
+    raise UnreadableImageError(
+        f"unknown image format {suffix or '(no suffix)'!r}; medattn reads {supported}", path
+    )
+
+
+def supported_suffix(path: str | Path) -> bool:
+    """True when `load_image` has a reader for this file name (DICOM without a suffix is not guessed here)."""
+    from medattn.io import volume
+
+    suffix = full_suffix(path)
+    return suffix in (*volume.VOLUME_SUFFIXES, *IMAGE2D_SUFFIXES, *VIDEO_SUFFIXES, ".dcm", ".dicom", ".ima")
+
+
+def load_image(
+    path: str | Path | Sequence[str | Path],
+    *,
+    dtype: DTypeLike | None = np.float32,
+    spatial_dims: int | None = None,
+    channels: int | None = None,
+    series_uid: str | None = None,
+) -> MetaTensor:
+    """Read a scan with its geometry.
+
+    Args:
+        path: a NIfTI, NRRD (.seg.nrrd too), MHA/MHD, PNG/JPG/TIFF/BMP, video or DICOM file; a DICOM series
+            folder; or the list of one DICOM series' files (as `discover` gives them).
+        dtype: array dtype of the result; None keeps the file's (use it for label maps).
+        spatial_dims: 2 or 3 to insist on that many spatial axes. A volume with one slice is accepted as
+            2D; anything else that does not fit raises GeometryError.
+        channels: the number of channels the caller needs (a model's input channels); a 4D series or an
+            RGB image where one channel is expected raises GeometryError instead of failing later.
+        series_uid: which series to read when a DICOM folder holds several.
+
+    Returns:
+        MetaTensor (C, *spatial): `.affine` maps voxel indices to RAS+ mm, `.meta` holds `filename_or_obj`,
+        `modality`, `spacing` (mm) and, for DICOM, `series_uid`.
+
+    Raises:
+        InputNotFoundError, UnreadableImageError, UnsupportedDicomError, GeometryError: each names the file.
+    """
+    if isinstance(path, (list, tuple)):
+        from medattn.io.dicom import read_dicom
+
+        image = read_dicom([Path(p) for p in path])
+        source = Path(path[0]).parent if path else Path(".")
+    else:
+        source = Path(path)
+        if not source.exists():
+            raise InputNotFoundError("no such file or folder", source)
+        reader = _reader_for(source)
+        image = reader(source, series_uid=series_uid) if series_uid else reader(source)
+    if spatial_dims is not None:
+        image = _as_spatial_dims(image, spatial_dims, source)
+    if channels is not None and image.shape[0] != channels:
+        raise GeometryError(
+            f"expected {channels} channel(s), found {image.shape[0]} (shape {tuple(image.shape)}): "
+            "a 4D series, colour image or multi-channel file where a single volume was expected",
+            source,
+        )
+    if dtype is not None and image.dtype != np.dtype(dtype):
+        image = image.to(dtype=_torch_dtype(dtype))
+    return image
+
+
+def _torch_dtype(dtype: DTypeLike):
+    import torch
+
+    return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
+
+
+def _as_spatial_dims(image: MetaTensor, spatial_dims: int, source: Path) -> MetaTensor:
+    """Insist on 2 or 3 spatial axes; squeeze a single-slice volume to 2D, refuse anything else."""
+    have = image.ndim - 1
+    if have == spatial_dims and not image.meta.get("time_axis"):
+        return image
+    if spatial_dims == 2 and have == 3 and image.shape[-1] == 1:
+        squeezed = image[..., 0]
+        squeezed.meta["spacing"] = tuple(image.meta.get("spacing", (1.0, 1.0, 1.0))[:2])
+        return squeezed
+    what = "a video (2D+t)" if image.meta.get("time_axis") else f"{have}D with shape {tuple(image.shape[1:])}"
+    raise GeometryError(f"expected a {spatial_dims}D image, found {what}", source)

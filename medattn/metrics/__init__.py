@@ -1,0 +1,1 @@
+"""Clinical segmentation metrics in millimetres and millilitres: overlap, surface distance, volume, lesions."""

@@ -1,0 +1,1 @@
+"""Networks and the registry that builds them by name (see shared/MODELS.md)."""
