@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from medattn.pipelines.info import CaseInfo, describe
 from rich.console import Console
 from rich.progress import track
 from rich.table import Table
+
+if TYPE_CHECKING:  # the pipeline pulls in torch and MONAI: import it when the command runs, not for --help
+    from medattn.pipelines.info import CaseInfo
 
 
 def _format_range(info: CaseInfo) -> str:
@@ -66,6 +69,8 @@ def info(
     Layouts: nnU-Net (imagesTr/labelsTr, dataset.json), images/ + labels/, a flat folder, a DICOM tree
     (one case per series), videos. Exit code 1 if any case cannot be read.
     """
+    from medattn.pipelines.info import describe
+
     dataset, infos = describe(path)
     rows = (
         list(infos)

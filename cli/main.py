@@ -1,4 +1,4 @@
-"""Entry point of the `medattn` console script: the typer app, global options and error-to-exit-code mapping."""
+"""Entry point of the `medattn` console script: the typer app, global options, errors -> exit codes."""
 
 from __future__ import annotations
 
@@ -41,9 +41,10 @@ def _global_options(
 
 def _register_commands() -> None:
     """Each command lives in its own cli module; importing them here keeps this file free of logic."""
-    from medattn.cli import info
+    from medattn.cli import evaluate, info
 
     app.command("info")(info.info)
+    app.command("evaluate")(evaluate.evaluate)
     # Other commands register here, one line each: app.command("NAME")(module.function)
 
 

@@ -1,4 +1,4 @@
-"""The one exception hierarchy: every failure a user can cause is a MedattnError naming the file and the fix."""
+"""The one exception hierarchy: every failure a user can cause is a MedattnError naming file and fix."""
 
 from __future__ import annotations
 
@@ -41,3 +41,7 @@ class NoCasesFoundError(MedattnError, ValueError):
 
 class WriteError(MedattnError, OSError):
     """An output could not be written (unknown suffix, missing reference, disk problem)."""
+
+
+class ConfigError(MedattnError, ValueError):
+    """An option medattn cannot use (unknown model name, unsupported combination); names the valid ones."""

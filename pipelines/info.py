@@ -10,7 +10,7 @@ import numpy as np
 from nibabel.orientations import aff2axcodes
 
 from medattn.errors import MedattnError
-from medattn.io.discover import Case, Dataset, discover
+from medattn.io.discovery import Case, Dataset, discover
 
 
 @dataclass

@@ -73,7 +73,8 @@ class Case:
             ):
                 raise GeometryError(f"channel grid differs from {self.images[0].name}'s", path)
         stacked = torch.cat([c.as_tensor() for c in channels], dim=0)
-        return MetaTensor(stacked, affine=channels[0].affine, meta=dict(channels[0].meta))
+        meta = {k: v for k, v in channels[0].meta.items() if k != "affine"}
+        return MetaTensor(stacked, affine=channels[0].affine, meta=meta)
 
     def load_label(self, **kwargs) -> MetaTensor | None:
         return None if self.label is None else load_image(self.label, dtype=None, **kwargs)

@@ -21,7 +21,7 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpe
 
 
 def _reader_for(path: Path) -> Callable[[Path], MetaTensor]:
-    """The read function for a path, by suffix; imports are local so one format's libraries load only when used."""
+    """The read function for a path, by suffix; local imports load a format's libraries only when used."""
     from medattn.io import dicom, volume
 
     if path.is_dir():

@@ -1,4 +1,4 @@
-"""MONAI `ImageReader` adapters, so `LoadImage(reader=...)`/`LoadImaged` in pipelines read like `load_image`."""
+"""MONAI `ImageReader` adapter, so `LoadImage(reader=...)`/`LoadImaged` read like `load_image`."""
 
 from __future__ import annotations
 

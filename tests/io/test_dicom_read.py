@@ -1,0 +1,156 @@
+"""DICOM reading: geometry against SimpleITK/GDCM, sorting by position, irregular series refused, codecs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from dicom_factory import rotation, write_series
+from pydicom.data import get_testdata_file
+
+from medattn.errors import MedattnError, NoCasesFoundError, UnsupportedDicomError
+from medattn.io import discover, load_image
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _testfile(name: str) -> str:
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"pydicom test file {name} not installed (pip install pydicom-data)")
+    return path
+
+
+def _volume(shape=(12, 10, 7), seed=1) -> np.ndarray:
+    return np.random.default_rng(seed).integers(-500, 1500, size=shape).astype(np.int16)
+
+
+def _sitk_series(folder) -> sitk.Image:
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(folder)))
+    return reader.Execute()
+
+
+@pytest.mark.parametrize("direction", [np.eye(3), rotation(17.0, -25.0), rotation(90.0, 0.0)[:, [0, 2, 1]]])
+def test_series_world_coordinates_match_simpleitk(tmp_path, direction):
+    written = write_series(tmp_path, _volume(), direction=direction, slope=0.5, intercept=-100)
+    image = load_image(tmp_path)
+    reference = _sitk_series(tmp_path)
+    assert tuple(image.shape) == (1, *reference.GetSize())
+    np.testing.assert_allclose(
+        image.array[0], sitk.GetArrayFromImage(reference).transpose(2, 1, 0), atol=1e-4
+    )
+    np.testing.assert_allclose(image[0].numpy(), written["values"], atol=1e-4)
+    for index in [(0, 0, 0), (11, 9, 6), (3, 7, 2), (11, 0, 6)]:
+        lps = np.asarray(reference.TransformIndexToPhysicalPoint(index))
+        ras = (np.asarray(image.affine) @ [*index, 1])[:3]
+        np.testing.assert_allclose(ras, (LPS_TO_RAS[:3, :3] @ lps), atol=1e-4)
+    np.testing.assert_allclose(image.affine.numpy(), LPS_TO_RAS @ written["affine_lps"], atol=1e-5)
+    assert image.meta["modality"] == "CT"
+    np.testing.assert_allclose(image.meta["spacing"], (0.6, 0.8, 2.5), atol=1e-6)
+
+
+def test_slices_sorted_by_position_not_file_name(tmp_path):
+    volume = np.zeros((8, 8, 6), np.int16)
+    for k in range(6):
+        volume[..., k] = 100 * k  # each slice's value says where it belongs
+    write_series(tmp_path, volume, direction=rotation(0, 30), seed=7)
+    image = load_image(tmp_path)
+    assert [int(image[0, 0, 0, k]) for k in range(6)] == [0, 100, 200, 300, 400, 500]
+
+
+def test_gantry_tilt_is_a_clear_error(tmp_path):
+    write_series(tmp_path, _volume(), tilt_mm_per_slice=0.6)
+    with pytest.raises(UnsupportedDicomError, match="gantry tilt"):
+        load_image(tmp_path)
+
+
+def test_mixed_orientation_is_a_clear_error(tmp_path):
+    uid = "1.2.826.0.1.3680043.8.498.1"
+    write_series(tmp_path / "a", _volume(), series_uid=uid)
+    write_series(
+        tmp_path / "b", _volume(), series_uid=uid, direction=rotation(90, 0), origin=(0, 0, 80), seed=3
+    )
+    with pytest.raises(UnsupportedDicomError, match="mixes slice orientations"):
+        load_image(tmp_path / "a" / "..")  # one series spread over two folders
+
+
+def test_missing_slice_is_a_clear_error(tmp_path):
+    write_series(tmp_path, _volume(), drop_slices=(3,))
+    with pytest.raises(UnsupportedDicomError, match="irregular"):
+        load_image(tmp_path)
+
+
+def test_monochrome1_is_inverted(tmp_path):
+    volume = _volume()
+    write_series(tmp_path, volume, photometric="MONOCHROME1")
+    image = load_image(tmp_path)[0].numpy()
+    np.testing.assert_allclose(image, volume.max() + volume.min() - volume.astype(np.float32))
+
+
+def test_folder_with_two_series_splits_by_uid(tmp_path):
+    write_series(tmp_path, _volume(), series_number=3, seed=1)
+    write_series(tmp_path, _volume(shape=(6, 6, 4)), series_number=4, seed=2, origin=(0, 0, 50))
+    with pytest.raises(UnsupportedDicomError, match="holds 2 series"):
+        load_image(tmp_path)
+    dataset = discover(tmp_path)
+    assert dataset.layout == "dicom"
+    shapes = sorted(tuple(case.load_image().shape) for case in dataset)
+    assert shapes == [(1, 6, 6, 4), (1, 12, 10, 7)]
+    assert all("doe" not in case.id.lower() and "pid123" not in case.id.lower() for case in dataset)
+
+
+@pytest.mark.parametrize(
+    ("plain", "compressed"),
+    [
+        ("MR_small.dcm", "MR_small_RLE.dcm"),
+        ("MR_small.dcm", "MR_small_jpeg_ls_lossless.dcm"),
+        ("MR_small.dcm", "MR_small_jp2klossless.dcm"),
+        ("MR_small.dcm", "MR_small_bigendian.dcm"),
+        ("emri_small.dcm", "emri_small_RLE.dcm"),
+        ("emri_small.dcm", "emri_small_jpeg_ls_lossless.dcm"),
+        ("emri_small.dcm", "emri_small_jpeg_2k_lossless.dcm"),
+        ("SC_rgb.dcm", "SC_rgb_rle.dcm"),
+        ("US1_UNCR.dcm", "US1_J2KR.dcm"),
+        ("OBXXXX1A.dcm", "OBXXXX1A_rle.dcm"),
+    ],
+)
+def test_compressed_transfer_syntaxes_decode_losslessly(plain, compressed):
+    np.testing.assert_array_equal(
+        load_image(_testfile(plain)).numpy(), load_image(_testfile(compressed)).numpy()
+    )
+
+
+def test_enhanced_ct_geometry_from_functional_groups():
+    image = load_image(_testfile("eCT_Supplemental.dcm"))
+    assert tuple(image.shape) == (1, 512, 512, 2)
+    np.testing.assert_allclose(image.meta["spacing"], (0.388672, 0.388672, 10.0), atol=1e-5)
+    assert image.min() >= -1024  # rescale intercept from the functional groups applied
+
+
+def test_ultrasound_cine_reads_as_rgb_video():
+    image = load_image(_testfile("examples_ybr_color.dcm"))
+    assert tuple(image.shape) == (3, 320, 240, 30)
+    assert image.meta["time_axis"] == 3 and image.meta["fps"] == pytest.approx(30.0, abs=0.01)
+
+
+def test_palette_colour_expands_to_rgb():
+    image = load_image(_testfile("OBXXXX1A.dcm"))
+    assert tuple(image.shape) == (3, 800, 600)
+
+
+def test_ct_rescale_gives_hounsfield_units():
+    image = load_image(_testfile("CT_small.dcm"))
+    assert image.min() < -800 and image.meta["modality"] == "CT"
+
+
+@pytest.mark.parametrize("name", ["MR_truncated.dcm", "liver.dcm"])
+def test_unreadable_dicom_is_a_medattn_error(name):
+    with pytest.raises(MedattnError, match=name):
+        load_image(_testfile(name))
+
+
+def test_folder_without_dicom_is_a_clear_error(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(NoCasesFoundError, match="no DICOM image files"):
+        load_image(tmp_path)

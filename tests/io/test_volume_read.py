@@ -1,0 +1,128 @@
+"""NIfTI/NRRD/MHA reading: world coordinates agree with nibabel and SimpleITK; bad files are clear errors."""
+
+from __future__ import annotations
+
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from dicom_factory import rotation
+from monai.transforms import LoadImage
+
+from medattn.errors import GeometryError, InputNotFoundError, UnreadableImageError
+from medattn.io import load_image
+from medattn.io.readers import MedattnReader
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
+
+
+def _oblique_affine() -> np.ndarray:
+    affine = np.eye(4)
+    affine[:3, :3] = rotation(12.0, -20.0) @ np.diag([0.7, 0.9, 3.0])
+    affine[:3, 3] = (-40.5, 12.25, 60.0)
+    return affine
+
+
+def _sitk_oblique(shape=(9, 8, 5)) -> sitk.Image:
+    array = np.random.default_rng(0).normal(size=shape[::-1]).astype(np.float32)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.7, 0.9, 3.0))
+    image.SetOrigin((-40.5, 12.25, 60.0))
+    image.SetDirection(rotation(12.0, -20.0).flatten().tolist())
+    return image
+
+
+def test_nifti_matches_nibabel_and_simpleitk(tmp_path):
+    data = np.random.default_rng(0).normal(size=(9, 8, 5)).astype(np.float32)
+    path = tmp_path / "scan.nii.gz"
+    nib.save(nib.Nifti1Image(data, _oblique_affine()), path)
+    image = load_image(path)
+    assert tuple(image.shape) == (1, 9, 8, 5)
+    np.testing.assert_allclose(image.affine.numpy(), nib.load(path).affine, atol=1e-6)
+    np.testing.assert_array_equal(image[0].numpy(), data)
+    reference = sitk.ReadImage(str(path))
+    for index in [(0, 0, 0), (8, 7, 4), (3, 5, 1)]:
+        ras = (image.affine.numpy() @ [*index, 1])[:3]
+        lps = np.asarray(reference.TransformIndexToPhysicalPoint(index))
+        np.testing.assert_allclose(ras, LPS_TO_RAS @ lps, atol=1e-4)
+    np.testing.assert_allclose(image.meta["spacing"], (0.7, 0.9, 3.0), atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".nrrd", ".mha", ".nii.gz"])
+def test_itk_formats_match_simpleitk_world_coordinates(tmp_path, suffix):
+    reference = _sitk_oblique()
+    path = tmp_path / f"scan{suffix}"
+    sitk.WriteImage(reference, str(path))
+    image = load_image(path)
+    np.testing.assert_allclose(image[0].numpy(), sitk.GetArrayFromImage(reference).transpose(2, 1, 0))
+    for index in [(0, 0, 0), (8, 7, 4), (2, 6, 3)]:
+        ras = (image.affine.numpy() @ [*index, 1])[:3]
+        np.testing.assert_allclose(
+            ras, LPS_TO_RAS @ reference.TransformIndexToPhysicalPoint(index), atol=1e-4
+        )
+
+
+def test_four_d_nifti_becomes_channels_and_is_refused_where_one_channel_is_needed(tmp_path):
+    path = tmp_path / "dwi.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((6, 5, 4, 3), np.float32), np.eye(4)), path)
+    assert tuple(load_image(path).shape) == (3, 6, 5, 4)
+    with pytest.raises(GeometryError, match="expected 1 channel"):
+        load_image(path, channels=1)
+
+
+def test_vector_nrrd_becomes_channels(tmp_path):
+    vector = sitk.GetImageFromArray(np.zeros((4, 5, 6, 2), np.float32), isVector=True)
+    sitk.WriteImage(vector, str(tmp_path / "v.nrrd"))
+    assert tuple(load_image(tmp_path / "v.nrrd").shape) == (2, 6, 5, 4)
+
+
+def test_single_slice_volume_squeezes_to_2d_and_3d_is_refused_as_2d(tmp_path):
+    nib.save(nib.Nifti1Image(np.zeros((6, 5, 1), np.float32), np.eye(4)), tmp_path / "slice.nii.gz")
+    assert tuple(load_image(tmp_path / "slice.nii.gz", spatial_dims=2).shape) == (1, 6, 5)
+    nib.save(nib.Nifti1Image(np.zeros((6, 5, 3), np.float32), np.eye(4)), tmp_path / "vol.nii.gz")
+    with pytest.raises(GeometryError, match="expected a 2D image"):
+        load_image(tmp_path / "vol.nii.gz", spatial_dims=2)
+
+
+def test_labels_keep_integer_dtype(tmp_path):
+    nib.save(
+        nib.Nifti1Image(np.arange(24, dtype=np.uint8).reshape(4, 3, 2), np.eye(4)), tmp_path / "l.nii.gz"
+    )
+    assert not load_image(tmp_path / "l.nii.gz", dtype=None).is_floating_point()
+
+
+def test_monai_load_image_with_medattn_reader(tmp_path):
+    reference = _sitk_oblique()
+    sitk.WriteImage(reference, str(tmp_path / "scan.nrrd"))
+    loaded = LoadImage(reader=MedattnReader(), ensure_channel_first=True, image_only=True)(
+        tmp_path / "scan.nrrd"
+    )
+    direct = load_image(tmp_path / "scan.nrrd")
+    assert loaded.shape == direct.shape
+    np.testing.assert_allclose(loaded.affine.numpy(), direct.affine.numpy())
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "error", "message"),
+    [
+        ("missing.nii.gz", None, InputNotFoundError, "no such file"),
+        ("text.nii.gz", b"this is not an image", UnreadableImageError, "not a readable NIfTI"),
+        ("truncated.nii.gz", "truncate", UnreadableImageError, "not a readable NIfTI"),
+        ("garbage.nrrd", b"NRRD0004\nnonsense\n", UnreadableImageError, "not a readable .nrrd"),
+        ("notes.xyz", b"hello", UnreadableImageError, "unknown image format"),
+    ],
+)
+def test_bad_inputs_raise_errors_naming_the_file(tmp_path, name, content, error, message):
+    path = tmp_path / name
+    if content == "truncate":
+        full = tmp_path / "full.nii.gz"
+        noise = np.random.default_rng(0).random((20, 20, 20)).astype(np.float32)
+        nib.save(nib.Nifti1Image(noise, np.eye(4)), full)
+        path.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    elif content is not None:
+        path.write_bytes(gzip.compress(content) if name == "text.nii.gz" else content)
+    with pytest.raises(error, match=message) as raised:
+        load_image(path)
+    assert name in str(raised.value)
