@@ -48,6 +48,8 @@ def describe_case(case: Case) -> CaseInfo:
         case.id, case.kind, shown, str(case.label) if case.label else None, case.subset, case.group
     )
     try:
+        if case.kind == "video":
+            return _describe_video(case, info)
         image = case.load_image()
     except MedattnError as error:
         info.error = str(error)
@@ -68,6 +70,17 @@ def describe_case(case: Case) -> CaseInfo:
     values = image.as_tensor()
     info.intensity_min = float(values.min())
     info.intensity_max = float(values.max())
+    return info
+
+
+def _describe_video(case: Case, info: CaseInfo) -> CaseInfo:
+    """Videos are described from the container header: decoding every frame for a summary costs minutes."""
+    from medattn.io.video import video_info
+
+    header = video_info(case.images[0])
+    info.channels, info.shape, info.spacing = 3, [int(header["width"]), int(header["height"])], [1.0, 1.0]
+    info.frames, info.fps, info.modality = int(header["n_frames"]), float(header["fps"] or 0) or None, "RGB"
+    info.affine = np.eye(4).tolist()
     return info
 
 
