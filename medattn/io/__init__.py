@@ -19,8 +19,8 @@ from typing import Any
 _EXPORTS = {
     "load_image": "medattn.io.load",
     "save_mask": "medattn.io.write",
-    "discover": "medattn.io.discover",
-    "Case": "medattn.io.discover",
+    "discover": "medattn.io.discovery",
+    "Case": "medattn.io.discovery",
     "atomic_path": "medattn.io.atomic",
 }
 

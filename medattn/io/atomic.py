@@ -20,6 +20,15 @@ def full_suffix(path: str | Path) -> str:
     return Path(name).suffix
 
 
+def _default_mode(path: Path) -> int:
+    """The existing file's mode when overwriting, else 0666 minus the process umask."""
+    if path.exists():
+        return path.stat().st_mode & 0o777
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path`, on failure removed.
@@ -42,6 +51,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as written:
             os.fsync(written.fileno())
+        # mkstemp makes the file private (0600); outputs get the mode any new file would get here.
+        os.chmod(tmp, _default_mode(path))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -21,14 +21,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_rescale
 
 from medattn.errors import InputNotFoundError, NoCasesFoundError, UnreadableImageError, UnsupportedDicomError
-from medattn.io.dicom_geometry import (
-    SlicePlane,
-    affine_2d,
-    affine_ras,
-    check_same_orientation,
-    slice_spacing,
-    sort_planes,
-)
+from medattn.io.dicom_geometry import SlicePlane, affine_2d, affine_ras, stack_geometry
 
 # Objects that carry no image of their own (our own SEG outputs among them): never read as scans.
 NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "ECG", "DOC"}
@@ -285,7 +278,7 @@ def _meta(ds: Dataset, path: Path, affine: np.ndarray, spatial_dims: int, **extr
     }
 
 
-def _plane_of(ds: Dataset, path: Path, frame_item: Dataset | None = None) -> SlicePlane | None:
+def plane_of(ds: Dataset, path: Path, frame_item: Dataset | None = None) -> SlicePlane | None:
     if frame_item is None:
         position, orientation, spacing = (
             ds.get(k) for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
@@ -307,7 +300,7 @@ def _plane_of(ds: Dataset, path: Path, frame_item: Dataset | None = None) -> Sli
     )
 
 
-def _spacing_fallback(ds: Dataset, frame_item: Dataset | None = None) -> float | None:
+def spacing_fallback(ds: Dataset, frame_item: Dataset | None = None) -> float | None:
     measures = _functional_item(ds, frame_item, "PixelMeasuresSequence") if frame_item is not None else ds
     for key in ("SpacingBetweenSlices", "SliceThickness"):
         for holder in (measures, ds):
@@ -322,21 +315,17 @@ def _read_classic_series(files: Sequence[Path], source: Path) -> MetaTensor:
     datasets = [_dcmread(f) for f in files]
     planes = []
     for ds, path in zip(datasets, files, strict=True):
-        plane = _plane_of(ds, path)
+        plane = plane_of(ds, path)
         if plane is None:
             raise UnsupportedDicomError("a slice lacks ImagePositionPatient/ImageOrientationPatient", path)
         planes.append(plane)
     shapes = {(int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1))) for ds in datasets}
     if len(shapes) > 1:
         raise UnsupportedDicomError(f"slices differ in size {sorted(shapes)}", source)
-    check_same_orientation(planes, source)
-    order = sort_planes(planes)
-    sorted_planes = [planes[i] for i in order]
-    step = slice_spacing(sorted_planes, source, _spacing_fallback(datasets[0]))
+    order, affine = stack_geometry(planes, source, spacing_fallback(datasets[0]))
     slices = [_rescaled(_pixels(datasets[i], files[i]), datasets[i]) for i in order]
     first = datasets[order[0]]
     values = _monochrome1_inverted(np.stack(slices), first)
-    affine = affine_ras(sorted_planes[0], step)
     array = _channel_first(values, int(first.get("SamplesPerPixel", 1)))
     return MetaTensor(array, affine=affine, meta=_meta(first, source, affine, 3))
 
@@ -349,20 +338,20 @@ def _read_dicom_object(path: Path) -> MetaTensor:
     frames = _int_tag(ds, "NumberOfFrames", 1)
     samples = _int_tag(ds, "SamplesPerPixel", 1)
     per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    if per_frame is not None and len(per_frame) == frames and _plane_of(ds, path, per_frame[0]) is not None:
+    if per_frame is not None and len(per_frame) == frames and plane_of(ds, path, per_frame[0]) is not None:
         return _read_enhanced(ds, path, list(per_frame))
     pixels = _pixels(ds, path)
     if frames == 1:
         pixels = pixels[None]
     values = _monochrome1_inverted(_rescaled(pixels, ds), ds)
-    plane = _plane_of(ds, path)
+    plane = plane_of(ds, path)
     if plane is not None and frames == 1:
-        affine = affine_ras(plane, _spacing_fallback(ds) or 1.0)
+        affine = affine_ras(plane, spacing_fallback(ds) or 1.0)
         return MetaTensor(_channel_first(values, samples), affine=affine, meta=_meta(ds, path, affine, 3))
     spacing = _pixel_spacing_2d(ds)
     if frames > 1 and str(ds.get("Modality", "")) in VOLUME_MODALITIES:
         affine = affine_2d(spacing)
-        affine[2, 2] = _spacing_fallback(ds) or 1.0
+        affine[2, 2] = spacing_fallback(ds) or 1.0
         meta = _meta(ds, path, affine, 3, geometry="unknown: no plane position in the file")
         return MetaTensor(_channel_first(values, samples), affine=affine, meta=meta)
     affine = affine_2d(spacing)
@@ -374,18 +363,14 @@ def _read_dicom_object(path: Path) -> MetaTensor:
 
 
 def _read_enhanced(ds: Dataset, path: Path, frame_items: list[Dataset]) -> MetaTensor:
-    planes = [_plane_of(ds, path, item) for item in frame_items]
+    planes = [plane_of(ds, path, item) for item in frame_items]
     if any(plane is None for plane in planes):
         raise UnsupportedDicomError("some frames lack a plane position", path)
-    check_same_orientation(planes, path)
-    order = sort_planes(planes)
-    sorted_planes = [planes[i] for i in order]
-    step = slice_spacing(sorted_planes, path, _spacing_fallback(ds, frame_items[0]))
+    order, affine = stack_geometry(planes, path, spacing_fallback(ds, frame_items[0]))
     pixels = _pixels(ds, path)
     if len(frame_items) == 1:
         pixels = pixels[None]
     values = _monochrome1_inverted(_rescaled(pixels, ds, frame_items), ds)[order]
-    affine = affine_ras(sorted_planes[0], step)
     array = _channel_first(values, int(ds.get("SamplesPerPixel", 1)))
     return MetaTensor(array, affine=affine, meta=_meta(ds, path, affine, 3))
 

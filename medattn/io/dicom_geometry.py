@@ -120,3 +120,17 @@ def affine_2d(pixel_spacing: tuple[float, float]) -> np.ndarray:
     affine[0, 0] = pixel_spacing[1]
     affine[1, 1] = pixel_spacing[0]
     return affine
+
+
+def stack_geometry(
+    planes: Sequence[SlicePlane], source: str | Path, fallback: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Check a stack of planes, then return the slice order along the normal and the RAS affine of it.
+
+    The reader and the DICOM SEG writer both call this, so a mask lands on exactly the grid the image
+    was read on.
+    """
+    check_same_orientation(planes, source)
+    order = sort_planes(planes)
+    sorted_planes = [planes[i] for i in order]
+    return order, affine_ras(sorted_planes[0], slice_spacing(sorted_planes, source, fallback))

@@ -1,0 +1,147 @@
+"""Put a label mask exactly on a reference grid: axis permutations and flips only, never interpolation.
+
+A mask that went through MONAI's `Orientation` (e.g. to RAS) holds the same voxels as the scan, with its
+axes permuted or reversed. Writing it for the scan means undoing exactly that: the voxel index map
+between the two grids, inv(mask_affine) @ reference_affine, must then be a signed permutation with the
+matching offset. Anything else (other spacing, shift, rotation) needs resampling, which is inference's
+job, so it is refused here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from medattn.errors import GeometryError
+
+# In voxels: affines written in float32 or with ~6 decimals agree far better than this.
+GRID_TOLERANCE = 1e-3
+
+
+def affine_4x4(affine: np.ndarray | torch.Tensor | None, spatial_dims: int) -> np.ndarray:
+    """A voxel -> world affine as 4x4 float64; a 2D (3x3) affine is embedded with z = 0, None is identity."""
+    if affine is None:
+        return np.eye(4)
+    matrix = np.asarray(
+        affine.detach().cpu() if isinstance(affine, torch.Tensor) else affine, dtype=np.float64
+    )
+    if matrix.shape == (4, 4):
+        return matrix
+    if matrix.shape == (3, 3) and spatial_dims <= 2:
+        embedded = np.eye(4)
+        embedded[:2, :2] = matrix[:2, :2]
+        embedded[:2, 3] = matrix[:2, 2]
+        return embedded
+    raise GeometryError(f"expected a 4x4 (or 2D 3x3) affine, got shape {matrix.shape}")
+
+
+def split_channel(
+    mask: np.ndarray | torch.Tensor, spatial_dims: int | None, path: str | Path | None = None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The mask's spatial array (channel removed) and its own affine when it carries one (a MetaTensor).
+
+    Args:
+        mask: (*spatial) or (1, *spatial) label values; a MetaTensor is channel-first like every MONAI image.
+        spatial_dims: the number of spatial axes the output needs (the reference's), or None to infer:
+            4D arrays and (1, W, H) MetaTensors (MONAI's channel-first 2D images) drop their first axis.
+        path: the output file, named in errors.
+    """
+    affine = getattr(mask, "affine", None)
+    is_meta = affine is not None and isinstance(mask, torch.Tensor)
+    array = mask.detach().cpu().numpy() if isinstance(mask, torch.Tensor) else np.asarray(mask)
+    if spatial_dims is None:
+        has_channel = array.ndim == 4 or (is_meta and array.ndim == 3 and array.shape[0] == 1)
+        spatial_dims = array.ndim - 1 if has_channel else array.ndim
+    if array.ndim == spatial_dims + 1:
+        if array.shape[0] != 1:
+            raise GeometryError(
+                f"the mask has {array.shape[0]} channels (shape {tuple(array.shape)}); pass one channel of "
+                "integer labels, e.g. the argmax over classes",
+                path,
+            )
+        array = array[0]
+    elif array.ndim != spatial_dims:
+        raise GeometryError(
+            f"the mask has shape {tuple(array.shape)}, expected {spatial_dims} spatial axes (plus an "
+            "optional channel axis of size 1)",
+            path,
+        )
+    if array.ndim not in (2, 3):
+        raise GeometryError(f"masks are 2D or 3D, got shape {tuple(array.shape)}", path)
+    return array, (affine_4x4(affine, array.ndim) if is_meta else None)
+
+
+def onto_grid(
+    array: np.ndarray,
+    affine: np.ndarray | None,
+    target_shape: tuple[int, ...],
+    target_affine: np.ndarray,
+    path: str | Path | None = None,
+) -> np.ndarray:
+    """The mask's voxels re-indexed onto the target grid, exactly (the same world position for each voxel).
+
+    Args:
+        array: spatial label array.
+        affine: its voxel -> world affine, or None when the array is already indexed like the target.
+        target_shape: spatial shape of the reference grid.
+        target_affine: voxel -> world affine of the reference grid.
+        path: the output file, named in errors.
+
+    Raises:
+        GeometryError: the shapes differ, or the two grids are not a permutation/flip of each other.
+    """
+    target_shape = tuple(int(n) for n in target_shape)
+    if affine is None:
+        if array.shape != target_shape:
+            raise GeometryError(
+                f"the mask shape {tuple(array.shape)} differs from the reference image shape {target_shape}",
+                path,
+            )
+        return array
+    dims = len(target_shape)
+    try:
+        index_map = np.linalg.solve(affine_4x4(affine, dims), affine_4x4(target_affine, dims))
+    except np.linalg.LinAlgError as error:
+        raise GeometryError("the mask's affine is singular (an axis of zero length)", path) from error
+    rotation, offset = index_map[:3, :3], index_map[:3, 3]
+    signs = np.round(rotation)
+    is_permutation = (
+        np.abs(rotation - signs).max() < GRID_TOLERANCE
+        and np.all(np.abs(signs).sum(axis=0) == 1)
+        and np.all(np.abs(signs).sum(axis=1) == 1)
+    )
+    if not is_permutation:
+        raise GeometryError(
+            "the mask grid is rotated or scaled relative to the reference image grid; resample the mask onto "
+            "the reference first (inference does this). If the array already is on the reference grid and "
+            "only its affine is wrong, pass the plain array (mask.numpy())",
+            path,
+        )
+    # Work in 3D: a 2D grid is a 3D grid with one slice.
+    volume = array.reshape(array.shape + (1,) * (3 - array.ndim))
+    target3 = target_shape + (1,) * (3 - dims)
+    source_axis = [int(np.argmax(np.abs(signs[:, axis]))) for axis in range(3)]
+    out = np.transpose(volume, source_axis)
+    if out.shape != target3:
+        raise GeometryError(
+            f"the mask shape {tuple(array.shape)} does not cover the reference image shape {target_shape} "
+            "(after matching axes)",
+            path,
+        )
+    flips = []
+    for axis, source in enumerate(source_axis):
+        flipped = signs[source, axis] < 0
+        expected = volume.shape[source] - 1 if flipped else 0
+        if abs(offset[source] - expected) > GRID_TOLERANCE:
+            raise GeometryError(
+                f"the mask grid is shifted by {offset[source] - expected:.3f} voxels along axis {source} "
+                "relative to the reference image grid; resample or pad it onto the reference first",
+                path,
+            )
+        if flipped:
+            flips.append(axis)
+    if flips:
+        out = np.flip(out, axis=tuple(flips))
+    return np.ascontiguousarray(out).reshape(target_shape)
