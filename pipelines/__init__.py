@@ -1,1 +1,1 @@
-"""End-to-end workflows (installed as medattn.pipelines): compose medattn parts; the CLI and API call these."""
+"""End-to-end workflows (installed as medattn.pipelines): compose medattn parts for the CLI and API."""

@@ -54,6 +54,9 @@ def describe_case(case: Case) -> CaseInfo:
     except MedattnError as error:
         info.error = str(error)
         return info
+    except Exception as error:  # a bug of ours must not hide the other cases; report it with the case
+        info.error = f"internal error reading this case: {type(error).__name__}: {error}"
+        return info
     time_axis = image.meta.get("time_axis")
     spatial = list(image.shape[1:])
     if time_axis:

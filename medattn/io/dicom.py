@@ -25,6 +25,7 @@ from medattn.io.dicom_geometry import SlicePlane, affine_2d, affine_ras, stack_g
 
 # Objects that carry no image of their own (our own SEG outputs among them): never read as scans.
 NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "ECG", "DOC"}
+UNREADABLE = "unreadable:"
 # Modalities whose multi-frame objects without plane positions are volumes; all others are cine (2D+t).
 VOLUME_MODALITIES = {"CT", "MR", "PT", "NM", "RTDOSE"}
 _HEADER_TAGS = [
@@ -114,7 +115,12 @@ def scan_dicom_files(files: Iterable[Path]) -> list[DicomSeries]:
     grouped: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
     for path in files:
         header = _read_header(path)
-        if header is None or "Rows" not in header or str(header.get("Modality", "")) in NON_IMAGE_MODALITIES:
+        if header is None or (len(header) == 0 and path.name.upper() != "DICOMDIR"):
+            # Named or marked as DICOM but unreadable: keep it as a case of its own so reading it reports
+            # the file, instead of a series silently missing a slice.
+            grouped[f"{UNREADABLE}{path}"].append((path, Dataset()))
+            continue
+        if "Rows" not in header or str(header.get("Modality", "")) in NON_IMAGE_MODALITIES:
             continue
         uid = str(header.get("SeriesInstanceUID", "")) or f"no-series-uid:{path.parent}"
         key = uid if _stackable(header) else f"{uid}#{path}"
@@ -163,6 +169,9 @@ def read_dicom(source: str | Path | Sequence[str | Path], series_uid: str | None
         if path.is_file():
             return _read_dicom_object(path)
         found = find_dicom_series(path)
+        damaged = [s for s in found if s.uid.startswith(UNREADABLE)]
+        if damaged:
+            _dcmread(damaged[0].files[0])  # raises, naming the file
         if not found:
             raise NoCasesFoundError("no DICOM image files found in this folder", path)
         if series_uid is not None:
@@ -171,7 +180,8 @@ def read_dicom(source: str | Path | Sequence[str | Path], series_uid: str | None
                 raise NoCasesFoundError(f"no series with SeriesInstanceUID {series_uid}", path)
         if len(found) > 1:
             listing = "; ".join(
-                f"#{s.series_number} {s.modality} {s.description!r} ({len(s.files)} files)" for s in found
+                f"#{s.series_number} {s.modality} {s.description!r} ({len(s.files)} files, uid {s.uid})"
+                for s in found
             )
             raise UnsupportedDicomError(
                 f"the folder holds {len(found)} series ({listing}); pass series_uid= or use "
@@ -190,9 +200,9 @@ def read_dicom(source: str | Path | Sequence[str | Path], series_uid: str | None
     return _read_classic_series(files, label)
 
 
-def _dcmread(path: Path) -> Dataset:
+def _dcmread(path: Path, pixels: bool = True) -> Dataset:
     try:
-        return pydicom.dcmread(path)
+        return pydicom.dcmread(path, stop_before_pixels=not pixels)
     except InvalidDicomError as error:
         raise UnreadableImageError("not a DICOM file (no DICM marker and no valid header)", path) from error
     except (OSError, EOFError, ValueError) as error:
@@ -244,10 +254,14 @@ def _rescaled(pixels: np.ndarray, ds: Dataset, frame_items: Sequence[Dataset] | 
     return out
 
 
-def _monochrome1_inverted(values: np.ndarray, ds: Dataset) -> np.ndarray:
-    if ds.get("PhotometricInterpretation") == "MONOCHROME1":
-        return values.max() + values.min() - values
-    return values
+def _monochrome1_inverted(stored: np.ndarray, ds: Dataset) -> np.ndarray:
+    """MONOCHROME1 shows low values bright; invert the stored values against their bit depth (before the
+    modality LUT) so every image means the same: bright = dense, independent of the image's content."""
+    if ds.get("PhotometricInterpretation") != "MONOCHROME1":
+        return stored
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        return -stored.astype(np.int64) - 1  # two's complement bit flip of signed values
+    return (1 << _int_tag(ds, "BitsStored", 16)) - 1 - stored.astype(np.int64)
 
 
 def _functional_item(ds: Dataset, frame_item: Dataset | None, sequence: str) -> Dataset | None:
@@ -311,22 +325,32 @@ def spacing_fallback(ds: Dataset, frame_item: Dataset | None = None) -> float | 
 
 
 def _read_classic_series(files: Sequence[Path], source: Path) -> MetaTensor:
-    """One file per slice: sort by position along the normal, check the grid, stack, rescale per slice."""
-    datasets = [_dcmread(f) for f in files]
+    """One file per slice: sort by position along the normal, check the grid, then decode slice by slice.
+
+    Headers are read first (no pixels) to fix the order and the grid; each slice is then decoded,
+    rescaled in float32 straight into one preallocated buffer and released, so peak memory stays near
+    the size of the result. The result is a transposed view of that buffer (no copy).
+    """
+    headers = [_dcmread(f, pixels=False) for f in files]
     planes = []
-    for ds, path in zip(datasets, files, strict=True):
+    for ds, path in zip(headers, files, strict=True):
         plane = plane_of(ds, path)
         if plane is None:
             raise UnsupportedDicomError("a slice lacks ImagePositionPatient/ImageOrientationPatient", path)
         planes.append(plane)
-    shapes = {(int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel", 1))) for ds in datasets}
+    shapes = {(int(ds.Rows), int(ds.Columns), _int_tag(ds, "SamplesPerPixel", 1)) for ds in headers}
     if len(shapes) > 1:
         raise UnsupportedDicomError(f"slices differ in size {sorted(shapes)}", source)
-    order, affine = stack_geometry(planes, source, spacing_fallback(datasets[0]))
-    slices = [_rescaled(_pixels(datasets[i], files[i]), datasets[i]) for i in order]
-    first = datasets[order[0]]
-    values = _monochrome1_inverted(np.stack(slices), first)
-    array = _channel_first(values, int(first.get("SamplesPerPixel", 1)))
+    order, affine = stack_geometry(planes, source, spacing_fallback(headers[0]))
+    rows, columns, samples = shapes.pop()
+    buffer = np.empty((len(files), rows, columns, samples), dtype=np.float32)
+    for k, index in enumerate(order):
+        ds = _dcmread(files[index])
+        stored = _monochrome1_inverted(_pixels(ds, files[index]), ds)
+        buffer[k] = _rescaled(stored, ds).reshape(rows, columns, samples)
+        del ds, stored
+    first = headers[order[0]]
+    array = np.transpose(buffer, (3, 2, 1, 0))  # (C, i = column, j = row, k = slice), a view
     return MetaTensor(array, affine=affine, meta=_meta(first, source, affine, 3))
 
 
@@ -343,7 +367,7 @@ def _read_dicom_object(path: Path) -> MetaTensor:
     pixels = _pixels(ds, path)
     if frames == 1:
         pixels = pixels[None]
-    values = _monochrome1_inverted(_rescaled(pixels, ds), ds)
+    values = _rescaled(_monochrome1_inverted(pixels, ds), ds)
     plane = plane_of(ds, path)
     if plane is not None and frames == 1:
         affine = affine_ras(plane, spacing_fallback(ds) or 1.0)
@@ -370,7 +394,7 @@ def _read_enhanced(ds: Dataset, path: Path, frame_items: list[Dataset]) -> MetaT
     pixels = _pixels(ds, path)
     if len(frame_items) == 1:
         pixels = pixels[None]
-    values = _monochrome1_inverted(_rescaled(pixels, ds, frame_items), ds)[order]
+    values = _rescaled(_monochrome1_inverted(pixels, ds), ds, frame_items)[order]
     array = _channel_first(values, int(ds.get("SamplesPerPixel", 1)))
     return MetaTensor(array, affine=affine, meta=_meta(ds, path, affine, 3))
 

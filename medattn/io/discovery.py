@@ -24,6 +24,7 @@ from medattn.io.atomic import full_suffix
 from medattn.io.dicom import DicomSeries, find_dicom_series, looks_like_dicom
 from medattn.io.load import VIDEO_SUFFIXES, load_image, supported_suffix
 
+ANONYMOUS = "dicom"  # placeholder id of a series whose folder names the patient; numbered at the end
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 LABEL_TAILS = ("_mask", "_masks", "_label", "_labels", "_seg", "_gt", "_segmentation")
 IMAGE_FOLDERS = ("images", "image", "imgs", "img")
@@ -51,6 +52,7 @@ class Case:
     subset: str | None = None
     group: str = ""
     series_uid: str | None = None
+    patient_tokens: tuple[str, ...] = field(default=(), repr=False)  # only to keep them out of ids
 
     @property
     def dicom(self) -> bool:
@@ -106,6 +108,11 @@ class Dataset:
         raise KeyError(case_id)
 
 
+def _safe_id(text: str) -> str:
+    """Case ids become file names on every OS: keep letters, digits, '.', '_' and '-'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_.") or "case"
+
+
 def _stem(path: Path) -> str:
     suffix = full_suffix(path)
     return path.name[: -len(suffix)] if suffix else path.name
@@ -137,7 +144,7 @@ def _group_channels(files: list[Path]) -> dict[str, list[Path]]:
             grouped[match["case"]].append((int(match["channel"]), path))
         else:
             grouped[_stem(path)].append((0, path))
-    return {case: [p for _, p in sorted(channels)] for case, channels in grouped.items()}
+    return {_safe_id(case): [p for _, p in sorted(channels)] for case, channels in grouped.items()}
 
 
 def _match_label(case_id: str, label_folder: Path | None, ending: str | None = None) -> Path | None:
@@ -155,9 +162,17 @@ def _read_dataset_json(folder: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
+        spec = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise MedattnError(f"dataset.json is not valid JSON ({error})", path) from error
+    if not isinstance(spec, dict):
+        raise MedattnError(
+            "dataset.json must hold a JSON object (nnU-Net's labels, channel_names, ...)", path
+        )
+    for key in ("labels", "channel_names", "modality"):
+        if key in spec and not isinstance(spec[key], dict):
+            raise MedattnError(f'"{key}" in dataset.json must map names to values, found {spec[key]!r}', path)
+    return spec
 
 
 def _nnunet(folder: Path, group: str) -> Dataset:
@@ -193,7 +208,7 @@ def _paired(folder: Path, images: Path, labels: Path | None, group: str) -> Data
     return dataset
 
 
-def _dicom_case_id(series: DicomSeries, root: Path, index: int) -> str:
+def _dicom_case_id(series: DicomSeries, root: Path) -> str:
     """A file-name-safe id from the series' folder (or file); never a patient's name or ID."""
     anchor = series.files[0] if len(series.files) == 1 else series.folder
     try:
@@ -202,23 +217,27 @@ def _dicom_case_id(series: DicomSeries, root: Path, index: int) -> str:
         base = anchor.name
     if len(series.files) == 1:
         base = _stem(Path(base))
-    lowered = base.lower()
-    if any(token in lowered for token in series.patient_tokens):
-        base = f"dicom_{index:03d}"
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("_") or f"dicom_{index:03d}"
+    if _names_patient(base, series.patient_tokens):
+        return ANONYMOUS
+    return _safe_id(base)
+
+
+def _names_patient(text: str, tokens: tuple[str, ...]) -> bool:
+    lowered = text.lower()
+    return any(token in lowered for token in tokens)
 
 
 def _dicom_cases(folder: Path, series_list: list[DicomSeries], group: str) -> list[Case]:
     cases = [
-        Case(_dicom_case_id(s, folder, i), list(s.files), None, "dicom", None, group, s.uid)
-        for i, s in enumerate(series_list)
+        Case(_dicom_case_id(s, folder), list(s.files), None, "dicom", None, group, s.uid, s.patient_tokens)
+        for s in series_list
     ]
     # Several series in one folder: tell them apart by series number, then by position.
     by_id: dict[str, list[tuple[Case, DicomSeries]]] = defaultdict(list)
     for case, series in zip(cases, series_list, strict=True):
         by_id[case.id].append((case, series))
     for case_id, members in by_id.items():
-        if len(members) == 1:
+        if len(members) == 1 or case_id == ANONYMOUS:
             continue
         for position, (case, series) in enumerate(members):
             number = series.series_number
@@ -255,14 +274,19 @@ def _discover_folder(folder: Path, root: Path, depth: int) -> list[Dataset]:
 
 
 def _unique_ids(cases: list[Case]) -> None:
-    """Ids become output file names: prefix the group where two sub-folders hold the same case name,
-    then number whatever still collides (e.g. two series with one series number in one folder)."""
+    """Ids become output file names: anonymous DICOM cases are numbered across the tree, a group prefix
+    tells apart same-named cases of two sub-folders (unless the folder names the patient), and whatever
+    still collides is numbered."""
+    anonymous = [case for case in cases if case.id == ANONYMOUS]
+    for number, case in enumerate(anonymous):
+        case.id = f"dicom_{number:03d}"
     counts: dict[str, int] = defaultdict(int)
     for case in cases:
         counts[case.id] += 1
     for case in cases:
-        if counts[case.id] > 1 and case.group:
-            case.id = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{case.group}_{case.id}")
+        prefixed = _safe_id(f"{case.group}_{case.id}")
+        if counts[case.id] > 1 and case.group and not _names_patient(prefixed, case.patient_tokens):
+            case.id = prefixed
     seen: dict[str, int] = defaultdict(int)
     for case in cases:
         seen[case.id] += 1
@@ -290,7 +314,10 @@ def discover(path: str | Path) -> Dataset:
         (case_id,) = _group_channels([path])
         case = Case(case_id, [path], None, kind)
         return Dataset(root=path.parent, layout="file", cases=[case])
-    datasets = _discover_folder(path, path, 0)
+    try:
+        datasets = _discover_folder(path, path, 0)
+    except PermissionError as error:
+        raise MedattnError("permission denied while searching for cases", error.filename or path) from error
     cases = [case for dataset in datasets for case in dataset.cases]
     if not cases:
         raise NoCasesFoundError(

@@ -10,6 +10,7 @@ from monai.data import ImageReader
 from monai.data.meta_tensor import MetaTensor
 
 from medattn.io.atomic import full_suffix
+from medattn.io.dicom import looks_like_dicom
 from medattn.io.load import load_image
 
 
@@ -40,6 +41,8 @@ class MedattnReader(ImageReader):
 
     def read(self, data: Sequence[str | Path] | str | Path, **kwargs) -> list[MetaTensor]:
         names = [data] if isinstance(data, (str, Path)) else list(data)
+        if len(names) > 1 and all(Path(n).is_file() and looks_like_dicom(Path(n)) for n in names):
+            return [load_image(names, dtype=None)]  # the files of one DICOM series (a discover() case)
         return [load_image(n, dtype=None, series_uid=self.series_uid) for n in names]
 
     def get_data(self, img: MetaTensor | list[MetaTensor]) -> tuple[np.ndarray, dict]:

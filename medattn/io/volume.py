@@ -37,10 +37,13 @@ def _meta(path: Path, affine: np.ndarray, spatial_dims: int, modality: str = "")
 
 
 def read_nifti(path: str | Path) -> MetaTensor:
-    """A NIfTI file as (C, i, j, k); 2D NIfTI gives a single slice volume, 4D/5D give channels."""
+    """A NIfTI file as (C, i, j, k); 2D NIfTI gives a single slice volume, 4D/5D and RGB give channels."""
     path = Path(path)
     try:
         image = nib.load(path)
+        if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise UnreadableImageError(f"a {type(image).__name__} is not a NIfTI-1/2 image volume", path)
+        _check_declared_size(image, path)
         data = np.asanyarray(image.dataobj)
     except (
         nib.filebasedimages.ImageFileError,
@@ -49,8 +52,15 @@ def read_nifti(path: str | Path) -> MetaTensor:
         zlib.error,
         gzip.BadGzipFile,
         ValueError,
+        MemoryError,
     ) as error:
         raise UnreadableImageError(f"not a readable NIfTI file ({error})", path) from error
+    if data.dtype.names:  # RGB(A) NIfTI: a structured dtype, one field per colour
+        data = np.stack([data[name] for name in data.dtype.names], axis=-1)
+    if np.iscomplexobj(data):
+        raise UnreadableImageError(
+            "complex-valued NIfTI (e.g. raw MR phase data) is not an image to segment", path
+        )
     if data.ndim < 2:
         raise UnreadableImageError(
             f"a NIfTI image needs at least 2 dimensions, found shape {data.shape}", path
@@ -60,8 +70,24 @@ def read_nifti(path: str | Path) -> MetaTensor:
     # NIfTI stores extra dimensions after the three spatial ones (5D for vectors: x, y, z, t=1, c).
     data = data.reshape(*data.shape[:3], -1)
     array = np.moveaxis(data, -1, 0)
+    if not array.dtype.isnative:  # big-endian files: torch accepts native byte order only
+        array = array.astype(array.dtype.newbyteorder("="))
     affine = np.asarray(image.affine, dtype=np.float64)
     return MetaTensor(np.ascontiguousarray(array), affine=affine, meta=_meta(path, affine, 3))
+
+
+def _check_declared_size(image: nib.Nifti1Image, path: Path) -> None:
+    """Refuse a header that promises more data than an uncompressed file holds (instead of a MemoryError)."""
+    if full_suffix(path) != ".nii":
+        return
+    header = image.header
+    declared = int(np.prod(header.get_data_shape(), dtype=np.int64)) * header.get_data_dtype().itemsize
+    available = path.stat().st_size - int(header.get_data_offset())
+    if declared > available:
+        raise UnreadableImageError(
+            f"the header declares {declared} bytes of voxel data but the file holds {available}: truncated?",
+            path,
+        )
 
 
 def read_itk(path: str | Path) -> MetaTensor:

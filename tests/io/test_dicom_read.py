@@ -81,11 +81,31 @@ def test_missing_slice_is_a_clear_error(tmp_path):
         load_image(tmp_path)
 
 
-def test_monochrome1_is_inverted(tmp_path):
+def test_monochrome1_is_inverted_against_the_bit_depth_before_rescale(tmp_path):
     volume = _volume()
-    write_series(tmp_path, volume, photometric="MONOCHROME1")
+    write_series(tmp_path, volume, photometric="MONOCHROME1", slope=2.0, intercept=10.0)
     image = load_image(tmp_path)[0].numpy()
-    np.testing.assert_allclose(image, volume.max() + volume.min() - volume.astype(np.float32))
+    # signed 16-bit stored values: the inversion is a bit flip (-v - 1), independent of the image content
+    np.testing.assert_allclose(image, (-volume.astype(np.float32) - 1) * 2.0 + 10.0)
+
+
+def test_damaged_slice_is_reported_not_dropped(tmp_path):
+    write_series(tmp_path, _volume())
+    damaged = sorted(tmp_path.iterdir())[3]
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    with pytest.raises(MedattnError, match=damaged.name):
+        load_image(tmp_path)
+
+
+def test_medattn_reader_reads_a_dicom_case_as_one_series(tmp_path):
+    from monai.transforms import LoadImage
+
+    from medattn.io.readers import MedattnReader
+
+    write_series(tmp_path, _volume())
+    (case,) = list(discover(tmp_path))
+    loaded = LoadImage(reader=MedattnReader(), image_only=True)(case.images)
+    assert tuple(loaded.shape) == (1, 12, 10, 7)
 
 
 def test_folder_with_two_series_splits_by_uid(tmp_path):

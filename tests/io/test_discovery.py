@@ -10,7 +10,7 @@ import pytest
 from dicom_factory import write_series
 from PIL import Image
 
-from medattn.errors import InputNotFoundError, NoCasesFoundError
+from medattn.errors import InputNotFoundError, MedattnError, NoCasesFoundError
 from medattn.io import discover
 
 
@@ -80,9 +80,18 @@ def test_flat_folder_and_nested_datasets(tmp_path):
 
 
 def test_dicom_case_ids_never_carry_patient_names(tmp_path):
+    # the factory writes PatientName Doe^Jane, PatientID PID123; one folder per patient as PACS exports do
     write_series(tmp_path / "Doe_Jane" / "CT", np.zeros((4, 4, 3), np.int16))
-    (case,) = list(discover(tmp_path))
-    assert "doe" not in case.id.lower() and case.kind == "dicom"
+    write_series(tmp_path / "PID123_followup" / "CT", np.zeros((4, 4, 3), np.int16), seed=5)
+    ids = [case.id for case in discover(tmp_path)]
+    assert ids == ["dicom_000", "dicom_001"]
+
+
+def test_malformed_dataset_json_is_a_clear_error(tmp_path):
+    _nifti(tmp_path / "imagesTr" / "a_0000.nii.gz")
+    (tmp_path / "dataset.json").write_text('{"labels": ["background", "tumour"]}')
+    with pytest.raises(MedattnError, match="dataset.json"):
+        discover(tmp_path)
 
 
 def test_single_file_is_one_case_with_its_channel_suffix_stripped(tmp_path):

@@ -126,3 +126,25 @@ def test_bad_inputs_raise_errors_naming_the_file(tmp_path, name, content, error,
     with pytest.raises(error, match=message) as raised:
         load_image(path)
     assert name in str(raised.value)
+
+
+def test_big_endian_and_rgb_nifti_read(tmp_path):
+    header = nib.Nifti1Header(endianness=">")
+    data = np.arange(60, dtype=">f4").reshape(5, 4, 3)
+    nib.save(nib.Nifti1Image(data, np.eye(4), header=header), tmp_path / "be.nii")
+    np.testing.assert_array_equal(load_image(tmp_path / "be.nii")[0].numpy(), data.astype(np.float32))
+    rgb = np.zeros((5, 4, 3), dtype=[("R", "u1"), ("G", "u1"), ("B", "u1")])
+    rgb["G"] = 7
+    nib.save(nib.Nifti1Image(rgb, np.eye(4)), tmp_path / "rgb.nii.gz")
+    image = load_image(tmp_path / "rgb.nii.gz")
+    assert tuple(image.shape) == (3, 5, 4, 3) and float(image[1].mean()) == 7.0
+
+
+def test_header_promising_more_data_than_the_file_holds(tmp_path):
+    path = tmp_path / "big.nii"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), path)
+    raw = bytearray(path.read_bytes())
+    raw[42:48] = np.array([2000, 2000, 2000], "<i2").tobytes()  # dim[1..3] in the NIfTI-1 header
+    path.write_bytes(bytes(raw))
+    with pytest.raises(UnreadableImageError, match="declares"):
+        load_image(path)
