@@ -3,8 +3,20 @@
 Scans in (DICOM, NIfTI, NRRD/MHA, 2D images, video), masks out that 3D Slicer opens in the right place.
 """
 
+import importlib
+from typing import Any
+
 from medattn.errors import MedattnError
 
 __version__ = "0.1.0"
 
-__all__ = ["MedattnError", "__version__"]
+# The Python API, imported on first use so `import medattn` stays light: name -> module defining it.
+_API = {"evaluate": "medattn.pipelines.evaluate"}
+
+__all__ = ["MedattnError", "__version__", *_API]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        return getattr(importlib.import_module(_API[name]), name)
+    raise AttributeError(f"module 'medattn' has no attribute {name!r}")
