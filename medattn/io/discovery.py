@@ -59,24 +59,35 @@ class Case:
         return self.kind == "dicom"
 
     def load_image(self, **kwargs) -> MetaTensor:
-        """The case's image, channels stacked: all channel files must share one grid."""
-        if self.dicom:
-            return load_image(self.images, **kwargs)
-        if len(self.images) == 1:
-            return load_image(self.images[0], **kwargs)
+        """The case's image, channels stacked: all channel files must share one grid.
+
+        Keyword arguments go to `medattn.io.load_image`; `channels` is checked on the stacked result.
+        """
         import torch
 
         from medattn.errors import GeometryError
 
-        channels = [load_image(p, **kwargs) for p in self.images]
-        for path, channel in zip(self.images[1:], channels[1:], strict=True):
-            if channel.shape[1:] != channels[0].shape[1:] or not torch.allclose(
-                channel.affine, channels[0].affine, atol=1e-3
-            ):
-                raise GeometryError(f"channel grid differs from {self.images[0].name}'s", path)
-        stacked = torch.cat([c.as_tensor() for c in channels], dim=0)
-        meta = {k: v for k, v in channels[0].meta.items() if k != "affine"}
-        return MetaTensor(stacked, affine=channels[0].affine, meta=meta)
+        channels_needed = kwargs.pop("channels", None)
+        if self.dicom:
+            image = load_image(self.images, **kwargs)
+        elif len(self.images) == 1:
+            image = load_image(self.images[0], **kwargs)
+        else:
+            channels = [load_image(p, **kwargs) for p in self.images]
+            for path, channel in zip(self.images[1:], channels[1:], strict=True):
+                if channel.shape[1:] != channels[0].shape[1:] or not torch.allclose(
+                    channel.affine, channels[0].affine, atol=1e-3
+                ):
+                    raise GeometryError(f"channel grid differs from {self.images[0].name}'s", path)
+            stacked = torch.cat([c.as_tensor() for c in channels], dim=0)
+            meta = {k: v for k, v in channels[0].meta.items() if k != "affine"}
+            image = MetaTensor(stacked, affine=channels[0].affine, meta=meta)
+        if channels_needed is not None and image.shape[0] != channels_needed:
+            raise GeometryError(
+                f"expected {channels_needed} channel(s), found {image.shape[0]} (shape {tuple(image.shape)})",
+                self.images[0],
+            )
+        return image
 
     def load_label(self, **kwargs) -> MetaTensor | None:
         return None if self.label is None else load_image(self.label, dtype=None, **kwargs)
