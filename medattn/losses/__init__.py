@@ -1,0 +1,18 @@
+"""Segmentation losses: Dice + cross-entropy, the AGUNet paper's Dice, and the deep-supervision wrapper.
+
+Example:
+    >>> from medattn.losses import DeepSupervisionLoss, create_loss
+    >>> loss = DeepSupervisionLoss(create_loss("dice_ce", num_classes=2))
+"""
+
+from medattn.losses.deep_supervision import DeepSupervisionLoss, deep_supervision_weights, resize_labels
+from medattn.losses.dice_ce import LabelLoss, available_losses, create_loss
+
+__all__ = [
+    "DeepSupervisionLoss",
+    "LabelLoss",
+    "available_losses",
+    "create_loss",
+    "deep_supervision_weights",
+    "resize_labels",
+]
