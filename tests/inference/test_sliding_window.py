@@ -1,0 +1,259 @@
+"""sliding_window_predict against MONAI's own sliding window: blending, TTA, padding, attention, devices."""
+
+from __future__ import annotations
+
+import itertools
+
+import monai.inferers.utils
+import pytest
+import torch
+from monai.data import MetaTensor
+from monai.inferers import sliding_window_inference
+from monai.networks.nets import UNet
+from torch import nn
+
+from medattn.errors import ConfigError, GeometryError
+from medattn.inference import count_windows, importance_map, sliding_window_predict
+
+
+@pytest.fixture(autouse=True)
+def _small_cpu_runs():
+    """Seed every test; one thread and native CPU convolutions for tiny tensors.
+
+    On a shared 2-core machine two OpenMP threads make each tiny forward wait on a busy core (measured:
+    0.35 s instead of 1 ms per call), and oneDNN compiles a kernel per new input shape.
+    """
+    torch.manual_seed(0)
+    enabled, threads = torch.backends.mkldnn.enabled, torch.get_num_threads()
+    torch.backends.mkldnn.enabled = False
+    torch.set_num_threads(1)
+    yield
+    torch.backends.mkldnn.enabled = enabled
+    torch.set_num_threads(threads)
+
+
+def _unet(dims: int, out_channels: int = 3) -> nn.Module:
+    return UNet(
+        spatial_dims=dims, in_channels=1, out_channels=out_channels, channels=(4, 8), strides=(2,)
+    ).eval()
+
+
+def _monai_probabilities(network, image, patch, overlap, predictor=None):
+    """The plain MONAI way: gaussian sliding_window_inference on logits, then softmax."""
+    with torch.no_grad():
+        logits = sliding_window_inference(
+            image[None], patch, 2, predictor or network, overlap=overlap, mode="gaussian"
+        )
+    return torch.softmax(logits, dim=1)[0]
+
+
+class _SymmetricConvNet(nn.Module):
+    """Two convolutions with kernels symmetric under every flip: the network commutes with mirroring."""
+
+    def __init__(self, dims: int):
+        super().__init__()
+        conv = nn.Conv3d if dims == 3 else nn.Conv2d
+        self.layers = nn.Sequential(conv(1, 4, 3, padding=1), nn.ReLU(), conv(4, 3, 3, padding=1))
+        kernel_dims = tuple(range(2, 2 + dims))
+        with torch.no_grad():
+            for layer in (self.layers[0], self.layers[2]):
+                flips = [
+                    torch.flip(layer.weight, d)
+                    for r in range(dims + 1)
+                    for d in itertools.combinations(kernel_dims, r)
+                ]
+                layer.weight.copy_(torch.stack(flips).mean(0))
+
+    def forward(self, x):
+        return self.layers(x)
+
+
+class _GatedNet(nn.Module):
+    """A conv net whose two 'attention maps' are voxel-wise functions of the input, at the input grid."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(1, 3, 3, padding=1)
+        self._maps: dict[str, torch.Tensor] = {}
+
+    def forward(self, x):
+        gate = torch.sigmoid(x)
+        self._maps = {"gate": gate, "complement": 1 - gate / 2}
+        return self.conv(x * gate)
+
+    def attention_maps(self):
+        return self._maps
+
+
+@pytest.mark.parametrize("overlap", [0.25, 0.5])
+@pytest.mark.parametrize(("dims", "shape", "patch"), [(2, (37, 29), (16, 12)), (3, (20, 18, 13), (8, 8, 6))])
+def test_equals_monai_sliding_window_then_softmax(dims, shape, patch, overlap):
+    network = _unet(dims)
+    image = torch.randn(1, *shape)
+    expected = _monai_probabilities(network, image, patch, overlap)
+    result = sliding_window_predict(network, image, patch, overlap=overlap, sw_batch_size=3)
+    assert result.shape == (3, *shape)
+    assert result.dtype == torch.float32
+    torch.testing.assert_close(result, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(result.sum(0), torch.ones(shape))
+
+
+def test_batched_or_meta_input_window_batch_and_constant_blend():
+    network = _unet(3)
+    image = torch.randn(1, 14, 12, 10)
+    single = sliding_window_predict(network, image, (8, 8, 8), sw_batch_size=1)
+    torch.testing.assert_close(
+        sliding_window_predict(network, image[None], (8, 8, 8), sw_batch_size=5), single
+    )
+    with torch.no_grad():
+        logits = sliding_window_inference(image[None], (8, 8, 8), 1, network, overlap=0.5, mode="constant")
+    constant = sliding_window_predict(network, image, (8, 8, 8), blend="constant")
+    torch.testing.assert_close(constant, torch.softmax(logits, 1)[0], atol=1e-5, rtol=1e-5)
+    from_meta = sliding_window_predict(network, MetaTensor(image), (8, 8, 8))
+    assert type(from_meta) is torch.Tensor
+    torch.testing.assert_close(from_meta, single)
+
+
+@pytest.mark.parametrize(("shape", "patch"), [((5, 6, 7), (8, 8, 8)), ((20, 6, 13), (8, 8, 8))])
+def test_image_smaller_than_patch(shape, patch):
+    network = _unet(3)
+    image = torch.randn(1, *shape)
+    result = sliding_window_predict(network, image, patch)
+    assert result.shape == (3, *shape) and result.is_contiguous()
+    torch.testing.assert_close(result, _monai_probabilities(network, image, patch, 0.5), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_mirror_tta_of_a_flip_equivariant_network_changes_nothing(dims):
+    network = _SymmetricConvNet(dims).eval()
+    shape, patch = ((30, 26), (16, 16)) if dims == 2 else ((14, 13, 11), (8, 8, 8))
+    image = torch.randn(1, *shape)
+    plain = sliding_window_predict(network, image, patch)
+    mirrored = sliding_window_predict(network, image, patch, mirror_axes=tuple(range(dims)))
+    torch.testing.assert_close(mirrored, plain, atol=1e-5, rtol=1e-5)
+
+
+def test_mirror_tta_averages_logits_over_every_flip_combination():
+    network = _unet(3)
+    image = torch.randn(1, 14, 13, 11)
+    axes = (0, 2)
+
+    def flip_average(window):
+        flips = [(), (2,), (4,), (2, 4)]  # tensor dims of spatial axes 0 and 2
+        return sum(torch.flip(network(torch.flip(window, d)), d) if d else network(window) for d in flips) / 4
+
+    expected = _monai_probabilities(network, image, (8, 8, 8), 0.5, predictor=flip_average)
+    result = sliding_window_predict(network, image, (8, 8, 8), mirror_axes=axes)
+    torch.testing.assert_close(result, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(result, sliding_window_predict(network, image, (8, 8, 8)), atol=1e-4)
+
+
+def test_attention_is_stitched_on_the_image_grid():
+    network = _GatedNet().eval()
+    image = torch.randn(1, 15, 12, 9)
+    probabilities, attention = sliding_window_predict(
+        network, image, (8, 8, 8), return_attention=True, mirror_axes=(1,)
+    )
+    # Every window sees the same voxel-wise maps, so the blended mean is that map, whatever the weights.
+    torch.testing.assert_close(attention, 0.5 + torch.sigmoid(image) / 4)
+    assert attention.shape == (1, 15, 12, 9)
+    torch.testing.assert_close(
+        probabilities, sliding_window_predict(network, image, (8, 8, 8), mirror_axes=(1,))
+    )
+
+
+def test_attention_requested_from_a_network_without_maps_is_a_config_error():
+    image = torch.randn(1, 10, 10, 10)
+    with pytest.raises(ConfigError, match="exposes no attention maps"):
+        sliding_window_predict(_unet(3), image, (8, 8, 8), return_attention=True)
+    empty = _unet(3)
+    empty.attention_maps = dict  # the contract's answer for networks without attention
+    with pytest.raises(ConfigError, match="exposes no attention maps"):
+        sliding_window_predict(empty, image, (8, 8, 8), return_attention=True)
+
+
+def test_network_runs_in_eval_mode_and_gets_its_mode_back():
+    network = UNet(3, 1, 2, channels=(4, 8), strides=(2,), norm="batch")
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, nn.BatchNorm3d):
+                module.running_mean.uniform_(-1, 1)
+                module.running_var.uniform_(0.5, 2)
+    network.train()
+    image = torch.randn(1, 12, 12, 12)
+    result = sliding_window_predict(network, image, (8, 8, 8))
+    assert network.training
+    torch.testing.assert_close(
+        result, _monai_probabilities(network.eval(), image, (8, 8, 8), 0.5), atol=1e-5, rtol=1e-5
+    )
+    result.mul_(2)  # an ordinary tensor, not an inference tensor: in-place edits work
+
+
+def test_gaussian_map_is_cached_not_rebuilt_by_monai(monkeypatch):
+    network = _unet(3)
+    image = torch.randn(1, 12, 12, 12)
+    expected = sliding_window_predict(network, image, (8, 8, 8))
+
+    def rebuilt(*args, **kwargs):
+        raise AssertionError("MONAI rebuilt the importance map")
+
+    monkeypatch.setattr(monai.inferers.utils, "compute_importance_map", rebuilt)
+    torch.testing.assert_close(sliding_window_predict(network, image, (8, 8, 8)), expected)
+    device = torch.device("cpu")
+    assert importance_map((8, 8, 8), "gaussian", device) is importance_map((8, 8, 8), "gaussian", device)
+
+
+@pytest.mark.parametrize(
+    ("shape", "patch", "overlap"), [((20, 18, 13), (8, 8, 6), 0.5), ((5, 30, 9), (8, 8, 8), 0.25)]
+)
+def test_progress_callback_counts_every_window(shape, patch, overlap):
+    seen = []
+    sliding_window_predict(
+        _unet(3),
+        torch.randn(1, *shape),
+        patch,
+        overlap=overlap,
+        sw_batch_size=4,
+        progress=lambda done, total: seen.append((done, total)),
+    )
+    calls = []
+
+    def counting(window):
+        calls.append(window.shape[0])
+        return window
+
+    with torch.no_grad():
+        sliding_window_inference(torch.randn(1, 1, *shape), patch, 1, counting, overlap=overlap)
+    assert seen[-1] == (len(calls), len(calls)) == (count_windows(shape, patch, overlap),) * 2
+    assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error"),
+    [
+        ({"overlap": 1.0}, ConfigError),
+        ({"blend": "median"}, ConfigError),
+        ({"mirror_axes": (0, 3)}, ConfigError),
+        ({"sw_batch_size": 0}, ConfigError),
+        ({"patch_size": (8, 8)}, GeometryError),
+    ],
+)
+def test_bad_options_are_named(kwargs, error):
+    options = {"patch_size": (8, 8, 8), **kwargs}
+    with pytest.raises(error):
+        sliding_window_predict(_unet(3), torch.randn(1, 1, 10, 10, 10), **options)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_windows_with_cpu_stitching_match_cpu():
+    network = _unet(3)
+    image = torch.randn(1, 40, 36, 30)
+    on_cpu = sliding_window_predict(network, image, (16, 16, 16), device="cpu")
+    gpu_windows = sliding_window_predict(network, image, (16, 16, 16), device="cuda", stitch_device="cpu")
+    all_gpu = sliding_window_predict(network, image, (16, 16, 16), device="cuda")
+    assert gpu_windows.device.type == "cpu" and all_gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu_windows, on_cpu, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(all_gpu.cpu(), gpu_windows, atol=1e-5, rtol=1e-5)
+    bf16 = sliding_window_predict(network, image, (16, 16, 16), device="cuda", amp_dtype=torch.bfloat16)
+    assert (bf16.argmax(0).cpu() == on_cpu.argmax(0)).float().mean() > 0.99
