@@ -1,0 +1,204 @@
+"""AGUNet: the attention-gated U-Net with multi-scale input and deep supervision (Bouget et al. 2021)."""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.layers import Conv, Pool
+from torch import nn
+
+from medattn.errors import ConfigError
+from medattn.models.base import SegmentationModel
+from medattn.models.blocks import AttentionGate, conv, double_conv, norm_layer, resize
+from medattn.models.registry import register_model
+
+
+def channel_plan(base_channels: int, depth: int, max_channels: int) -> list[int]:
+    """Channels per level, finest first: base * 2**level capped at `max_channels`; depth + 1 levels."""
+    if base_channels < 1 or depth < 1:
+        raise ConfigError(f"base_channels and depth must be >= 1, got {base_channels} and {depth}")
+    return [min(base_channels * 2**level, max_channels) for level in range(depth + 1)]
+
+
+class MultiScaleEncoder(nn.Module):
+    """U-Net encoder; with multi-scale input, level k >= 1 also sees the input average-pooled k times.
+
+    As in the paper's code: at each level >= 1 a 3^n conv (+ReLU) of the pooled input is concatenated to
+    the max-pooled features before that level's conv block.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        features: list[int],
+        norm: str,
+        multi_scale_input: bool,
+        dropout: float,
+    ):
+        super().__init__()
+        self.max_pool = Pool[Pool.MAX, spatial_dims](2)
+        self.avg_pool = Pool[Pool.AVG, spatial_dims](2)
+        self.pyramid = nn.ModuleList()
+        if multi_scale_input:
+            self.pyramid.extend(
+                nn.Sequential(conv(spatial_dims, in_channels, f, kernel_size=3), nn.ReLU(inplace=True))
+                for f in features[1:]
+            )
+        self.blocks = nn.ModuleList()
+        for level, f in enumerate(features):
+            block_in = in_channels if level == 0 else features[level - 1] + (f if multi_scale_input else 0)
+            self.blocks.append(double_conv(spatial_dims, block_in, f, norm, dropout))
+
+    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """Return the skips (levels 0..depth-1), the same max-pooled, and the bottleneck."""
+        skips, pooled = [], []
+        scaled, h = x, x
+        for level, block in enumerate(self.blocks):
+            if level > 0:
+                h = self.max_pool(skips[-1])
+                pooled.append(h)
+                if self.pyramid:
+                    scaled = self.avg_pool(scaled)
+                    h = torch.cat([self.pyramid[level - 1](scaled), h], dim=1)
+            h = block(h)
+            if level < len(self.blocks) - 1:
+                skips.append(h)
+        return skips, pooled, h
+
+
+class DecoderLevel(nn.Module):
+    """One decoder level: transposed-conv upsampling, optional gate on the skip, optional guide, conv block.
+
+    The block's input is [upsampled, (gated) skip] plus, in DAUNet's guided decoder, the bottleneck output
+    projected and resampled to this level ("guide").
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        coarse_channels: int,
+        skip_channels: int,
+        norm: str,
+        gate: str | None,
+        guided: bool,
+        guide_channels: int,
+        dropout: float,
+    ):
+        super().__init__()
+        transposed = Conv[Conv.CONVTRANS, spatial_dims]
+        self.up = nn.Sequential(
+            transposed(coarse_channels, skip_channels, 3, stride=2, padding=1, output_padding=1),
+            norm_layer(norm, spatial_dims, skip_channels),
+            nn.ReLU(inplace=True),
+        )
+        self.gate = (
+            None if gate is None else AttentionGate(spatial_dims, coarse_channels, skip_channels, norm, gate)
+        )
+        # 1^n projection at the bottleneck's grid then linear upsampling: the same map as projecting after
+        # upsampling, without full-resolution work.
+        self.guide = conv(spatial_dims, guide_channels, skip_channels) if guided else None
+        block_in = skip_channels * (3 if guided else 2)
+        self.block = double_conv(spatial_dims, block_in, skip_channels, norm, dropout)
+
+    def forward(
+        self, coarse: torch.Tensor, skip: torch.Tensor, pooled_skip: torch.Tensor, bottleneck: torch.Tensor
+    ) -> torch.Tensor:
+        parts = [self.up(coarse), skip if self.gate is None else self.gate(coarse, skip, pooled_skip)]
+        if self.guide is not None:
+            parts.append(resize(self.guide(bottleneck), skip.shape[2:]))
+        return self.block(torch.cat(parts, dim=1))
+
+
+@register_model(
+    "agunet",
+    description="Attention-gated U-Net (Bouget 2021): gated skips, multi-scale input, deep supervision.",
+    deep_supervision=True,
+    tiny={"base_channels": 4, "depth": 2},
+)
+class AGUNet(SegmentationModel):
+    """Attention-gated U-Net for lesion segmentation (Bouget et al. 2021, meningioma in T1 MRI).
+
+    Paper: D. Bouget et al., "Meningioma segmentation in T1-weighted MRI leveraging global context and
+    attention mechanisms", Front. Radiol. 2021 (arXiv:2101.07715). Official code (Keras):
+    github.com/dbouget/mri_brain_tumor_segmentation. Each component is a switch for ablations.
+
+    Architecture: levels of 2 x (3^n conv, norm, ReLU) with max-pooling; decoder levels upsample with a
+    stride-2 transposed conv (+norm, ReLU) and concatenate the gated skip. Differences from the code:
+    the gate is computed at the coarse grid (see `AttentionGate`), so attention costs little beyond a
+    plain U-Net; their code gates at full resolution. Deep-supervision heads are 1^n convs on every decoder
+    level, returned at that level's own resolution (input / 2**k for output k), finest first.
+
+    Defaults (3D, base 16, depth 4: channels 16-32-64-128-256, 1 input channel, 2 classes) have
+    about 6.3 M parameters. Memory, estimated from a CPU float32 measurement at 64^3, batch 1 (see
+    BENCHMARKS.md), scaled linearly in voxels x batch and halved for bf16: about 4-5 GB of activations
+    for training at 128^3, batch 2, bf16, well under 24 GB. Not yet measured on a GPU.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: image channels.
+        out_channels: classes including background.
+        base_channels: channels of the finest level; each level doubles it up to `max_channels`.
+        depth: number of poolings; inputs must be a multiple of 2**depth per axis.
+        max_channels: cap on channels per level.
+        norm: "batch" (the paper), "instance" or "group".
+        gate: "concat" (the paper's), "additive" (Oktay et al.) or None (plain skips).
+        multi_scale_input: feed the average-pooled input to every level (the paper's input pyramid).
+        deep_supervision: in train mode return every decoder level's logits (finest first).
+        guided_decoder: also feed the bottleneck output to every decoder level (DAUNet's guided decoder).
+        dropout: spatial dropout after every conv (0 in the paper).
+
+    Example:
+        >>> model = AGUNet(spatial_dims=3, in_channels=1, out_channels=2).eval()
+        >>> logits = model(torch.zeros(1, 1, 64, 64, 64))  # (1, 2, 64, 64, 64)
+        >>> gates = model.attention_maps()  # {"decoder.0.gate": (1, 1, 64, 64, 64), ...}
+    """
+
+    encoder_prefixes = ("encoder",)
+
+    def __init__(
+        self,
+        spatial_dims: int = 3,
+        in_channels: int = 1,
+        out_channels: int = 2,
+        *,
+        base_channels: int = 16,
+        depth: int = 4,
+        max_channels: int = 256,
+        norm: str = "batch",
+        gate: str | None = "concat",
+        multi_scale_input: bool = True,
+        deep_supervision: bool = True,
+        guided_decoder: bool = False,
+        dropout: float = 0.0,
+    ):
+        super().__init__(
+            spatial_dims, in_channels, out_channels, deep_supervision=deep_supervision, size_divisor=2**depth
+        )
+        features = channel_plan(base_channels, depth, max_channels)
+        self.features = features
+        self.encoder = MultiScaleEncoder(
+            spatial_dims, in_channels, features, norm, multi_scale_input, dropout
+        )
+        # DAUNet replaces this with its dual-attention block; AGUNet passes the bottleneck features through.
+        self.bottleneck: nn.Module = nn.Identity()
+        self.decoder = nn.ModuleList(
+            DecoderLevel(
+                spatial_dims, features[k + 1], features[k], norm, gate, guided_decoder, features[-1], dropout
+            )
+            for k in range(depth)
+        )
+        head_levels = depth if deep_supervision else 1
+        self.heads = nn.ModuleList(conv(spatial_dims, features[k], out_channels) for k in range(head_levels))
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        skips, pooled, bottom = self.encoder(x)
+        bottom = self.bottleneck(bottom)
+        h = bottom
+        decoded = []
+        for k in reversed(range(len(self.decoder))):
+            h = self.decoder[k](h, skips[k], pooled[k], bottom)
+            decoded.append(h)
+        decoded.reverse()
+        if self.training and self.deep_supervision:
+            return [head(level) for head, level in zip(self.heads, decoded, strict=True)]
+        return self.heads[0](decoded[0])

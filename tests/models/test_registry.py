@@ -1,0 +1,90 @@
+"""The registry builds models by name, rejects bad options with clear errors, rebuilds from init_kwargs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medattn.errors import ConfigError
+from medattn.models import AGUNet, available, create, default_parameter_count, describe, register_model
+
+
+def test_every_family_of_the_issue_is_registered():
+    assert set(available()) >= {
+        "agunet",
+        "daunet",
+        "msga",
+        "monai.unet",
+        "monai.attention_unet",
+        "monai.segresnet",
+        "monai.swin_unetr",
+        "monai.unetr",
+    }
+    for name in available():
+        spec = describe(name)
+        assert spec.description and set(spec.spatial_dims) <= {2, 3}
+
+
+def test_unknown_name_suggests_the_closest():
+    with pytest.raises(ConfigError, match="Did you mean agunet"):
+        create("agunte", 3, 1, 2)
+
+
+def test_unknown_option_lists_the_accepted_ones():
+    with pytest.raises(ConfigError, match="base_channel.*it takes:.*base_channels"):
+        create("agunet", 3, 1, 2, base_channel=8)
+
+
+def test_bad_values_raise_config_errors():
+    with pytest.raises(ConfigError, match="spatial_dims"):
+        create("agunet", 4, 1, 2)
+    with pytest.raises(ConfigError, match="norm must be one of"):
+        create("agunet", 2, 1, 2, norm="layer", base_channels=4, depth=2)
+    with pytest.raises(ConfigError, match="gate must be one of"):
+        create("agunet", 2, 1, 2, gate="dot", base_channels=4, depth=2)
+
+
+def test_a_name_registers_once():
+    with pytest.raises(ConfigError, match="registered twice"):
+        register_model("agunet", description="again")(AGUNet)
+
+
+def test_init_kwargs_rebuild_the_same_model():
+    """A model package stores init_kwargs; building from them must accept the saved weights exactly."""
+    model = create("daunet", 2, 1, 3, base_channels=4, depth=2, gate="additive").eval()
+    kwargs = dict(model.init_kwargs)
+    rebuilt = create(kwargs.pop("name"), **kwargs).eval()
+    rebuilt.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(1, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(x), model(x))
+
+
+def test_default_parameter_count_matches_the_built_model():
+    assert default_parameter_count("agunet", 3) == create("agunet", 3, 1, 2).parameter_count()
+    swin = create("monai.swin_unetr", 2, 1, 2)
+    assert default_parameter_count("monai.swin_unetr", 2) == swin.parameter_count()
+
+
+@pytest.mark.parametrize("norm", ["batch", "instance", "group"])
+def test_norms(norm):
+    model = create("agunet", 2, 1, 2, base_channels=6, depth=2, norm=norm, deep_supervision=False)
+    assert model(torch.randn(2, 1, 16, 16)).shape == (2, 2, 16, 16)
+    kinds = {"batch": torch.nn.BatchNorm2d, "instance": torch.nn.InstanceNorm2d, "group": torch.nn.GroupNorm}
+    expected = kinds[norm]
+    assert any(isinstance(m, expected) for m in model.modules())
+
+
+def test_freezing():
+    model = create("agunet", 2, 1, 2, base_channels=4, depth=2)
+    total = model.parameter_count()
+    frozen = model.freeze_encoder()
+    encoder = sum(p.numel() for p in model.encoder.parameters())
+    assert frozen == len(list(model.encoder.parameters()))
+    assert model.parameter_count(trainable_only=True) == total - encoder
+    with pytest.raises(ConfigError, match="no parameters under 'encodr'"):
+        model.freeze("encodr")
+    model.unfreeze()
+    assert model.parameter_count(trainable_only=True) == total
+    with pytest.raises(ConfigError, match="no separable encoder"):
+        create("monai.unet", 2, 1, 2, **describe("monai.unet").tiny).freeze_encoder()
