@@ -41,10 +41,14 @@ def _global_options(
 
 def _register_commands() -> None:
     """Each command lives in its own cli module; importing them here keeps this file free of logic."""
-    from medattn.cli import evaluate, info
+    from medattn.cli import demo, evaluate, info, models, predict, train
 
     app.command("info")(info.info)
+    app.command("train")(train.train)
+    app.command("predict")(predict.predict)
     app.command("evaluate")(evaluate.evaluate)
+    app.add_typer(models.app, name="models")
+    app.command("demo")(demo.demo)
     # Other commands register here, one line each: app.command("NAME")(module.function)
 
 

@@ -4,14 +4,25 @@ Scans in (DICOM, NIfTI, NRRD/MHA, 2D images, video), masks out that 3D Slicer op
 """
 
 import importlib
+import logging
+import warnings
 from typing import Any
 
 from medattn.errors import MedattnError
 
 __version__ = "0.1.0"
 
+# MONAI announces on import that NVIDIA's optional GPU JPEG decoder is absent; pydicom's decoders do the work.
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+
 # The Python API, imported on first use so `import medattn` stays light: name -> module defining it.
-_API = {"evaluate": "medattn.pipelines.evaluate"}
+_API = {
+    "evaluate": "medattn.pipelines.evaluate",
+    "train": "medattn.pipelines.train",
+    "predict": "medattn.pipelines.predict",
+    "load_model": "medattn.predictor",
+}
 
 __all__ = ["MedattnError", "__version__", *_API]
 

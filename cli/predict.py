@@ -1,0 +1,79 @@
+"""`medattn predict INPUT OUTPUT --model PKG`: segment a file, a folder or a DICOM tree."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+
+def predict(
+    inputs: Path = typer.Argument(..., metavar="INPUT", help="A scan, a folder of scans or a DICOM tree."),
+    output: Path = typer.Argument(..., metavar="OUTPUT", help="Folder for masks, volumes.csv, predict.json."),
+    model: Path = typer.Option(..., "--model", "-m", help="Model package folder (from `medattn train`)."),
+    format: str = typer.Option("nii.gz", "--format", help="nii.gz|seg.nrrd|dicom-seg|png."),
+    overlap: float = typer.Option(
+        0.5, help="Sliding-window overlap (0-1); lower is faster, slightly less smooth."
+    ),
+    sw_batch: int = typer.Option(4, "--sw-batch", help="Windows per forward pass."),
+    tta: bool = typer.Option(False, "--tta", help="Mirror test-time augmentation (2^dims passes, slower)."),
+    device: str = typer.Option("auto", help="auto|cpu|cuda[:N]."),
+    amp: str = typer.Option("auto", help="bf16|fp16|off; auto = bf16 on CUDA where supported, off on CPU."),
+    stitch_device: str = typer.Option(
+        None, help="Where stitched logits live, e.g. cpu for a big CT on a small GPU."
+    ),
+    save_probabilities: bool = typer.Option(False, help="Also write <case>_probabilities.nii.gz."),
+    save_attention: bool = typer.Option(
+        False, help="Also write <case>_attention.nii.gz (where the model looked)."
+    ),
+    keep_largest: bool = typer.Option(False, help="Keep the largest connected component per label."),
+    fill_holes: bool = typer.Option(False, help="Fill enclosed holes per label."),
+    min_lesion_ml: float = typer.Option(None, help="Remove components smaller than this volume (mL)."),
+    overwrite: bool = typer.Option(False, help="Predict cases whose output already exists (default: skip)."),
+) -> None:
+    """Segment every case under INPUT; masks land on each input's own grid. Exit code 1 if a case failed."""
+    from medattn.pipelines.predict import predict as run_prediction
+
+    console = Console(stderr=True)
+    failures = []
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
+        task = bar.add_task("predicting", total=None)
+
+        def on_case(result, index: int, total: int) -> None:
+            bar.update(task, total=total, completed=index + 1, description=f"{result.case}: {result.status}")
+            if result.status == "failed":
+                failures.append(result)
+                console.print(f"[red]{result.case} failed:[/] {result.error}", highlight=False)
+
+        results = run_prediction(
+            inputs,
+            output,
+            model,
+            on_case=on_case,
+            format=format,
+            overwrite=overwrite,
+            overlap=overlap,
+            sw_batch_size=sw_batch,
+            tta=tta,
+            device=device,
+            amp=amp,
+            stitch_device=stitch_device,
+            save_probabilities=save_probabilities,
+            save_attention=save_attention,
+            keep_largest=keep_largest,
+            fill_holes=fill_holes,
+            min_lesion_ml=min_lesion_ml,
+        )
+    done = sum(r.status == "done" for r in results)
+    skipped = sum(r.status == "skipped" for r in results)
+    Console().print(f"{done} predicted, {skipped} skipped (already done), {len(failures)} failed -> {output}")
+    if failures:
+        raise typer.Exit(1)

@@ -1,0 +1,136 @@
+"""Model packages: one folder with the weights and everything prediction needs (nothing else is read).
+
+Layout:
+    model.pt        state_dict only, loaded with `weights_only=True` (a package is untrusted input)
+    medattn.json    model name + kwargs, the plan (spatial dims, spacing, patch, intensity preset),
+                    label names and colours, the training fingerprint and summary, medattn's version
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medattn import __version__
+from medattn.errors import ConfigError, InputNotFoundError
+from medattn.io.atomic import atomic_path
+from medattn.plan import Plan
+
+CONFIG_NAME = "medattn.json"
+WEIGHTS_NAME = "model.pt"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class PackageConfig:
+    """The contents of medattn.json."""
+
+    model: str
+    model_kwargs: dict[str, Any]
+    plan: Plan
+    label_colors: dict[int, list[int]] = field(default_factory=dict)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    medattn_version: str = __version__
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def labels(self) -> dict[int, str]:
+        return dict(self.plan.labels)
+
+    def label_table(self) -> dict[int, tuple[str, tuple[int, int, int]] | str]:
+        """value -> name or (name, rgb) as `medattn.io.save_mask(labels=...)` takes it; no background."""
+        table: dict[int, Any] = {}
+        for value, name in self.plan.labels.items():
+            if value == 0:
+                continue
+            color = self.label_colors.get(value)
+            table[value] = (name, tuple(color)) if color else name
+        return table
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "medattn_version": self.medattn_version,
+            "model": self.model,
+            "model_kwargs": self.model_kwargs,
+            "plan": self.plan.to_dict(),
+            "label_colors": {str(k): list(v) for k, v in self.label_colors.items()},
+            "fingerprint": self.fingerprint,
+            "training": self.training,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PackageConfig:
+        return cls(
+            model=data["model"],
+            model_kwargs=dict(data.get("model_kwargs") or {}),
+            plan=Plan.from_dict(data["plan"]),
+            label_colors={int(k): list(v) for k, v in (data.get("label_colors") or {}).items()},
+            fingerprint=dict(data.get("fingerprint") or {}),
+            training=dict(data.get("training") or {}),
+            medattn_version=str(data.get("medattn_version", "")),
+            format_version=int(data.get("format_version", FORMAT_VERSION)),
+        )
+
+
+def build_network(config: PackageConfig) -> torch.nn.Module:
+    """The package's network, untrained, in eval mode; deep supervision off (prediction needs one output)."""
+    from medattn.models import create, describe
+
+    kwargs = {k: v for k, v in config.model_kwargs.items() if k != "deep_supervision"}
+    if describe(config.model).deep_supervision:
+        kwargs["deep_supervision"] = False
+    plan = config.plan
+    network = create(config.model, plan.spatial_dims, plan.in_channels, plan.num_classes, **kwargs)
+    return network.eval()
+
+
+def save_package(folder: str | Path, state_dict: dict[str, torch.Tensor], config: PackageConfig) -> Path:
+    """Write model.pt and medattn.json into `folder`, each atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with atomic_path(folder / WEIGHTS_NAME) as tmp:
+        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
+    with atomic_path(folder / CONFIG_NAME) as tmp:
+        tmp.write_text(json.dumps(config.to_dict(), indent=2))
+    return folder
+
+
+def read_config(folder: str | Path) -> PackageConfig:
+    """medattn.json of a package; a missing or foreign folder is a clear error."""
+    folder = Path(folder)
+    if not folder.exists():
+        raise InputNotFoundError("no such model package", folder)
+    path = folder / CONFIG_NAME if folder.is_dir() else folder
+    if not path.is_file():
+        raise ConfigError(f"not a medattn model package: {CONFIG_NAME} is missing", folder)
+    try:
+        return PackageConfig.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ConfigError(
+            f"{CONFIG_NAME} is damaged or from an incompatible version ({error})", path
+        ) from error
+
+
+def load_package(
+    folder: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, PackageConfig]:
+    """The network with the package's weights (strict) and its config."""
+    folder = Path(folder)
+    config = read_config(folder)
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ConfigError(f"the package has no {WEIGHTS_NAME}", folder)
+    network = build_network(config)
+    try:
+        state = torch.load(weights, map_location=map_location, weights_only=True)
+        network.load_state_dict(state, strict=True)
+    except (RuntimeError, EOFError, OSError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ConfigError(f"the weights do not fit the package's model ({first})", weights) from error
+    return network.eval(), config

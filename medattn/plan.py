@@ -1,0 +1,229 @@
+"""Dataset fingerprint and training plan: spacing, patch, batch and normalisation chosen from the data.
+
+Like nnU-Net's experiment planning, but small: the fingerprint records what the training cases are
+(spacings, sizes, foreground intensities, label volumes); the plan turns it into choices (target
+spacing, patch size, batch size, intensity preset), each of which a user may override. Both are saved
+as JSON beside every run and inside every model package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+
+from medattn.errors import ConfigError
+from medattn.io.discovery import Case
+
+PRESETS = ("ct", "mr", "rgb")
+# Patch voxel budgets: nnU-Net's 3D default fits 128^3 at batch 2 on a 24 GB GPU; CPUs get smaller ones.
+PATCH_BUDGET_3D = {"cuda": 128**3, "cpu": 64**3}
+PATCH_BUDGET_2D = {"cuda": 512**2, "cpu": 256**2}
+ANISOTROPY_RATIO = 3.0
+INTENSITY_SAMPLES_PER_CASE = 10_000
+
+
+@dataclass
+class Fingerprint:
+    """What the training cases are. Spacings in mm per spatial axis (RAS order), sizes in voxels."""
+
+    spatial_dims: int
+    channels: int
+    spacings: list[list[float]]
+    shapes: list[list[int]]
+    modality: str
+    intensity_percentiles: dict[str, float]  # foreground p00_5, p50, p99_5, mean, std
+    label_values: list[int]
+    label_volumes_ml: dict[str, list[float]] = field(default_factory=dict)  # label -> per-case volume
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Fingerprint:
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+@dataclass
+class Plan:
+    """The choices a run trains with and a package predicts with; every field can be overridden."""
+
+    spatial_dims: int
+    in_channels: int
+    num_classes: int
+    spacing: list[float] | None  # target spacing in mm (None: keep each image's own grid, 2D images)
+    patch_size: list[int]
+    batch_size: int
+    preset: str  # ct | mr | rgb
+    clip_range: list[float] | None = None  # CT: foreground p0.5/p99.5 in HU
+    normalize_mean: float | None = None
+    normalize_std: float | None = None
+    labels: dict[int, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["labels"] = {str(k): v for k, v in self.labels.items()}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Plan:
+        values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+        values["labels"] = {int(k): v for k, v in (data.get("labels") or {}).items()}
+        return cls(**values)
+
+
+def _spacing(affine: np.ndarray, spatial_dims: int) -> list[float]:
+    return [float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :spatial_dims], axis=0)]
+
+
+def fingerprint_dataset(
+    cases: Sequence[Case], progress: Callable[[Iterable], Iterable] | None = None, seed: int = 0
+) -> Fingerprint:
+    """Read every training case once (image and label) and summarise it.
+
+    Args:
+        cases: labelled training cases (from `medattn.io.discover`).
+        progress: optional wrapper that shows progress over the cases (e.g. rich's `track`).
+        seed: for the foreground intensity sample.
+    """
+    from medattn.metrics.volume import voxel_volume_ml
+
+    if not cases:
+        raise ConfigError("no labelled training cases: training needs images with labels")
+    rng = np.random.default_rng(seed)
+    spacings, shapes, samples, modalities, channels = [], [], [], set(), set()
+    volumes: dict[int, list[float]] = {}
+    spatial_dims = 3
+    iterator = progress(cases) if progress is not None else cases
+    for case in iterator:
+        image = case.load_image()
+        label = case.load_label()
+        spatial_dims = 2 if image.ndim == 3 else 3
+        channels.add(int(image.shape[0]))
+        modalities.add(str(image.meta.get("modality") or ""))
+        spacings.append(_spacing(image.affine, spatial_dims))
+        shapes.append([int(s) for s in image.shape[1:]])
+        labels = np.asarray(label[0]) if label is not None else np.zeros(image.shape[1:], np.uint8)
+        values = np.asarray(image)
+        foreground = values[:, labels > 0] if (labels > 0).any() else values.reshape(values.shape[0], -1)
+        take = min(INTENSITY_SAMPLES_PER_CASE, foreground.shape[1])
+        samples.append(foreground[:, rng.choice(foreground.shape[1], take, replace=False)].ravel())
+        voxel_ml = voxel_volume_ml(np.asarray(image.affine), spatial_dims)
+        present = np.bincount(labels.ravel().astype(np.int64))
+        for value in range(1, len(present)):
+            volumes.setdefault(value, []).append(float(present[value]) * voxel_ml)
+    if len(channels) > 1:
+        raise ConfigError(f"training cases differ in channel count {sorted(channels)}")
+    pooled = np.concatenate(samples).astype(np.float64)
+    percentiles = {
+        "p00_5": float(np.percentile(pooled, 0.5)),
+        "p50": float(np.percentile(pooled, 50)),
+        "p99_5": float(np.percentile(pooled, 99.5)),
+        "mean": float(pooled.mean()),
+        "std": float(pooled.std()),
+    }
+    modalities.discard("")
+    return Fingerprint(
+        spatial_dims=spatial_dims,
+        channels=channels.pop(),
+        spacings=spacings,
+        shapes=shapes,
+        modality=modalities.pop() if len(modalities) == 1 else "",
+        intensity_percentiles=percentiles,
+        label_values=sorted(volumes),
+        label_volumes_ml={str(k): v for k, v in sorted(volumes.items())},
+    )
+
+
+def _guess_preset(fingerprint: Fingerprint) -> str:
+    if fingerprint.modality == "CT" or fingerprint.intensity_percentiles["p00_5"] < -500:
+        return "ct"
+    if fingerprint.spatial_dims == 2 and fingerprint.channels == 3:
+        return "rgb"
+    return "mr"
+
+
+def _target_spacing(spacings: np.ndarray) -> list[float]:
+    """Median spacing per axis; a much coarser axis takes its 10th percentile (nnU-Net's rule)."""
+    target = np.median(spacings, axis=0)
+    worst = int(np.argmax(target))
+    others = np.delete(target, worst)
+    if target[worst] > ANISOTROPY_RATIO * others.max():
+        target[worst] = max(np.percentile(spacings[:, worst], 10), others.max())
+    return [round(float(v), 4) for v in target]
+
+
+def _patch_size(median_shape: np.ndarray, budget: int, divisor: int) -> list[int]:
+    """The median (resampled) shape, shrunk along its longest axis until it fits the voxel budget."""
+    patch = np.maximum(np.ceil(median_shape / divisor) * divisor, divisor)
+    while np.prod(patch) > budget:
+        axis = int(np.argmax(patch))
+        patch[axis] = max(divisor, patch[axis] - divisor)
+    return [int(v) for v in patch]
+
+
+def make_plan(
+    fingerprint: Fingerprint,
+    *,
+    labels: dict[int, str] | None = None,
+    device: str = "cpu",
+    divisor: int = 16,
+    spacing: Sequence[float] | None = None,
+    patch_size: Sequence[int] | None = None,
+    batch_size: int | None = None,
+    preset: str | None = None,
+) -> Plan:
+    """Choose target spacing, patch, batch and normalisation; any given argument overrides the choice.
+
+    Args:
+        fingerprint: from `fingerprint_dataset`.
+        labels: label value -> name (from dataset.json); missing names become `label_N`.
+        device: 'cpu' or 'cuda' — sets the patch voxel budget.
+        divisor: patch sides are multiples of it (2 ** number of down-samplings of the network).
+        spacing, patch_size, batch_size, preset: user overrides.
+    """
+    dims = fingerprint.spatial_dims
+    kind = "cuda" if str(device).startswith("cuda") else "cpu"
+    preset = preset or _guess_preset(fingerprint)
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    spacings = np.asarray(fingerprint.spacings, dtype=np.float64)
+    shapes = np.asarray(fingerprint.shapes, dtype=np.float64)
+    if spacing is not None:
+        target = [float(v) for v in spacing]
+    else:
+        target = None if dims == 2 else _target_spacing(spacings)
+    if target is not None and len(target) != dims:
+        raise ConfigError(f"--spacing needs {dims} values, got {len(target)}")
+    resampled = shapes if target is None else shapes * spacings / np.asarray(target)
+    budget = (PATCH_BUDGET_3D if dims == 3 else PATCH_BUDGET_2D)[kind]
+    patch = (
+        list(patch_size) if patch_size is not None else _patch_size(np.median(resampled, 0), budget, divisor)
+    )
+    if len(patch) != dims:
+        raise ConfigError(f"--patch needs {dims} values, got {len(patch)}")
+    bad = [p for p in patch if p % divisor]
+    if bad:
+        raise ConfigError(f"patch sides must be multiples of {divisor} for this network; got {patch}")
+    if batch_size is None:
+        batch_size = 2 if dims == 3 else (12 if kind == "cuda" else 8)
+    stats = fingerprint.intensity_percentiles
+    values = set(fingerprint.label_values) | set(labels or {})
+    num_classes = max(values | {1}) + 1
+    names = {0: "background"}
+    names.update({v: f"label_{v}" for v in range(1, num_classes)})
+    names.update({int(k): str(v) for k, v in (labels or {}).items()})
+    return Plan(
+        spatial_dims=dims,
+        in_channels=fingerprint.channels,
+        num_classes=num_classes,
+        spacing=target,
+        patch_size=[int(p) for p in patch],
+        batch_size=int(batch_size),
+        preset=preset,
+        clip_range=[stats["p00_5"], stats["p99_5"]] if preset == "ct" else None,
+        normalize_mean=stats["mean"] if preset == "ct" else None,
+        normalize_std=max(stats["std"], 1e-6) if preset == "ct" else None,
+        labels=names,
+    )

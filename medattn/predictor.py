@@ -1,0 +1,182 @@
+"""`Predictor`: a loaded model package that turns one image into a mask on that image's own grid.
+
+The steps are the package's preprocessing (orient, resample, normalise), gaussian sliding-window
+inference, softmax, then MONAI's Invertd to send the probabilities back through resampling and
+reorientation onto the input grid, where the argmax is taken (interpolating probabilities, not labels,
+keeps thin structures). The returned mask has the input's affine and shape exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from monai.data import MetaTensor
+from monai.transforms import Compose, Invertd
+
+from medattn.errors import ConfigError
+from medattn.package import PackageConfig, load_package
+from medattn.transforms.presets import preprocessing
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' picks CUDA when present; 'cuda' without a GPU is a clear error, not a CUDA traceback."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device} asked for, but torch sees no CUDA GPU; use --device cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as error:
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda[:N]") from error
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """Mixed precision only on CUDA: this kind of CPU runs bf16 80-140x slower than fp32."""
+    if amp not in ("auto", "bf16", "fp16", "off"):
+        raise ConfigError(f"unknown --amp {amp!r}; use auto, bf16, fp16 or off")
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "auto" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+@dataclass
+class PredictionOutput:
+    """A case's mask on its input grid, with the optional probability and attention volumes."""
+
+    mask: MetaTensor  # (1, *spatial) integer labels
+    probabilities: MetaTensor | None = None  # (num_classes, *spatial) float32
+    attention: MetaTensor | None = None  # (1, *spatial) float32
+
+
+class Predictor:
+    """A model package ready to segment images.
+
+    Args:
+        network: the trained network (eval mode).
+        config: the package's configuration (plan, labels, model name).
+        device: 'auto', 'cpu' or 'cuda[:N]'.
+        amp: 'auto' (bf16 on CUDA where supported), 'bf16', 'fp16' or 'off'.
+        overlap: sliding-window overlap (0-1).
+        sw_batch_size: windows per forward pass.
+        tta: mirror test-time augmentation over every spatial axis (2^dims passes).
+        stitch_device: where the stitched logits live ('cpu' lets a large CT fit a small GPU).
+    """
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        config: PackageConfig,
+        *,
+        device: str = "auto",
+        amp: str = "auto",
+        overlap: float = 0.5,
+        sw_batch_size: int = 4,
+        tta: bool = False,
+        stitch_device: str | None = None,
+    ):
+        self.device = resolve_device(device)
+        self.amp_dtype = resolve_amp(amp, self.device)
+        self.network = network.to(self.device).eval()
+        self.config = config
+        self.overlap = overlap
+        self.sw_batch_size = sw_batch_size
+        self.tta = tta
+        self.stitch_device = torch.device(stitch_device) if stitch_device else self.device
+        self._preprocess = Compose(preprocessing(config.plan, keys=("image",), load=False))
+
+    @property
+    def plan(self):
+        return self.config.plan
+
+    def load(self, path: str | Path) -> MetaTensor:
+        """Read an input the way this model needs it (spatial dims and channel count checked)."""
+        from medattn.io import load_image
+
+        return load_image(path, spatial_dims=self.plan.spatial_dims, channels=self.plan.in_channels)
+
+    def predict(self, image: MetaTensor | str | Path) -> MetaTensor:
+        """Segment one image; returns labels (1, *spatial) on the image's own grid (same affine, shape)."""
+        return self.predict_case(image).mask
+
+    def predict_case(
+        self, image: MetaTensor | str | Path, probabilities: bool = False, attention: bool = False
+    ) -> PredictionOutput:
+        """Segment one image, optionally keeping probabilities and the stitched attention map."""
+        from medattn.inference import sliding_window_predict
+
+        if not isinstance(image, MetaTensor):
+            image = self.load(image)
+        self._check(image)
+        data = self._preprocess({"image": image})
+        result = sliding_window_predict(
+            self.network,
+            data["image"].as_tensor(),
+            self.plan.patch_size,
+            overlap=self.overlap,
+            sw_batch_size=self.sw_batch_size,
+            mirror_axes=tuple(range(self.plan.spatial_dims)) if self.tta else None,
+            amp_dtype=self.amp_dtype,
+            device=self.device,
+            stitch_device=self.stitch_device,
+            return_attention=attention,
+        )
+        probs, attention_map = result if attention else (result, None)
+        volumes = {"pred": probs} if attention_map is None else {"pred": probs, "attention": attention_map}
+        on_input = {key: self._to_input_grid(value, data["image"], image) for key, value in volumes.items()}
+        labels = (
+            on_input["pred"]
+            .argmax(dim=0, keepdim=True)
+            .to(torch.uint8 if self.plan.num_classes < 256 else torch.int32)
+        )
+        mask = MetaTensor(labels.as_tensor(), affine=image.affine, meta=_plain_meta(image))
+        return PredictionOutput(
+            mask=mask,
+            probabilities=on_input["pred"] if probabilities else None,
+            attention=on_input.get("attention"),
+        )
+
+    def _check(self, image: MetaTensor) -> None:
+        source = image.meta.get("filename_or_obj", "image")
+        if image.ndim - 1 != self.plan.spatial_dims:
+            raise ConfigError(
+                f"{source}: the model is {self.plan.spatial_dims}D, the image has shape {tuple(image.shape)}"
+            )
+        if image.shape[0] != self.plan.in_channels:
+            raise ConfigError(
+                f"{source}: the model takes {self.plan.in_channels} channel(s), the image {image.shape[0]}"
+            )
+
+    def _to_input_grid(
+        self, volume: torch.Tensor, preprocessed: MetaTensor, original: MetaTensor
+    ) -> MetaTensor:
+        """Undo orientation and resampling (MONAI Invertd, bilinear on probabilities) onto the input grid."""
+        volume = volume.to("cpu", torch.float32)
+        if self.plan.spatial_dims == 2:
+            return MetaTensor(volume, affine=original.affine)
+        meta = {k: v for k, v in preprocessed.meta.items() if k != "affine"}
+        tracked = MetaTensor(volume, affine=preprocessed.affine, meta=meta)
+        tracked.applied_operations = list(preprocessed.applied_operations)
+        inverter = Invertd("pred", transform=self._preprocess, orig_keys="image", nearest_interp=False)
+        inverted = inverter({"pred": tracked, "image": preprocessed})["pred"]
+        if tuple(inverted.shape[1:]) != tuple(original.shape[1:]):
+            raise ConfigError(
+                f"internal: inverted shape {tuple(inverted.shape[1:])} != input {tuple(original.shape[1:])}"
+            )
+        return MetaTensor(inverted.as_tensor(), affine=original.affine)
+
+
+def _plain_meta(image: MetaTensor) -> dict:
+    keep = ("filename_or_obj", "modality", "spacing", "series_uid", "space")
+    return {k: image.meta[k] for k in keep if k in image.meta}
+
+
+def load_model(path: str | Path, **options) -> Predictor:
+    """Load a model package folder as a Predictor (options as `Predictor`'s: device, amp, overlap...)."""
+    network, config = load_package(path)
+    return Predictor(network, config, **options)

@@ -1,0 +1,252 @@
+"""Segment every case under an input path with a model package: masks, volumes.csv and predict.json.
+
+A finished case is skipped on a re-run unless `overwrite`; a failing case is recorded and the rest go
+on; every file is written atomically and the report is rewritten after each case, so a kill leaves
+finished cases complete and nothing partial. The next case is read on a background thread while the
+current one is inferred.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import platform
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medattn import __version__
+from medattn.errors import ConfigError, MedattnError
+from medattn.io import discover, save_mask
+from medattn.io.atomic import atomic_path
+from medattn.io.discovery import Case
+
+FORMATS = {"nii.gz": ".nii.gz", "seg.nrrd": ".seg.nrrd", "dicom-seg": ".dcm", "png": ".png"}
+VOLUME_COLUMNS = ("case", "label", "name", "voxels", "volume_ml")
+
+
+@dataclass
+class PredictOptions:
+    """Every option of `medattn predict`; saved in predict.json."""
+
+    format: str = "nii.gz"
+    overwrite: bool = False
+    overlap: float = 0.5
+    sw_batch_size: int = 4
+    tta: bool = False
+    device: str = "auto"
+    amp: str = "auto"
+    stitch_device: str | None = None
+    save_probabilities: bool = False
+    save_attention: bool = False
+    keep_largest: bool = False
+    fill_holes: bool = False
+    min_lesion_ml: float | None = None
+
+
+@dataclass
+class CaseResult:
+    """What happened to one case: status 'done', 'skipped' or 'failed'."""
+
+    case: str
+    status: str
+    output: str | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    volumes: list[dict] = field(default_factory=list)
+
+
+def _postprocess(labels: np.ndarray, spacing: tuple[float, ...], options: PredictOptions) -> np.ndarray:
+    from medattn.inference import postprocess
+
+    if options.min_lesion_ml:
+        labels = postprocess.remove_small_components(labels, options.min_lesion_ml, spacing)
+    if options.keep_largest:
+        labels = postprocess.keep_largest_component(labels)
+    if options.fill_holes:
+        labels = postprocess.fill_holes(labels)
+    return labels
+
+
+def volume_rows(case_id: str, mask, affine, names: dict[int, str]) -> list[dict]:
+    """One row per label of the package: voxels and volume in mL (2D: area x 1 mm, as the metrics do)."""
+    from medattn.metrics.volume import voxel_volume_ml
+
+    array = np.asarray(mask).reshape(-1)
+    counts = np.bincount(array.astype(np.int64), minlength=max(names) + 1)
+    spatial_dims = np.asarray(mask).ndim - 1
+    voxel_ml = voxel_volume_ml(np.asarray(affine), spatial_dims)
+    return [
+        {
+            "case": case_id,
+            "label": value,
+            "name": name,
+            "voxels": int(counts[value]),
+            "volume_ml": round(float(counts[value]) * voxel_ml, 6),
+        }
+        for value, name in sorted(names.items())
+        if value != 0
+    ]
+
+
+def _write_reports(out: Path, results: list[CaseResult], settings: dict) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=VOLUME_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for result in results:
+        writer.writerows(result.volumes)
+    with atomic_path(out / "volumes.csv") as tmp:
+        tmp.write_text(buffer.getvalue())
+    report = {**settings, "cases": [{k: v for k, v in asdict(r).items() if k != "volumes"} for r in results]}
+    with atomic_path(out / "predict.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=2))
+
+
+def _settings(model: Path, predictor, options: PredictOptions, inputs: Path) -> dict:
+    import monai
+    import torch
+
+    return {
+        "medattn_version": __version__,
+        "input": str(inputs),
+        "model_package": str(model),
+        "model": predictor.config.model,
+        "options": asdict(options),
+        "device": str(predictor.device),
+        "amp": str(predictor.amp_dtype).replace("torch.", "") if predictor.amp_dtype else "off",
+        "versions": {
+            "torch": torch.__version__,
+            "monai": monai.__version__,
+            "python": platform.python_version(),
+        },
+    }
+
+
+def _mask_reference(case: Case, image):
+    """DICOM SEG must reference the source files; everything else is placed on the loaded image's grid."""
+    return case.images if case.dicom else image
+
+
+def _predict_one(predictor, case: Case, image, out: Path, options: PredictOptions) -> CaseResult:
+    from monai.data import MetaTensor
+
+    start = time.perf_counter()
+    target = out / f"{case.id}{FORMATS[options.format]}"
+    if options.format == "dicom-seg" and not case.dicom:
+        raise ConfigError("--format dicom-seg needs DICOM input (the SEG references the source series)")
+    result = predictor.predict_case(
+        image, probabilities=options.save_probabilities, attention=options.save_attention
+    )
+    spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(image.affine)[:3, : image.ndim - 1], axis=0))
+    labels = _postprocess(np.asarray(result.mask[0]), spacing, options)
+    mask = MetaTensor(labels[None], affine=image.affine)
+    save_mask(mask, target, reference=_mask_reference(case, image), labels=predictor.config.label_table())
+    if result.probabilities is not None:
+        save_probability_volume(result.probabilities, out / f"{case.id}_probabilities.nii.gz")
+    if result.attention is not None:
+        save_probability_volume(result.attention, out / f"{case.id}_attention.nii.gz")
+    rows = volume_rows(case.id, mask, image.affine, predictor.config.labels)
+    return CaseResult(case.id, "done", str(target), round(time.perf_counter() - start, 3), volumes=rows)
+
+
+def save_probability_volume(volume, path: Path) -> Path:
+    """A float volume (C, *spatial) on the input grid as NIfTI, channels last, for overlays in Slicer."""
+    import nibabel as nib
+
+    array = np.moveaxis(np.asarray(volume, dtype=np.float32), 0, -1)
+    if array.shape[-1] == 1:
+        array = array[..., 0]
+    with atomic_path(path) as tmp:
+        nib.save(nib.Nifti1Image(array, np.asarray(volume.affine, dtype=np.float64)), tmp)
+    return path
+
+
+def _existing(case: Case, target: Path, names: dict[int, str]) -> CaseResult:
+    from medattn.io import load_image
+
+    mask = load_image(target, dtype=None)
+    return CaseResult(case.id, "skipped", str(target), volumes=volume_rows(case.id, mask, mask.affine, names))
+
+
+def predict(
+    inputs: str | Path,
+    output: str | Path,
+    model: str | Path,
+    *,
+    on_case: Callable[[CaseResult, int, int], None] | None = None,
+    **options,
+) -> list[CaseResult]:
+    """Segment every case found under `inputs` (a file, a folder in any layout, a DICOM tree).
+
+    Args:
+        inputs: what to segment.
+        output: folder for `<case_id>.<format>`, volumes.csv and predict.json.
+        model: a model package folder (from `medattn train`).
+        on_case: called after each case with (result, index, total), e.g. to advance a progress bar.
+        **options: fields of PredictOptions (format, overwrite, overlap, sw_batch_size, tta, device, amp,
+            stitch_device, save_probabilities, save_attention, keep_largest, fill_holes, min_lesion_ml).
+
+    Returns:
+        One CaseResult per case; failed cases carry the error (nothing is raised for them).
+    """
+    from medattn.predictor import load_model
+
+    settings_obj = PredictOptions(**options)
+    if settings_obj.format not in FORMATS:
+        raise ConfigError(f"unknown --format {settings_obj.format!r}; choose {', '.join(FORMATS)}")
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    predictor = load_model(
+        model,
+        device=settings_obj.device,
+        amp=settings_obj.amp,
+        overlap=settings_obj.overlap,
+        sw_batch_size=settings_obj.sw_batch_size,
+        tta=settings_obj.tta,
+        stitch_device=settings_obj.stitch_device,
+    )
+    cases = list(discover(inputs))
+    settings = _settings(Path(model), predictor, settings_obj, Path(inputs))
+    results: list[CaseResult] = []
+    todo = []
+    for case in cases:
+        target = out / f"{case.id}{FORMATS[settings_obj.format]}"
+        if target.exists() and not settings_obj.overwrite:
+            try:
+                results.append(_existing(case, target, predictor.config.labels))
+                continue
+            except MedattnError:
+                pass  # an unreadable earlier output is predicted again
+        todo.append(case)
+    with ThreadPoolExecutor(max_workers=1) as reader:
+        pending: Future | None = reader.submit(_load_case, predictor, todo[0]) if todo else None
+        for index, case in enumerate(todo):
+            future, pending = pending, None
+            if index + 1 < len(todo):
+                pending = reader.submit(_load_case, predictor, todo[index + 1])
+            start = time.perf_counter()
+            try:
+                result = _predict_one(predictor, case, future.result(), out, settings_obj)
+            except MedattnError as error:
+                result = CaseResult(
+                    case.id, "failed", None, round(time.perf_counter() - start, 3), str(error)
+                )
+            except Exception as error:  # noqa: BLE001 - one case's bug must not stop the batch
+                message = f"internal error: {type(error).__name__}: {error}"
+                result = CaseResult(case.id, "failed", None, round(time.perf_counter() - start, 3), message)
+            results.append(result)
+            _write_reports(out, results, settings)
+            if on_case is not None:
+                on_case(result, index, len(todo))
+    _write_reports(out, results, settings)
+    return results
+
+
+def _load_case(predictor, case: Case):
+    """Read a case as the model needs it (all channels, spatial dims and channel count checked)."""
+    return case.load_image(spatial_dims=predictor.plan.spatial_dims, channels=predictor.plan.in_channels)

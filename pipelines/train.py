@@ -1,0 +1,290 @@
+"""Train a model on a folder of labelled scans and leave a model package behind.
+
+discover -> split (saved) -> fingerprint + plan (saved) -> MONAI CacheDataset (files read once) with
+class- and size-aware patch sampling -> Trainer (Dice + CE with deep supervision, AdamW/SGD, poly or
+cosine) with sliding-window validation every epoch -> model package in the run folder. Every choice is
+saved in the run folder; `resume=True` continues from the last checkpoint with the saved plan and split.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medattn.errors import ConfigError
+from medattn.io import discover
+from medattn.io.atomic import atomic_path
+from medattn.io.discovery import Case
+from medattn.package import PackageConfig, save_package
+from medattn.plan import Fingerprint, Plan, fingerprint_dataset, make_plan
+
+
+@dataclass
+class TrainOptions:
+    """Every option of `medattn train`; saved as train_options.json in the run folder."""
+
+    model: str = "agunet"
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    spacing: list[float] | None = None
+    patch: list[int] | None = None
+    batch: int | None = None
+    preset: str | None = None
+    device: str = "auto"
+    amp: str = "auto"
+    epochs: int = 50
+    steps_per_epoch: int | None = None
+    max_time: float | None = None
+    val_fraction: float = 0.2
+    fold: str | None = None  # "K/N"
+    seed: int = 0
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    schedule: str = "poly"
+    loss: str = "dice_ce"
+    deep_supervision: bool = True
+    num_workers: int = 0
+    cache: str = "memory"  # memory | disk | none
+    resume: bool = False
+
+
+@dataclass
+class RunResult:
+    """What a training run produced: the package folder and the best validation score."""
+
+    run: Path
+    package: Path
+    best_metric: float | None
+    epochs: int
+    stopped_by: str
+    history: list[dict] = field(default_factory=list)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+
+
+def split_cases(
+    cases: list[Case], val_fraction: float, fold: str | None, seed: int
+) -> tuple[list[str], list[str]]:
+    """Train/validation ids: a seeded shuffle, then either the last fraction or fold K of N."""
+    ids = sorted(case.id for case in cases)
+    order = list(np.random.default_rng(seed).permutation(len(ids)))
+    shuffled = [ids[i] for i in order]
+    if fold:
+        try:
+            k, n = (int(v) for v in fold.split("/"))
+        except ValueError as error:
+            raise ConfigError(f"--fold takes K/N like 0/5, got {fold!r}") from error
+        if not 0 <= k < n or n > len(ids):
+            raise ConfigError(f"--fold {fold}: need 0 <= K < N <= number of cases ({len(ids)})")
+        val = shuffled[k::n]
+    else:
+        count = max(1, round(len(ids) * val_fraction)) if len(ids) > 1 and val_fraction > 0 else 0
+        val = shuffled[len(ids) - count :]
+    return [i for i in ids if i not in val], sorted(val)
+
+
+def _items(cases: list[Case], ids: list[str]) -> list[dict]:
+    chosen = {case.id: case for case in cases}
+    items = []
+    for case_id in ids:
+        case = chosen[case_id]
+        image = case.images if case.dicom or len(case.images) > 1 else case.images[0]
+        items.append({"image": image, "label": case.label, "id": case_id})
+    return items
+
+
+def _dataset(items: list[dict], transform, cache: str, cache_dir: Path, num_workers: int):
+    from monai.data import CacheDataset, Dataset, PersistentDataset
+
+    if cache == "memory":
+        return CacheDataset(items, transform, cache_rate=1.0, num_workers=max(num_workers, 1), progress=False)
+    if cache == "disk":
+        return PersistentDataset(items, transform, cache_dir=cache_dir)
+    if cache == "none":
+        return Dataset(items, transform)
+    raise ConfigError(f"unknown --cache {cache!r}; use memory, disk or none")
+
+
+def _prepare(
+    data: Path, out: Path, options: TrainOptions, progress
+) -> tuple[list[Case], dict, Fingerprint, Plan]:
+    """Split, fingerprint and plan — computed once, then read back on resume so nothing drifts."""
+    dataset = discover(data)
+    cases = [case for case in dataset if case.label is not None and case.subset != "test"]
+    if not cases:
+        raise ConfigError(
+            "no labelled training cases found (need imagesTr+labelsTr or images/+labels/)", data
+        )
+    saved = out / "plan.json"
+    if options.resume and saved.is_file():
+        state = json.loads(saved.read_text())
+        return (
+            cases,
+            state["split"],
+            Fingerprint.from_dict(state["fingerprint"]),
+            Plan.from_dict(state["plan"]),
+        )
+    train_ids, val_ids = split_cases(cases, options.val_fraction, options.fold, options.seed)
+    fingerprint = fingerprint_dataset(cases, progress=progress, seed=options.seed)
+    from medattn.models import create
+    from medattn.predictor import resolve_device
+
+    # Patch sides must be multiples of the network's down-sampling factor: ask a throwaway instance.
+    probe = create(options.model, fingerprint.spatial_dims, fingerprint.channels, 2, **options.model_kwargs)
+    plan = make_plan(
+        fingerprint,
+        labels=dataset.labels,
+        device=resolve_device(options.device).type,
+        divisor=int(getattr(probe, "size_divisor", 16)),
+        spacing=options.spacing,
+        patch_size=options.patch,
+        batch_size=options.batch,
+        preset=options.preset,
+    )
+    split = {"train": train_ids, "val": val_ids}
+    _write_json(saved, {"split": split, "fingerprint": fingerprint.to_dict(), "plan": plan.to_dict()})
+    return cases, split, fingerprint, plan
+
+
+def train(
+    data: str | Path,
+    model: str = "agunet",
+    out: str | Path = "runs/medattn",
+    *,
+    on_step: Callable[[dict], None] | None = None,
+    on_epoch_end: Callable[[dict], None] | None = None,
+    progress: Callable | None = None,
+    **options: Any,
+) -> RunResult:
+    """Train `model` on the labelled cases under `data`; the run folder ends as a model package.
+
+    Args:
+        data: a folder in any layout `medattn.io.discover` knows, with labels.
+        model: a registry name (`medattn.models.available()`).
+        out: the run folder: plan.json, train_options.json, metrics.csv, checkpoints, model.pt,
+            medattn.json (the last two make it a model package).
+        on_step, on_epoch_end: display callbacks (the CLI's progress bar); nothing is printed otherwise.
+        progress: wraps the fingerprinting loop to show progress.
+        **options: fields of TrainOptions.
+    """
+    import torch
+    from monai.data import DataLoader
+    from monai.transforms import Compose
+
+    from medattn.losses import DeepSupervisionLoss, create_loss
+    from medattn.models import create, describe
+    from medattn.pipelines.validation import lesion_labels, make_validate_fn
+    from medattn.predictor import resolve_amp, resolve_device
+    from medattn.training import Trainer, create_optimizer, create_scheduler
+    from medattn.transforms import augmentation, preprocessing
+
+    settings = TrainOptions(model=model, **options)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json(out / "train_options.json", asdict(settings))
+    device = resolve_device(settings.device)
+    cases, split, fingerprint, plan = _prepare(Path(data), out, settings, progress)
+    spec = describe(settings.model)
+    deep_supervision = settings.deep_supervision and spec.deep_supervision
+    model_kwargs = {**settings.model_kwargs}
+    torch.manual_seed(settings.seed)  # the same seed gives the same initial weights, hence the same run
+    network = create(
+        settings.model,
+        plan.spatial_dims,
+        plan.in_channels,
+        plan.num_classes,
+        deep_supervision=deep_supervision,
+        **model_kwargs,
+    )
+    pre = preprocessing(plan)
+    train_set = _dataset(
+        _items(cases, split["train"]),
+        Compose(pre + augmentation(plan, seed=settings.seed)),
+        settings.cache,
+        out / "cache",
+        settings.num_workers,
+    )
+    loader = DataLoader(
+        train_set,
+        batch_size=plan.batch_size,
+        shuffle=True,
+        num_workers=settings.num_workers,
+        drop_last=len(train_set) >= plan.batch_size,
+    )
+    val_items = [Compose(pre)(item) for item in _items(cases, split["val"])]
+    amp_dtype = resolve_amp(settings.amp, device)
+    validate = (
+        make_validate_fn(
+            val_items,
+            plan,
+            lesion_labels(plan, fingerprint.label_volumes_ml),
+            device=device,
+            amp_dtype=amp_dtype,
+        )
+        if val_items
+        else None
+    )
+    loss = create_loss(settings.loss, num_classes=plan.num_classes)
+    if deep_supervision:
+        # MSGA's eight heads all predict at full resolution: weigh them equally (nnU-Net's halving is for
+        # a pyramid of coarser outputs).
+        loss = DeepSupervisionLoss(loss, weights=[1.0] * 8 if settings.model == "msga" else None)
+    steps = settings.steps_per_epoch or max(1, len(loader))
+    optimizer = create_optimizer(network.parameters(), settings.optimizer, lr=settings.lr)
+    scheduler = create_scheduler(optimizer, settings.schedule, total_steps=steps * settings.epochs)
+    trainer = Trainer(
+        network,
+        loss,
+        optimizer,
+        scheduler,
+        device=device,
+        out_dir=out,
+        amp="off" if amp_dtype is None else ("bf16" if amp_dtype == torch.bfloat16 else "fp16"),
+        seed=settings.seed,
+        epochs=settings.epochs,
+        steps_per_epoch=steps,
+        max_time=settings.max_time,
+        validate_fn=validate,
+        key_metric="val_dice",
+        on_step=on_step,
+        on_epoch_end=on_epoch_end,
+    )
+    last = out / "checkpoint_last.pt"
+    if settings.resume and last.is_file():
+        trainer.resume(last)
+    result = trainer.fit(loader)
+    best = Path(result.best_checkpoint) if result.best_checkpoint else Path(result.last_checkpoint)
+    state = torch.load(best, map_location="cpu", weights_only=True)
+    weights = state.get("model", state)
+    package_kwargs = {**model_kwargs, "deep_supervision": False}
+    config = PackageConfig(
+        model=settings.model,
+        model_kwargs=package_kwargs,
+        plan=plan,
+        fingerprint=fingerprint.to_dict(),
+        training={
+            "epochs": result.epochs,
+            "best_metric": result.best_metric,
+            "stopped_by": result.stopped_by,
+            "seed": settings.seed,
+            "device": str(device),
+            "split": split,
+        },
+    )
+    save_package(out, _without_deep_supervision_heads(weights, config), config)
+    return RunResult(out, out, result.best_metric, result.epochs, result.stopped_by, list(result.history))
+
+
+def _without_deep_supervision_heads(weights: dict, config: PackageConfig) -> dict:
+    """Keep only the weights the prediction network (deep supervision off) has."""
+    from medattn.package import build_network
+
+    wanted = build_network(config).state_dict().keys()
+    return {k: v for k, v in weights.items() if k in wanted}

@@ -1,0 +1,171 @@
+"""End to end: train a few iterations -> package -> predict -> masks on the input grid, volumes, skip."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+import medattn
+from medattn.cli.main import main
+
+TINY = {
+    "model": "agunet",
+    "model_kwargs": {"base_channels": 4, "depth": 2},
+    "patch": [16, 16, 16],
+    "batch": 2,
+    "device": "cpu",
+    "steps_per_epoch": 2,
+    "seed": 0,
+    "num_workers": 0,
+}
+
+
+def _sphere_case(shape, centre, radius, affine, seed):
+    grid = np.indices(shape).astype(np.float32)
+    distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)))
+    label = (distance < radius).astype(np.uint8)
+    noise = np.random.default_rng(seed).normal(0, 0.1, shape).astype(np.float32)
+    return (label * 1.0 + noise + 0.5).astype(np.float32), label, affine
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """nnU-Net layout: 4 training cases and 2 test cases, one with an oblique LPS grid."""
+    root = tmp_path_factory.mktemp("Dataset001_Sphere")
+    (root / "imagesTr").mkdir()
+    (root / "labelsTr").mkdir()
+    (root / "imagesTs").mkdir()
+    oblique = np.eye(4)
+    angle = np.radians(20)
+    oblique[:3, :3] = np.array(
+        [[-np.cos(angle), np.sin(angle), 0], [-np.sin(angle), -np.cos(angle), 0], [0, 0, 1]]
+    )
+    oblique[:3, :3] = oblique[:3, :3] @ np.diag([1.2, 1.2, 2.0])
+    oblique[:3, 3] = (30, 20, -10)
+    specs = [((20, 22, 18), (9, 10, 8), 5, np.diag([1.0, 1.0, 1.5, 1.0]))] * 4
+    for index, (shape, centre, radius, affine) in enumerate(specs):
+        image, label, affine = _sphere_case(shape, np.add(centre, index % 2), radius, affine, index)
+        nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / f"s_{index:03d}_0000.nii.gz")
+        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"s_{index:03d}.nii.gz")
+    for index, affine in enumerate([np.diag([1.1, 0.9, 1.4, 1.0]), oblique]):
+        image, _, _ = _sphere_case((21, 19, 17), (10, 9, 8), 5, affine, 10 + index)
+        nib.save(nib.Nifti1Image(image, affine), root / "imagesTs" / f"t_{index:03d}_0000.nii.gz")
+    spec = {"channel_names": {"0": "MR"}, "labels": {"background": 0, "sphere": 1}, "file_ending": ".nii.gz"}
+    (root / "dataset.json").write_text(json.dumps(spec))
+    return root
+
+
+@pytest.fixture(scope="module")
+def package(dataset, tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    result = medattn.train(
+        dataset, out=run, epochs=2, **{k: v for k, v in TINY.items() if k != "model"}, model=TINY["model"]
+    )
+    return result
+
+
+def test_training_leaves_a_package_and_logs(package):
+    run = package.run
+    for name in (
+        "model.pt",
+        "medattn.json",
+        "plan.json",
+        "train_options.json",
+        "metrics.csv",
+        "checkpoint_last.pt",
+    ):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "medattn.json").read_text())
+    assert config["model"] == "agunet" and config["plan"]["labels"]["1"] == "sphere"
+    assert config["plan"]["patch_size"] == [16, 16, 16]
+    state = torch.load(run / "model.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    assert package.epochs == 2
+
+
+def test_predict_writes_masks_on_the_input_grid_and_volumes(package, dataset, tmp_path):
+    results = medattn.predict(dataset / "imagesTs", tmp_path, model=package.package, device="cpu")
+    assert [r.status for r in results] == ["done", "done"]
+    rows = list(csv.DictReader((tmp_path / "volumes.csv").read_text().splitlines()))
+    assert {row["case"] for row in rows} == {"t_000", "t_001"} and rows[0]["name"] == "sphere"
+    for case in ("t_000", "t_001"):
+        image = nib.load(dataset / "imagesTs" / f"{case}_0000.nii.gz")
+        mask = nib.load(tmp_path / f"{case}.nii.gz")
+        assert mask.shape == image.shape
+        np.testing.assert_allclose(mask.affine, image.affine, atol=1e-5)
+        voxels = int((np.asarray(mask.dataobj) == 1).sum())
+        row = next(r for r in rows if r["case"] == case)
+        assert int(row["voxels"]) == voxels
+        voxel_ml = abs(np.linalg.det(image.affine[:3, :3])) / 1000
+        assert float(row["volume_ml"]) == pytest.approx(voxels * voxel_ml, rel=1e-5, abs=1e-6)
+    report = json.loads((tmp_path / "predict.json").read_text())
+    assert report["device"] == "cpu" and len(report["cases"]) == 2 and report["versions"]["torch"]
+
+
+def test_rerun_skips_done_cases_and_a_corrupt_case_fails_alone(package, dataset, tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    for path in (dataset / "imagesTs").iterdir():
+        (inputs / path.name).write_bytes(path.read_bytes())
+    (inputs / "broken_0000.nii.gz").write_bytes(b"not a nifti at all")
+    out = tmp_path / "out"
+    code = main(["predict", str(inputs), str(out), "--model", str(package.package), "--device", "cpu"])
+    assert code == 1
+    report = json.loads((out / "predict.json").read_text())
+    status = {c["case"]: c["status"] for c in report["cases"]}
+    assert status == {"broken": "failed", "t_000": "done", "t_001": "done"}
+    assert "broken_0000.nii.gz" in next(c["error"] for c in report["cases"] if c["case"] == "broken")
+    assert not (out / "broken.nii.gz").exists()
+    (inputs / "broken_0000.nii.gz").unlink()
+    before = (out / "t_000.nii.gz").stat().st_mtime_ns
+    assert main(["predict", str(inputs), str(out), "--model", str(package.package), "--device", "cpu"]) == 0
+    assert (out / "t_000.nii.gz").stat().st_mtime_ns == before
+    statuses = {c["case"]: c["status"] for c in json.loads((out / "predict.json").read_text())["cases"]}
+    assert statuses == {"t_000": "skipped", "t_001": "skipped"}
+
+
+def test_load_model_predict_returns_mask_on_input_grid(package, dataset):
+    predictor = medattn.load_model(package.package, device="cpu")
+    image = medattn.io.load_image(dataset / "imagesTs" / "t_001_0000.nii.gz")
+    mask = predictor.predict(image)
+    assert tuple(mask.shape) == (1, *image.shape[1:])
+    np.testing.assert_allclose(mask.affine.numpy(), image.affine.numpy(), atol=1e-5)
+    assert set(np.unique(mask.numpy())) <= {0, 1}
+
+
+class _Killed(Exception):
+    """Stands in for a kill right after an epoch's checkpoint was written."""
+
+
+def _kill_after_first_epoch(stats: dict) -> None:
+    if stats["epoch"] == 1:
+        raise _Killed
+
+
+def test_resume_after_an_interruption_reaches_the_same_weights(dataset, tmp_path):
+    options = {k: v for k, v in TINY.items() if k != "model"}
+    straight = medattn.train(dataset, out=tmp_path / "straight", epochs=3, model="agunet", **options)
+    with pytest.raises(_Killed):
+        medattn.train(
+            dataset,
+            out=tmp_path / "resumed",
+            epochs=3,
+            model="agunet",
+            on_epoch_end=_kill_after_first_epoch,
+            **options,
+        )
+    resumed = medattn.train(
+        dataset, out=tmp_path / "resumed", epochs=3, model="agunet", resume=True, **options
+    )
+    assert resumed.epochs == straight.epochs == 3
+    a = torch.load(tmp_path / "straight" / "checkpoint_last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "resumed" / "checkpoint_last.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = list(csv.DictReader((tmp_path / "resumed" / "metrics.csv").read_text().splitlines()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
