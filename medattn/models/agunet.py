@@ -111,7 +111,9 @@ class DecoderLevel(nn.Module):
 
 @register_model(
     "agunet",
-    description="Attention-gated U-Net (Bouget 2021): gated skips, multi-scale input, deep supervision.",
+    description=(
+        "Attention-gated U-Net (Bouget et al. 2021): gated skips, multi-scale input, deep supervision."
+    ),
     deep_supervision=True,
     tiny={"base_channels": 4, "depth": 2},
 )
@@ -128,10 +130,11 @@ class AGUNet(SegmentationModel):
     plain U-Net; their code gates at full resolution. Deep-supervision heads are 1^n convs on every decoder
     level, returned at that level's own resolution (input / 2**k for output k), finest first.
 
-    Defaults (3D, base 16, depth 4: channels 16-32-64-128-256, 1 input channel, 2 classes) have
-    about 6.3 M parameters. Memory, estimated from a CPU float32 measurement at 64^3, batch 1 (see
-    BENCHMARKS.md), scaled linearly in voxels x batch and halved for bf16: about 4-5 GB of activations
-    for training at 128^3, batch 2, bf16, well under 24 GB. Not yet measured on a GPU.
+    Defaults (base 16, depth 4: channels 16-32-64-128-256; 1 input channel, 2 classes): 8.87 M
+    parameters in 3D, 2.98 M in 2D; 553 GFLOP per forward at 128^3, batch 2. Memory for a training step
+    at 128^3, batch 2, measured on CPU in float32 (peak resident memory, an upper bound): 5.2 GB; with
+    bf16 autocast on a GPU the saved activations halve, so about 3 GB is expected, far under 24 GB
+    (not measured on a GPU yet). The gates add 0.14 % FLOPs and no measurable step time (BENCHMARKS.md).
 
     Args:
         spatial_dims: 2 or 3.
