@@ -22,6 +22,7 @@ Run: .venv/bin/python bench/inference.py [--rounds 3] [--shape 160 160 96] [--th
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import os
 import platform
@@ -186,11 +187,13 @@ def main() -> None:
 
     machine = _machine()
     network, image = build(tuple(args.shape))
+    channels_last_network = copy.deepcopy(network)
     variants: dict[str, Callable[[], torch.Tensor]] = {
         "plain MONAI sliding_window_inference + softmax": lambda: plain_monai(network, image),
         "medattn sliding_window_predict (defaults)": lambda: medattn_predict(network, image),
+        # Its own copy: channels-last converts the network's weights in place.
         "medattn sliding_window_predict, channels_last=True": lambda: medattn_predict(
-            network, image, channels_last=True
+            channels_last_network, image, channels_last=True
         ),
         "network forward alone on the same windows": lambda: forward_only(network, image),
         "plain MONAI, 1 window per batch": lambda: plain_monai(network, image, sw_batch_size=1),

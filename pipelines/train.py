@@ -113,7 +113,7 @@ def _dataset(items: list[dict], transform, cache: str, cache_dir: Path, num_work
 
 
 def _prepare(
-    data: Path, out: Path, options: TrainOptions, progress
+    data: Path, out: Path, options: TrainOptions, progress, write: bool = True
 ) -> tuple[list[Case], dict, Fingerprint, Plan]:
     """Split, fingerprint and plan — computed once, then read back on resume so nothing drifts."""
     dataset = discover(data)
@@ -149,7 +149,8 @@ def _prepare(
         preset=options.preset,
     )
     split = {"train": train_ids, "val": val_ids}
-    _write_json(saved, {"split": split, "fingerprint": fingerprint.to_dict(), "plan": plan.to_dict()})
+    if write:
+        _write_json(saved, {"split": split, "fingerprint": fingerprint.to_dict(), "plan": plan.to_dict()})
     return cases, split, fingerprint, plan
 
 
@@ -185,12 +186,17 @@ def train(
     from medattn.training import Trainer, create_optimizer, create_scheduler
     from medattn.transforms import augmentation, preprocessing
 
+    from medattn.training import distributed_sampler, init_distributed
+
     settings = TrainOptions(model=model, **options)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "train_options.json", asdict(settings))
-    device = resolve_device(settings.device)
-    cases, split, fingerprint, plan = _prepare(Path(data), out, settings, progress)
+    # Under torchrun every process trains on its share; only rank 0 writes files (the Trainer agrees).
+    context = init_distributed(resolve_device(settings.device))
+    device = context.device
+    if context.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_json(out / "train_options.json", asdict(settings))
+    cases, split, fingerprint, plan = _prepare(Path(data), out, settings, progress, write=context.is_main)
     spec = describe(settings.model)
     deep_supervision = settings.deep_supervision and spec.deep_supervision
     model_kwargs = {**settings.model_kwargs}
@@ -211,10 +217,12 @@ def train(
         out / "cache",
         settings.num_workers,
     )
+    sampler = distributed_sampler(train_set, shuffle=True, seed=settings.seed) if context.enabled else None
     loader = DataLoader(
         train_set,
         batch_size=plan.batch_size,
-        shuffle=True,
+        shuffle=sampler is None,
+        sampler=sampler,
         num_workers=settings.num_workers,
         drop_last=len(train_set) >= plan.batch_size,
     )
@@ -278,7 +286,8 @@ def train(
             "split": split,
         },
     )
-    save_package(out, _without_deep_supervision_heads(weights, config), config)
+    if context.is_main:
+        save_package(out, _without_deep_supervision_heads(weights, config), config)
     return RunResult(out, out, result.best_metric, result.epochs, result.stopped_by, list(result.history))
 
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from medattn.errors import ConfigError, GeometryError
 from medattn.inference import count_windows, importance_map, sliding_window_predict
+from medattn.inference.sliding_window import _softmax_
 
 
 @pytest.fixture(autouse=True)
@@ -226,6 +227,41 @@ def test_progress_callback_counts_every_window(shape, patch, overlap):
         sliding_window_inference(torch.randn(1, 1, *shape), patch, 1, counting, overlap=overlap)
     assert seen[-1] == (len(calls), len(calls)) == (count_windows(shape, patch, overlap),) * 2
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
+
+
+def test_bf16_autocast_windows_give_float32_probabilities_close_to_float32():
+    network = _GatedNet().eval()
+    image = torch.randn(1, 12, 12, 10)
+    exact = sliding_window_predict(network, image, (8, 8, 8), mirror_axes=(0,))
+    probabilities, attention = sliding_window_predict(
+        network, image, (8, 8, 8), mirror_axes=(0,), amp_dtype=torch.bfloat16, return_attention=True
+    )
+    assert probabilities.dtype == attention.dtype == torch.float32
+    torch.testing.assert_close(probabilities, exact, atol=0.02, rtol=0)
+    probabilities.add_(1)  # not an inference tensor, although the windows ran in inference mode
+    attention.add_(1)
+
+
+def test_autocast_network_with_a_float32_head_still_stitches():
+    class Float32Head(nn.Module):  # e.g. a final upsampling that autocast runs in float32
+        def __init__(self):
+            super().__init__()
+            self.body = _unet(3)
+
+        def forward(self, x):
+            return self.body(x).float()
+
+    network = Float32Head().eval()
+    image = torch.randn(1, 12, 12, 10)
+    result = sliding_window_predict(network, image, (8, 8, 8), amp_dtype=torch.bfloat16)
+    torch.testing.assert_close(result, sliding_window_predict(network, image, (8, 8, 8)), atol=0.02, rtol=0)
+
+
+def test_slabwise_softmax_equals_torch_softmax():
+    logits = torch.randn(4, 9, 5, 6) * 10
+    expected = torch.softmax(logits, dim=0)
+    torch.testing.assert_close(_softmax_(logits.clone(), slab_values=7), expected)  # 1 row per slab
+    torch.testing.assert_close(_softmax_(logits.clone(), slab_values=300), expected)  # 2 rows, ragged end
 
 
 @pytest.mark.parametrize(

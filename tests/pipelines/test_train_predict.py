@@ -169,3 +169,52 @@ def test_resume_after_an_interruption_reaches_the_same_weights(dataset, tmp_path
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = list(csv.DictReader((tmp_path / "resumed" / "metrics.csv").read_text().splitlines()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+
+
+def test_train_cli_makes_a_package_and_predict_cli_uses_it(dataset, tmp_path):
+    run = tmp_path / "run"
+    args = [
+        "train",
+        str(dataset),
+        "--out",
+        str(run),
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "1",
+        "--patch",
+        "16,16,16",
+        "--batch",
+        "2",
+        "--device",
+        "cpu",
+        "--model-kwargs",
+        '{"base_channels": 4, "depth": 2}',
+    ]
+    assert main(args) == 0
+    assert (run / "medattn.json").is_file() and (run / "model.pt").is_file()
+    out = tmp_path / "out"
+    single = dataset / "imagesTs" / "t_000_0000.nii.gz"
+    assert (
+        main(
+            [
+                "predict",
+                str(single),
+                str(out),
+                "--model",
+                str(run),
+                "--format",
+                "seg.nrrd",
+                "--device",
+                "cpu",
+                "--keep-largest",
+            ]
+        )
+        == 0
+    )
+    assert (out / "t_000.seg.nrrd").is_file()
+
+
+def test_unknown_model_and_bad_device_are_one_line_errors(dataset, tmp_path, capsys):
+    assert main(["train", str(dataset), "--out", str(tmp_path), "--model", "agunett"]) == 1
+    assert "Did you mean agunet" in capsys.readouterr().err
