@@ -30,9 +30,9 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
+from report import append_section  # bench/report.py (scripts run from bench/ on sys.path)
 
 PATCH = (96, 96, 64)
 OVERLAP = 0.5
@@ -257,12 +257,7 @@ def main() -> None:
         f"{stitched_mb:.0f} MB (logits, count map, image, softmax scratch).\n\n"
         f"Machine: {machine}.\n\n{table}\n\n{reading}\n"
     )
-    path = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-    if not path.exists():
-        section = "# Benchmarks\n" + section
-    with open(path, "a") as handle:
-        handle.write(section)
-    print(f"appended to {path}")
+    append_section(section)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from report import append_section  # bench/report.py (scripts run from bench/ on sys.path)
 
 SHAPE = (256, 256, 256)
 SPACING = (0.8, 0.8, 1.5)
@@ -204,12 +205,7 @@ def main() -> None:
         "includes starting the worker server (it imports torch and MONAI once, seconds) and shares the "
         "cores with whatever else runs.\n\n{table}\n"
     )
-    path = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-    if not path.exists():
-        section = "# Benchmarks\n" + section
-    with open(path, "a") as handle:
-        handle.write(section)
-    print(f"appended to {path}")
+    append_section(section)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from report import append_section  # bench/report.py (scripts run from bench/ on sys.path)
+
 DEFAULT_MODELS = "agunet,agunet:gate=None,daunet,msga,monai.unet,monai.attention_unet"
 
 
@@ -243,12 +245,7 @@ def main() -> None:
         f"Whole run {time.perf_counter() - started:.0f} s.\n\n"
         f"Command: `.venv/bin/python bench/models.py {' '.join(passed)}`\n\n{table}\n"
     )
-    path = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-    if not path.exists():
-        section = "# Benchmarks\n" + section
-    with open(path, "a") as handle:
-        handle.write(section)
-    print(f"appended to {path}")
+    append_section(section)
 
 
 if __name__ == "__main__":
