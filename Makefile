@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(VENV)/bin/medattn info sample_data
+	$(VENV)/bin/medattn demo --out demo_output
 
 # pytest exits 5 when it collects no test; that is not a failure of the suite.
 test: setup

@@ -21,9 +21,10 @@ MODELS = {
         {
             "model": "agunet",
             "model_kwargs": {"base_channels": 8, "depth": 3, "max_channels": 64},
-            "epochs": 60,
-            "steps_per_epoch": 8,
-            "patch": [64, 64, 64],
+            "epochs": 80,
+            "steps_per_epoch": 6,
+            "patch": [48, 48, 48],
+            "spacing": [3.0, 3.0, 3.0],
             "batch": 2,
             "lr": 3e-3,
         },
@@ -36,7 +37,7 @@ MODELS = {
             "epochs": 60,
             "steps_per_epoch": 4,
             "patch": [256, 256],
-            "batch": 4,
+            "batch": 2,
             "lr": 3e-3,
         },
     ),
@@ -48,6 +49,7 @@ def main() -> None:
     parser.add_argument(
         "--max-time", type=float, default=None, help="seconds per model (default: all epochs)"
     )
+    parser.add_argument("--brain-max-time", type=float, default=None, help="seconds for the brain model")
     parser.add_argument("--only", choices=sorted(MODELS), help="train one model")
     args = parser.parse_args()
     for name, (folder, options) in MODELS.items():
@@ -58,7 +60,9 @@ def main() -> None:
                 SAMPLES / folder,
                 out=run,
                 device="cpu",
-                max_time=args.max_time,
+                max_time=args.brain_max_time
+                if name == "brain_mri" and args.brain_max_time
+                else args.max_time,
                 seed=0,
                 val_fraction=0.2,
                 **options,

@@ -40,7 +40,7 @@ def demo(
         volumes.add_column(column)
     with open(result.volumes_csv[0]) as handle:
         for row in csv.DictReader(handle):
-            volumes.add_row(row["case"], row["name"], row["volume_ml"])
+            volumes.add_row(row["case"], row["name"], f"{float(row['volume_ml']):.2f}")
     console.print(volumes)
     console.print(
         f"{result.cases} cases segmented -> {result.out}  (montage: {result.montage}; open "

@@ -15,6 +15,8 @@ __version__ = "0.1.0"
 # MONAI announces on import that NVIDIA's optional GPU JPEG decoder is absent; pydicom's decoders do the work.
 logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+# MONAI 1.5+ warns that Orientation's default axis labels will follow the image's space; ours is RAS.
+warnings.filterwarnings("ignore", message=r".*Orientationd?\.__init__:labels.*", category=FutureWarning)
 
 # The Python API, imported on first use so `import medattn` stays light: name -> module defining it.
 _API = {

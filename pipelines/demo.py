@@ -74,8 +74,10 @@ def _montage(tiles: list[Image.Image], path: Path) -> Path:
     rows = -(-len(tiles) // columns)
     sheet = Image.new("RGB", (columns * TILE, rows * TILE), (0, 0, 0))
     for index, tile in enumerate(tiles):
-        tile = tile.copy()
-        tile.thumbnail((TILE, TILE))
+        scale = TILE / max(tile.size)  # small brain slices are enlarged, large frames shrunk
+        tile = tile.resize(
+            (max(1, round(tile.width * scale)), max(1, round(tile.height * scale))), Image.NEAREST
+        )
         x, y = (index % columns) * TILE, (index // columns) * TILE
         sheet.paste(tile, (x + (TILE - tile.width) // 2, y + (TILE - tile.height) // 2))
     from medattn.io.atomic import atomic_path
