@@ -45,3 +45,5 @@ def test_demo_volumes_and_montage(demo):
 def test_bundled_brain_model_segments_tissue(demo):
     tissue = [v for k, v in demo.brain_dice.items() if k.endswith(("grey_matter", "white_matter"))]
     assert len(tissue) == 4 and min(tissue) > 0.6
+    lesion = [v for k, v in demo.brain_dice.items() if k.endswith("lesion")]
+    assert len(lesion) == 2 and min(lesion) > 0.5
