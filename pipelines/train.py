@@ -183,10 +183,14 @@ def train(
     from medattn.models import create, describe
     from medattn.pipelines.validation import lesion_labels, make_validate_fn
     from medattn.predictor import resolve_amp, resolve_device
-    from medattn.training import Trainer, create_optimizer, create_scheduler
+    from medattn.training import (
+        Trainer,
+        create_optimizer,
+        create_scheduler,
+        distributed_sampler,
+        init_distributed,
+    )
     from medattn.transforms import augmentation, preprocessing
-
-    from medattn.training import distributed_sampler, init_distributed
 
     settings = TrainOptions(model=model, **options)
     out = Path(out)
