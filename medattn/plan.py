@@ -73,10 +73,6 @@ class Plan:
         return cls(**values)
 
 
-def _spacing(affine: np.ndarray, spatial_dims: int) -> list[float]:
-    return [float(v) for v in np.linalg.norm(np.asarray(affine)[:3, :spatial_dims], axis=0)]
-
-
 def fingerprint_dataset(
     cases: Sequence[Case], progress: Callable[[Iterable], Iterable] | None = None, seed: int = 0
 ) -> Fingerprint:
@@ -87,7 +83,7 @@ def fingerprint_dataset(
         progress: optional wrapper that shows progress over the cases (e.g. rich's `track`).
         seed: for the foreground intensity sample.
     """
-    from medattn.metrics.volume import voxel_volume_ml
+    from medattn.metrics.volume import spacing_from_affine, voxel_volume_ml
 
     if not cases:
         raise ConfigError("no labelled training cases: training needs images with labels")
@@ -102,7 +98,7 @@ def fingerprint_dataset(
         spatial_dims = 2 if image.ndim == 3 else 3
         channels.add(int(image.shape[0]))
         modalities.add(str(image.meta.get("modality") or ""))
-        spacings.append(_spacing(image.affine, spatial_dims))
+        spacings.append(list(spacing_from_affine(np.asarray(image.affine), spatial_dims)))
         shapes.append([int(s) for s in image.shape[1:]])
         labels = np.asarray(label[0]) if label is not None else np.zeros(image.shape[1:], np.uint8)
         values = np.asarray(image)

@@ -111,8 +111,9 @@ def run_demo(
     config = read_config(brain_model)
     colors = _colors(config)
     done = [r for r in brain if r.output]
+    test_images = {r.case: next((samples / "brain_mri" / "imagesTs").glob(f"{r.case}_0000.*")) for r in done}
     for case in done:
-        image = next((samples / "brain_mri" / "imagesTs").glob(f"{case.case}_0000.*"))
+        image = test_images[case.case]
         mask = load_image(case.output, dtype=None)
         save_mask(
             mask,
@@ -129,7 +130,7 @@ def run_demo(
     )
     endo_config = read_config(endo_model)
     tiles = _brain_tiles(
-        [next((samples / "brain_mri" / "imagesTs").glob(f"{r.case}_0000.*")) for r in done],
+        [test_images[r.case] for r in done],
         [Path(r.output) for r in done],
         colors,
     )

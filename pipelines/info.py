@@ -11,6 +11,7 @@ from nibabel.orientations import aff2axcodes
 
 from medattn.errors import MedattnError
 from medattn.io.discovery import Case, Dataset, discover
+from medattn.metrics.volume import spacing_from_affine
 
 
 @dataclass
@@ -65,7 +66,7 @@ def describe_case(case: Case) -> CaseInfo:
     affine = np.asarray(image.affine, dtype=np.float64)
     info.channels = int(image.shape[0])
     info.shape = [int(s) for s in spatial]
-    info.spacing = [round(float(s), 6) for s in np.linalg.norm(affine[:3, : len(spatial)], axis=0)]
+    info.spacing = [round(s, 6) for s in spacing_from_affine(affine, len(spatial))]
     info.affine = np.round(affine, 6).tolist()
     info.orientation = "".join(aff2axcodes(affine)) if len(spatial) == 3 else None
     info.modality = image.meta.get("modality") or None

@@ -142,7 +142,9 @@ def _predict_one(predictor, case: Case, image, out: Path, options: PredictOption
     result = predictor.predict_case(
         image, probabilities=options.save_probabilities, attention=options.save_attention
     )
-    spacing = tuple(float(s) for s in np.linalg.norm(np.asarray(image.affine)[:3, : image.ndim - 1], axis=0))
+    from medattn.metrics.volume import spacing_from_affine
+
+    spacing = spacing_from_affine(np.asarray(image.affine), image.ndim - 1)
     labels = _postprocess(np.asarray(result.mask[0]), spacing, options)
     mask = MetaTensor(labels[None], affine=image.affine)
     save_mask(mask, target, reference=_mask_reference(case, image), labels=predictor.config.label_table())
