@@ -128,14 +128,18 @@ def all_reduce_mean(value: torch.Tensor) -> torch.Tensor:
     return reduced / world_size()
 
 
-def any_process(flag: bool, device: torch.device) -> bool:
-    """True on every process when `flag` is True on any, so all stop at the same step (a lone process
-    leaving early would leave the others waiting in the next gradient all-reduce)."""
+def max_over_processes(value: float, device: torch.device) -> float:
+    """The largest `value` over processes (`value` itself without DDP), so all processes act on one number.
+
+    The Trainer uses it for the share of the time budget spent: every process then stops at the same step
+    (a lone process leaving early would leave the others waiting in the next gradient all-reduce) and sets
+    the same learning rate.
+    """
     if world_size() <= 1:
-        return flag
-    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+        return value
+    tensor = torch.tensor([float(value)], device=device)
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return bool(tensor.item() > 0)
+    return float(tensor.item())
 
 
 def distributed_sampler(dataset: Dataset, shuffle: bool = True, seed: int = 0) -> Sampler:

@@ -57,6 +57,11 @@ class LRFactor:
     with ``weights_only=True``). Warm-up rises linearly to 1 over `warmup_steps`; then ``poly`` decays as
     (1 - progress)^exponent and ``cosine`` as (1 + cos(pi progress)) / 2, progress running 0 -> 1 over the
     remaining steps; past `total_steps` the factor stays 0.
+
+    A run with a wall-time budget does not know its step count in advance: the Trainer then sets
+    `time_progress` (the fraction of the budget spent) before every step, and the decay follows whichever
+    is further along, steps or time. A run stopped by time therefore ends at the bottom of its schedule,
+    like one that ran all its steps, instead of stopping at a high learning rate.
     """
 
     def __init__(self, name: str, total_steps: int, warmup_steps: int = 0, exponent: float = 0.9):
@@ -64,11 +69,13 @@ class LRFactor:
         self.total_steps = int(total_steps)
         self.warmup_steps = int(warmup_steps)
         self.exponent = float(exponent)
+        self.time_progress = 0.0
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:
             return (step + 1) / self.warmup_steps
         progress = min(1.0, (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps))
+        progress = max(progress, min(1.0, self.time_progress))
         if self.name == "poly":
             return (1.0 - progress) ** self.exponent
         return 0.5 * (1.0 + math.cos(math.pi * progress))
@@ -115,3 +122,10 @@ def scheduled_steps(scheduler: object) -> int | None:
     factors = getattr(scheduler, "lr_lambdas", None) or []
     totals = [f.total_steps for f in factors if isinstance(f, LRFactor)]
     return min(totals) if totals else None
+
+
+def set_time_progress(scheduler: object, fraction: float) -> None:
+    """Tell the schedules of `scheduler` that `fraction` (0..1) of the run's wall-time budget is spent."""
+    for factor in getattr(scheduler, "lr_lambdas", None) or []:
+        if isinstance(factor, LRFactor):
+            factor.time_progress = float(fraction)

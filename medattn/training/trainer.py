@@ -24,7 +24,7 @@ from medattn.training.checkpoint import (
     unwrap_model,
 )
 from medattn.training.logging import MetricsLogger
-from medattn.training.schedules import scheduled_steps
+from medattn.training.schedules import scheduled_steps, set_time_progress
 from medattn.training.seeding import epoch_batches, epoch_seed, seed_epoch
 
 AMP_MODES = ("bf16", "fp16", "off")
@@ -327,9 +327,14 @@ class Trainer:
             raise ConfigError("the training loader yields no batch: the training set is empty or too small")
         return length
 
+    def _time_fraction(self) -> float:
+        """The share of the wall-time budget spent (0 without one), the same number on every process."""
+        if self.max_time is None:
+            return 0.0
+        return distributed.max_over_processes(self.elapsed() / self.max_time, self.device)
+
     def _out_of_time(self) -> bool:
-        flag = self.max_time is not None and self.elapsed() >= self.max_time
-        return distributed.any_process(flag, self.device) if self.max_time is not None else False
+        return self.max_time is not None and self._time_fraction() >= 1.0
 
     def _train_epoch(self, loader: Any, epoch: int, steps: int) -> tuple[float, bool]:
         """Train one epoch; returns the mean loss over steps and processes, and whether time ran out."""
@@ -381,6 +386,8 @@ class Trainer:
             self._clip()
             self.optimizer.step()
         if self.scheduler is not None:
+            if self.max_time is not None:
+                set_time_progress(self.scheduler, self._time_fraction())
             self.scheduler.step()
         return loss.detach().float()
 

@@ -73,3 +73,53 @@ def test_bad_schedules_are_refused():
         create_scheduler(optimizer, "step", total_steps=10)
     with pytest.raises(ConfigError, match="warmup_steps < total_steps"):
         create_scheduler(optimizer, "poly", total_steps=10, warmup_steps=10)
+
+
+def test_time_progress_moves_the_schedule_when_time_is_further_along_than_steps():
+    from medattn.training.schedules import set_time_progress
+
+    optimizer = create_optimizer(_parameters(), "sgd", lr=1.0)
+    scheduler = create_scheduler(optimizer, "poly", total_steps=1000)
+    set_time_progress(scheduler, 0.5)
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.5**0.9)
+    set_time_progress(scheduler, 1.2)  # past the budget: the bottom of the schedule, never negative
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == 0.0
+
+
+def test_a_run_stopped_by_its_time_budget_decays_the_learning_rate_to_the_end(tmp_path):
+    """`--max-time` with a large epoch count: the learning rate follows time, not the unreachable steps."""
+    from training_data import augmented_dataset, loader, tiny_unet
+
+    from medattn.losses import create_loss
+    from medattn.training import Trainer
+
+    class OneSecondPerStep(Trainer):
+        def elapsed(self) -> float:
+            return float(self.step)
+
+    network = tiny_unet(seed=0)
+    optimizer = create_optimizer(network.parameters(), "sgd", lr=0.1)
+    epochs, steps = 1000, 3
+    scheduler = create_scheduler(optimizer, "poly", total_steps=epochs * steps)
+    rates = []
+    trainer = OneSecondPerStep(
+        network,
+        create_loss("dice_ce", num_classes=2),
+        optimizer,
+        scheduler,
+        out_dir=tmp_path,
+        epochs=epochs,
+        max_time=8,
+        on_step=lambda info: rates.append(info["lr"]),
+    )
+    result = trainer.fit(loader(augmented_dataset()))
+    assert result.stopped_by == "max_time" and result.steps == 8
+    # Step k starts after k-1 seconds of 8: the rate set for the next step is 0.1 * (1 - (k-1)/8)^0.9, where
+    # the step-based schedule alone would still be at 0.1 * (1 - k/3000)^0.9.
+    expected = [0.1 * (1 - max((k - 1) / 8, k / (epochs * steps))) ** 0.9 for k in range(1, 9)]
+    assert rates == pytest.approx(expected)
+    assert rates[-1] < 0.02
