@@ -32,7 +32,9 @@ def train(
     device: str = typer.Option("auto", help="auto|cpu|cuda[:N]."),
     amp: str = typer.Option("auto", help="bf16|fp16|off; auto = bf16 on CUDA where supported, off on CPU."),
     epochs: int = typer.Option(50, help="Epochs."),
-    steps_per_epoch: int = typer.Option(None, help="Iterations per epoch (default: one pass over the data)."),
+    steps_per_epoch: int = typer.Option(
+        None, help="Iterations per epoch (default: one pass over the data, at least 50 on CPU, 250 on CUDA)."
+    ),
     max_time: float = typer.Option(None, help="Stop after this many seconds (still saves a package)."),
     val_fraction: float = typer.Option(0.2, help="Fraction of cases held out for validation."),
     fold: str = typer.Option(None, help="K/N: validate on fold K of N instead (splits saved in plan.json)."),
@@ -40,9 +42,9 @@ def train(
     lr: float = typer.Option(1e-3, help="Learning rate."),
     optimizer: str = typer.Option("adamw", help="adamw|sgd."),
     schedule: str = typer.Option("poly", help="poly|cosine learning-rate schedule."),
-    loss: str = typer.Option("dice_ce", help="dice_ce|dice_paper."),
+    loss: str = typer.Option("dice_ce", help="dice_ce|dice_paper|focal_region."),
     deep_supervision: bool = typer.Option(True, help="Deep-supervision losses where the model has heads."),
-    model_kwargs: str = typer.Option("{}", help="Model options as JSON, e.g. '{\"features\": 16}'."),
+    model_kwargs: str = typer.Option("{}", help="Model options as JSON, e.g. '{\"base_channels\": 8}'."),
     num_workers: int = typer.Option(0, help="Data loader worker processes."),
     cache: str = typer.Option(
         "memory", help="memory|disk|none: keep preprocessed cases so epochs re-read nothing."

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +21,13 @@ PRESETS = ("ct", "mr", "rgb")
 # Patch voxel budgets: nnU-Net's 3D default fits 128^3 at batch 2 on a 24 GB GPU; CPUs get smaller ones.
 PATCH_BUDGET_3D = {"cuda": 128**3, "cpu": 64**3}
 PATCH_BUDGET_2D = {"cuda": 512**2, "cpu": 256**2}
+# Iterations per epoch when the data gives fewer (nnU-Net: 250), so small datasets do not validate after
+# every step; a CPU epoch is shorter so progress and checkpoints still come every minute or so.
+MIN_STEPS_PER_EPOCH = {"cuda": 250, "cpu": 50}
+# Network options `medattn train` uses on a CPU unless the user gives them: the U-Nets put their first
+# level on the half-resolution grid (AGUNet's `stem_stride`), about 8x less compute per step, so a CPU
+# time budget buys 3-6x more steps (BENCHMARKS.md, accuracy at equal time).
+CPU_NETWORK_DEFAULTS: dict[str, dict[str, Any]] = {"agunet": {"stem_stride": 2}, "daunet": {"stem_stride": 2}}
 ANISOTROPY_RATIO = 3.0
 INTENSITY_SAMPLES_PER_CASE = 10_000
 
@@ -223,3 +231,13 @@ def make_plan(
         normalize_std=max(stats["std"], 1e-6) if preset == "ct" else None,
         labels=names,
     )
+
+
+def network_defaults(model: str, device_type: str) -> dict[str, Any]:
+    """Options a network gets on `device_type` ("cpu" or "cuda") unless the user sets them."""
+    return dict(CPU_NETWORK_DEFAULTS.get(model, {})) if device_type == "cpu" else {}
+
+
+def default_steps_per_epoch(batches_per_pass: int, device_type: str) -> int:
+    """Iterations per epoch: one pass over the data, at least `MIN_STEPS_PER_EPOCH` for the device."""
+    return max(batches_per_pass, MIN_STEPS_PER_EPOCH["cuda" if device_type == "cuda" else "cpu"])

@@ -21,7 +21,14 @@ from medattn.io import discover
 from medattn.io.atomic import atomic_path
 from medattn.io.discovery import Case
 from medattn.package import PackageConfig, save_package
-from medattn.plan import Fingerprint, Plan, fingerprint_dataset, make_plan
+from medattn.plan import (
+    Fingerprint,
+    Plan,
+    default_steps_per_epoch,
+    fingerprint_dataset,
+    make_plan,
+    network_defaults,
+)
 
 
 @dataclass
@@ -114,8 +121,9 @@ def _dataset(items: list[dict], transform, cache: str, cache_dir: Path, num_work
 
 def _prepare(
     data: Path, out: Path, options: TrainOptions, progress, write: bool = True
-) -> tuple[list[Case], dict, Fingerprint, Plan]:
-    """Split, fingerprint and plan — computed once, then read back on resume so nothing drifts."""
+) -> tuple[list[Case], dict, Fingerprint, Plan, dict]:
+    """Split, fingerprint, plan and network options — computed once, then read back on resume so nothing
+    drifts (a run resumed on another device keeps the network it started with)."""
     dataset = discover(data)
     cases = [case for case in dataset if case.label is not None and case.subset != "test"]
     if not cases:
@@ -130,6 +138,7 @@ def _prepare(
             state["split"],
             Fingerprint.from_dict(state["fingerprint"]),
             Plan.from_dict(state["plan"]),
+            state.get("model_kwargs", options.model_kwargs),
         )
     train_ids, val_ids = split_cases(cases, options.val_fraction, options.fold, options.seed)
     fingerprint = fingerprint_dataset(cases, progress=progress, seed=options.seed)
@@ -137,11 +146,13 @@ def _prepare(
     from medattn.predictor import resolve_device
 
     # Patch sides must be multiples of the network's down-sampling factor: ask a throwaway instance.
-    probe = create(options.model, fingerprint.spatial_dims, fingerprint.channels, 2, **options.model_kwargs)
+    device_type = resolve_device(options.device).type
+    model_kwargs = {**network_defaults(options.model, device_type), **options.model_kwargs}
+    probe = create(options.model, fingerprint.spatial_dims, fingerprint.channels, 2, **model_kwargs)
     plan = make_plan(
         fingerprint,
         labels=dataset.labels,
-        device=resolve_device(options.device).type,
+        device=device_type,
         divisor=int(getattr(probe, "size_divisor", 16)),
         spacing=options.spacing,
         patch_size=options.patch,
@@ -150,8 +161,9 @@ def _prepare(
     )
     split = {"train": train_ids, "val": val_ids}
     if write:
-        _write_json(saved, {"split": split, "fingerprint": fingerprint.to_dict(), "plan": plan.to_dict()})
-    return cases, split, fingerprint, plan
+        state = {"split": split, "fingerprint": fingerprint.to_dict(), "plan": plan.to_dict()}
+        _write_json(saved, {**state, "model_kwargs": model_kwargs})
+    return cases, split, fingerprint, plan, model_kwargs
 
 
 def train(
@@ -200,10 +212,11 @@ def train(
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
         _write_json(out / "train_options.json", asdict(settings))
-    cases, split, fingerprint, plan = _prepare(Path(data), out, settings, progress, write=context.is_main)
+    cases, split, fingerprint, plan, model_kwargs = _prepare(
+        Path(data), out, settings, progress, write=context.is_main
+    )
     spec = describe(settings.model)
     deep_supervision = settings.deep_supervision and spec.deep_supervision
-    model_kwargs = {**settings.model_kwargs}
     torch.manual_seed(settings.seed)  # the same seed gives the same initial weights, hence the same run
     network = create(
         settings.model,
@@ -248,7 +261,7 @@ def train(
         # MSGA's eight heads all predict at full resolution: weigh them equally (nnU-Net's halving is for
         # a pyramid of coarser outputs).
         loss = DeepSupervisionLoss(loss, weights=[1.0] * 8 if settings.model == "msga" else None)
-    steps = settings.steps_per_epoch or max(1, len(loader))
+    steps = settings.steps_per_epoch or default_steps_per_epoch(len(loader), device.type)
     optimizer = create_optimizer(network.parameters(), settings.optimizer, lr=settings.lr)
     scheduler = create_scheduler(optimizer, settings.schedule, total_steps=steps * settings.epochs)
     trainer = Trainer(

@@ -8,7 +8,7 @@ from torch import nn
 
 from medattn.errors import ConfigError
 from medattn.models.base import SegmentationModel
-from medattn.models.blocks import AttentionGate, conv, double_conv, norm_layer, resize
+from medattn.models.blocks import AttentionGate, conv, conv_norm_act, double_conv, norm_layer, resize
 from medattn.models.registry import register_model
 
 
@@ -149,6 +149,11 @@ class AGUNet(SegmentationModel):
         deep_supervision: in train mode return every decoder level's logits (finest first).
         guided_decoder: also feed the bottleneck output to every decoder level (DAUNet's guided decoder).
         dropout: spatial dropout after every conv (0 in the paper).
+        stem_stride: 1 (the paper) runs the first level at full resolution. 2 puts a stride-2 conv stem in
+            front, so the whole U-Net works on the half-resolution grid, and a stride-2 transposed conv
+            brings the logits back to full resolution, as MONAI's UNet does: about 8x less compute per
+            step and no convolution at full resolution beyond the stem. ``medattn train`` picks 2 on CPU,
+            where a time budget buys 3-6x more steps with it (BENCHMARKS.md, equal-time accuracy).
 
     Example:
         >>> model = AGUNet(spatial_dims=3, in_channels=1, out_channels=2).eval()
@@ -173,15 +178,26 @@ class AGUNet(SegmentationModel):
         deep_supervision: bool = True,
         guided_decoder: bool = False,
         dropout: float = 0.0,
+        stem_stride: int = 1,
     ):
+        if stem_stride not in (1, 2):
+            raise ConfigError(f"stem_stride must be 1 (full resolution) or 2 (half), got {stem_stride}")
         super().__init__(
-            spatial_dims, in_channels, out_channels, deep_supervision=deep_supervision, size_divisor=2**depth
+            spatial_dims,
+            in_channels,
+            out_channels,
+            deep_supervision=deep_supervision,
+            size_divisor=2**depth * stem_stride,
         )
         features = channel_plan(base_channels, depth, max_channels)
         self.features = features
-        self.encoder = MultiScaleEncoder(
-            spatial_dims, in_channels, features, norm, multi_scale_input, dropout
-        )
+        self.stem = None
+        encoder_in = in_channels
+        if stem_stride == 2:
+            self.stem = conv_norm_act(spatial_dims, in_channels, features[0], norm, stride=2)
+            encoder_in = features[0]
+            self.encoder_prefixes = ("stem", "encoder")
+        self.encoder = MultiScaleEncoder(spatial_dims, encoder_in, features, norm, multi_scale_input, dropout)
         # DAUNet replaces this with its dual-attention block; AGUNet passes the bottleneck features through.
         self.bottleneck: nn.Module = nn.Identity()
         self.decoder = nn.ModuleList(
@@ -192,8 +208,14 @@ class AGUNet(SegmentationModel):
         )
         head_levels = depth if deep_supervision else 1
         self.heads = nn.ModuleList(conv(spatial_dims, features[k], out_channels) for k in range(head_levels))
+        if self.stem is not None:
+            # The finest head upsamples: each half-resolution voxel predicts its 2^n full-resolution children.
+            transposed = Conv[Conv.CONVTRANS, spatial_dims]
+            self.heads[0] = transposed(features[0], out_channels, kernel_size=2, stride=2)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        if self.stem is not None:
+            x = self.stem(x)
         skips, pooled, bottom = self.encoder(x)
         bottom = self.bottleneck(bottom)
         h = bottom

@@ -51,12 +51,14 @@ def conv_norm_act(
     kernel_size: int = 3,
     act: str = "relu",
     dropout: float = 0.0,
+    stride: int = 1,
 ) -> Convolution:
     """Convolution, normalisation, spatial dropout (whole channels, as Keras' SpatialDropout), activation."""
     return Convolution(
         spatial_dims,
         in_channels,
         out_channels,
+        strides=stride,
         kernel_size=kernel_size,
         act=act,
         norm=monai_norm(norm, out_channels),

@@ -98,7 +98,7 @@ class DAUNet(AGUNet):
 
     Args:
         spatial_dims, in_channels, out_channels, base_channels, depth, max_channels, norm,
-        multi_scale_input, deep_supervision, dropout: as `AGUNet`.
+        multi_scale_input, deep_supervision, dropout, stem_stride: as `AGUNet`.
         gate: attention gates on the skips, None (the paper's DAU variant), "concat" or "additive".
         guided_decoder: feed the bottleneck output to every decoder level.
         position_attention: PAM branch at the bottleneck.
@@ -124,6 +124,7 @@ class DAUNet(AGUNet):
         channel_attention: bool = True,
         attention_dropout: float = 0.5,
         dropout: float = 0.0,
+        stem_stride: int = 1,
     ):
         super().__init__(
             spatial_dims,
@@ -138,6 +139,7 @@ class DAUNet(AGUNet):
             deep_supervision=deep_supervision,
             guided_decoder=guided_decoder,
             dropout=dropout,
+            stem_stride=stem_stride,
         )
         if position_attention or channel_attention:
             self.bottleneck = DualAttentionBottleneck(

@@ -10,7 +10,12 @@ import torch
 from medattn.errors import ConfigError, GeometryError
 from medattn.models import available, create, describe
 
-CASES = [(name, dims, ds) for name in available() for dims in (2, 3) for ds in (False, True)]
+CASES = [
+    (name, dims, ds)
+    for name in available()
+    for dims in describe(name).spatial_dims
+    for ds in (False, True)
+]
 
 
 def _tiny(name: str, dims: int, deep_supervision: bool):

@@ -95,3 +95,35 @@ def test_msga_auxiliary_loss_contract():
     one_step(torch.randn(2, 1, 32, 32))
     assert set(one_step.auxiliary_terms) == {"reconstruction_mse"}
     assert len(one_step.attention) == 1
+
+
+def test_agunet_half_resolution_stem_cuts_compute_and_keeps_the_output_grid():
+    from medattn.errors import ConfigError
+
+    full = create("agunet", 3, 1, 3, base_channels=4, depth=2)
+    half = create("agunet", 3, 1, 3, base_channels=4, depth=2, stem_stride=2)
+    assert half.size_divisor == 2 * full.size_divisor == 8
+    x = torch.randn(1, 1, 16, 16, 16)
+    half.eval()
+    with torch.no_grad():
+        assert half(x).shape == (1, 3, 16, 16, 16)
+
+    # Every convolution after the stem sees 1/8 of the voxels: count multiply-adds with forward hooks.
+    def macs(model):
+        total = 0
+
+        def hook(module, inputs, output):
+            nonlocal total
+            total += output.numel() * module.weight[0].numel()
+
+        handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, torch.nn.Conv3d)]
+        with torch.no_grad():
+            model.eval()(x)
+        for handle in handles:
+            handle.remove()
+        return total
+
+    assert macs(half) < 0.2 * macs(full)
+    assert half.encoder_prefixes == ("stem", "encoder") and half.freeze_encoder() > 0
+    with pytest.raises(ConfigError, match="stem_stride"):
+        create("agunet", 3, 1, 3, stem_stride=4)

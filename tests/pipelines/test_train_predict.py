@@ -83,6 +83,9 @@ def test_training_leaves_a_package_and_logs(package):
     config = json.loads((run / "medattn.json").read_text())
     assert config["model"] == "agunet" and config["plan"]["labels"]["1"] == "sphere"
     assert config["plan"]["patch_size"] == [16, 16, 16]
+    # The CPU default (half-resolution stem) is recorded, so the package rebuilds the network it trained.
+    assert config["model_kwargs"]["stem_stride"] == 2 and config["model_kwargs"]["base_channels"] == 4
+    assert json.loads((run / "plan.json").read_text())["model_kwargs"]["stem_stride"] == 2
     state = torch.load(run / "model.pt", weights_only=True)
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     assert package.epochs == 2
