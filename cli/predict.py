@@ -1,4 +1,4 @@
-"""`medattn predict INPUT OUTPUT --model PKG`: segment a file, a folder or a DICOM tree."""
+"""`medattn predict INPUT OUTPUT --model PKG`: segment a file, a folder, a DICOM tree or a video."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 def predict(
-    inputs: Path = typer.Argument(..., metavar="INPUT", help="A scan, a folder of scans or a DICOM tree."),
+    inputs: Path = typer.Argument(
+        ..., metavar="INPUT", help="A scan, a folder of scans, a DICOM tree or a video."
+    ),
     output: Path = typer.Argument(..., metavar="OUTPUT", help="Folder for masks, volumes.csv, predict.json."),
     model: Path = typer.Option(..., "--model", "-m", help="Model package folder (from `medattn train`)."),
     format: str = typer.Option("nii.gz", "--format", help="nii.gz|seg.nrrd|dicom-seg|png."),
@@ -31,9 +33,22 @@ def predict(
     keep_largest: bool = typer.Option(False, help="Keep the largest connected component per label."),
     fill_holes: bool = typer.Option(False, help="Fill enclosed holes per label."),
     min_lesion_ml: float = typer.Option(None, help="Remove components smaller than this volume (mL)."),
+    overlay: bool = typer.Option(
+        False, help="2D images: also write <case>_overlay.png with each label's contour on the image."
+    ),
     overwrite: bool = typer.Option(False, help="Predict cases whose output already exists (default: skip)."),
+    engine: str = typer.Option(
+        "torch",
+        help="torch|onnx. onnx runs the network in onnxruntime (pip install 'medattn\\[onnx]'), float32; "
+        "it uses PKG/model.onnx if exported from these weights (medattn export PKG PKG/model.onnx), "
+        "else exports to a temporary file for this run.",
+    ),
 ) -> None:
-    """Segment every case under INPUT; masks land on each input's own grid. Exit code 1 if a case failed."""
+    """Segment every case under INPUT; masks land on each input's own grid. Exit code 1 if a case failed.
+
+    A video is segmented frame by frame by a 2D model, streamed: OUTPUT/<case>/frame_NNNNNN.png masks,
+    <case>_overlay.mp4 with the contours drawn and <case>_frames.csv with each frame's mask area.
+    """
     from medattn.pipelines.predict import predict as run_prediction
 
     console = Console(stderr=True)
@@ -49,15 +64,22 @@ def predict(
 
         def on_case(result, index: int, total: int) -> None:
             bar.update(task, total=total, completed=index + 1, description=f"{result.case}: {result.status}")
+            if result.fps is not None:
+                console.print(f"{result.case}: {result.frames} frames at {result.fps:.1f} frames/s")
             if result.status == "failed":
                 failures.append(result)
                 console.print(f"[red]{result.case} failed:[/] {result.error}", highlight=False)
+
+        def on_frames(case: str, done: int, total: int | None) -> None:
+            bar.update(task, description=f"{case}: frame {done}" + (f"/{total}" if total else ""))
 
         results = run_prediction(
             inputs,
             output,
             model,
             on_case=on_case,
+            on_frames=on_frames,
+            overlay=overlay,
             format=format,
             overwrite=overwrite,
             overlap=overlap,
@@ -71,6 +93,7 @@ def predict(
             keep_largest=keep_largest,
             fill_holes=fill_holes,
             min_lesion_ml=min_lesion_ml,
+            engine=engine,
         )
     done = sum(r.status == "done" for r in results)
     skipped = sum(r.status == "skipped" for r in results)

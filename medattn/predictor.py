@@ -113,7 +113,9 @@ class Predictor:
         if not isinstance(image, MetaTensor):
             image = self.load(image)
         self._check(image)
-        data = self._preprocess({"image": image})
+        # MONAI's intensity transforms write into their input when no resampling copied it first: work on a
+        # copy so the caller's image (and the overlay drawn on it) keeps its values.
+        data = self._preprocess({"image": image.clone()})
         result = sliding_window_predict(
             self.network,
             data["image"].as_tensor(),
@@ -176,7 +178,17 @@ def _plain_meta(image: MetaTensor) -> dict:
     return {k: image.meta[k] for k in keep if k in image.meta}
 
 
-def load_model(path: str | Path, **options) -> Predictor:
-    """Load a model package folder as a Predictor (options as `Predictor`'s: device, amp, overlap...)."""
+def load_model(path: str | Path, engine: str = "torch", **options) -> Predictor:
+    """Load a model package folder as a Predictor (options as `Predictor`'s: device, amp, overlap...).
+
+    `engine` "onnx" runs the windows through onnxruntime (`medattn.inference.engines`), in float32: AMP
+    is switched off, as autocast does not reach onnxruntime.
+    """
     network, config = load_package(path)
+    if engine != "torch":
+        from medattn.inference.engines import package_engine
+
+        device = resolve_device(options.get("device", "auto"))
+        network = package_engine(engine, network, config, path, device)
+        options = {**options, "amp": "off"}
     return Predictor(network, config, **options)

@@ -47,6 +47,8 @@ class PredictOptions:
     keep_largest: bool = False
     fill_holes: bool = False
     min_lesion_ml: float | None = None
+    engine: str = "torch"  # torch | onnx (onnxruntime on an exported network, see medattn.inference.engines)
+    overlay: bool = False  # 2D: also <case_id>_overlay.png, each label's contour drawn on the image
 
 
 @dataclass
@@ -59,6 +61,8 @@ class CaseResult:
     seconds: float = 0.0
     error: str | None = None
     volumes: list[dict] = field(default_factory=list)
+    frames: int | None = None  # videos: frames segmented
+    fps: float | None = None  # videos: frames segmented per second, decoding and writing included
 
 
 def _postprocess(labels: np.ndarray, spacing: tuple[float, ...], options: PredictOptions) -> np.ndarray:
@@ -132,11 +136,40 @@ def _mask_reference(case: Case, image):
     return case.images if case.dicom else image
 
 
-def _predict_one(predictor, case: Case, image, out: Path, options: PredictOptions) -> CaseResult:
-    from monai.data import MetaTensor
+def _target(out: Path, case: Case, options: PredictOptions) -> Path:
+    """The output that marks a case as done: its mask file, or for a video its folder of frame masks."""
+    if case.kind == "video":
+        from medattn.pipelines.predict_video import video_outputs
+
+        return video_outputs(out, case.id)["masks"]
+    return out / f"{case.id}{FORMATS[options.format]}"
+
+
+def _predict_video(predictor, case: Case, out: Path, options: PredictOptions, on_frames=None) -> CaseResult:
+    from medattn.pipelines.predict_video import predict_video
 
     start = time.perf_counter()
-    target = out / f"{case.id}{FORMATS[options.format]}"
+    info = predict_video(
+        predictor,
+        case.id,
+        case.images[0],
+        out,
+        postprocess=lambda labels: _postprocess(labels, (1.0, 1.0), options),
+        on_frames=None if on_frames is None else lambda done, total: on_frames(case.id, done, total),
+    )
+    seconds = round(time.perf_counter() - start, 3)
+    return CaseResult(case.id, "done", info["output"], seconds, frames=info["frames"], fps=info["fps"])
+
+
+def _predict_one(
+    predictor, case: Case, image, out: Path, options: PredictOptions, on_frames=None
+) -> CaseResult:
+    from monai.data import MetaTensor
+
+    if case.kind == "video":
+        return _predict_video(predictor, case, out, options, on_frames)
+    start = time.perf_counter()
+    target = _target(out, case, options)
     if options.format == "dicom-seg" and not case.dicom:
         raise ConfigError("--format dicom-seg needs DICOM input (the SEG references the source series)")
     result = predictor.predict_case(
@@ -148,6 +181,11 @@ def _predict_one(predictor, case: Case, image, out: Path, options: PredictOption
     labels = _postprocess(np.asarray(result.mask[0]), spacing, options)
     mask = MetaTensor(labels[None], affine=image.affine)
     save_mask(mask, target, reference=_mask_reference(case, image), labels=predictor.config.label_table())
+    if options.overlay:
+        if predictor.plan.spatial_dims != 2:
+            raise ConfigError("--overlay draws contours on 2D images and videos; this model is 3D")
+        overlay = out / f"{case.id}_overlay.png"
+        save_mask(mask, overlay, reference=image, labels=predictor.config.label_table(), overlay=True)
     if result.probabilities is not None:
         save_probability_volume(result.probabilities, out / f"{case.id}_probabilities.nii.gz")
     if result.attention is not None:
@@ -181,17 +219,23 @@ def predict(
     model: str | Path,
     *,
     on_case: Callable[[CaseResult, int, int], None] | None = None,
+    on_frames: Callable[[str, int, int | None], None] | None = None,
     **options,
 ) -> list[CaseResult]:
-    """Segment every case found under `inputs` (a file, a folder in any layout, a DICOM tree).
+    """Segment every case found under `inputs` (a file, a folder in any layout, a DICOM tree, a video).
+
+    A video is segmented frame by frame by a 2D model and streamed (see `medattn.pipelines.predict_video`):
+    per-frame PNG masks in `<case_id>/`, an overlay MP4 and `<case_id>_frames.csv` with per-frame areas.
 
     Args:
         inputs: what to segment.
         output: folder for `<case_id>.<format>`, volumes.csv and predict.json.
         model: a model package folder (from `medattn train`).
         on_case: called after each case with (result, index, total), e.g. to advance a progress bar.
+        on_frames: videos: called after each frame with (case id, frames done, frames announced or None).
         **options: fields of PredictOptions (format, overwrite, overlap, sw_batch_size, tta, device, amp,
-            stitch_device, save_probabilities, save_attention, keep_largest, fill_holes, min_lesion_ml).
+            stitch_device, save_probabilities, save_attention, keep_largest, fill_holes, min_lesion_ml,
+            engine).
 
     Returns:
         One CaseResult per case; failed cases carry the error (nothing is raised for them).
@@ -211,14 +255,18 @@ def predict(
         sw_batch_size=settings_obj.sw_batch_size,
         tta=settings_obj.tta,
         stitch_device=settings_obj.stitch_device,
+        engine=settings_obj.engine,
     )
     cases = list(discover(inputs))
     settings = _settings(Path(model), predictor, settings_obj, Path(inputs))
     results: list[CaseResult] = []
     todo = []
     for case in cases:
-        target = out / f"{case.id}{FORMATS[settings_obj.format]}"
+        target = _target(out, case, settings_obj)
         if target.exists() and not settings_obj.overwrite:
+            if case.kind == "video":
+                results.append(CaseResult(case.id, "skipped", str(target)))
+                continue
             try:
                 results.append(_existing(case, target, predictor.config.labels))
                 continue
@@ -233,7 +281,7 @@ def predict(
                 pending = reader.submit(_load_case, predictor, todo[index + 1])
             start = time.perf_counter()
             try:
-                result = _predict_one(predictor, case, future.result(), out, settings_obj)
+                result = _predict_one(predictor, case, future.result(), out, settings_obj, on_frames)
             except MedattnError as error:
                 result = CaseResult(
                     case.id, "failed", None, round(time.perf_counter() - start, 3), str(error)
@@ -250,5 +298,8 @@ def predict(
 
 
 def _load_case(predictor, case: Case):
-    """Read a case as the model needs it (all channels, spatial dims and channel count checked)."""
+    """Read a case as the model needs it (all channels, spatial dims and channel count checked); videos are
+    not read ahead but streamed while they are segmented."""
+    if case.kind == "video":
+        return None
     return case.load_image(spatial_dims=predictor.plan.spatial_dims, channels=predictor.plan.in_channels)

@@ -232,8 +232,10 @@ def sliding_window_predict(
             called after each batch (for a rich progress bar).
 
     Returns:
-        probabilities (out_channels, *spatial) float32 on `stitch_device`, summing to 1 over channels; with
-        `return_attention`, the tuple (probabilities, attention (1, *spatial) float32).
+        probabilities (out_channels, *spatial) float32 on `stitch_device`, summing to 1 over channels
+        (a network with one output channel is read as a sigmoid foreground logit and gives 2 channels,
+        background and foreground); with `return_attention`, the tuple (probabilities, attention
+        (1, *spatial) float32).
 
     Raises:
         GeometryError: the image does not have the patch's number of spatial axes.
@@ -299,7 +301,8 @@ def sliding_window_predict(
                 roi_weight_map=importance_map(patch_size, blend, device),
             )
             logits, attention = stitched if return_attention else (stitched, None)
-            probabilities = _softmax_(_unbatch(logits))
+            logits = _unbatch(logits)
+            probabilities = _softmax_(logits) if logits.shape[0] > 1 else _binary_probabilities(logits)
     finally:
         network.train(was_training)
     if attention is None:
@@ -317,6 +320,16 @@ def _softmax_(logits: torch.Tensor, slab_values: int = _SOFTMAX_SLAB_VALUES) -> 
     for start in range(0, logits.shape[1], rows):
         logits[:, start : start + rows] = torch.softmax(logits[:, start : start + rows], dim=0)
     return logits
+
+
+def _binary_probabilities(logit: torch.Tensor) -> torch.Tensor:
+    """One sigmoid logit (1, *spatial) -> (2, *spatial) [background, foreground] probabilities.
+
+    Networks with a single output channel (SAM's mask decoder, PraNet with out_channels=1) predict one
+    foreground logit; two channels let the rest of the pipeline treat them as any 2-class network.
+    """
+    foreground = torch.sigmoid(logit)
+    return torch.cat([1.0 - foreground, foreground], dim=0)
 
 
 def _unbatch(volume: torch.Tensor) -> torch.Tensor:

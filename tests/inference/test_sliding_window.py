@@ -293,3 +293,16 @@ def test_cuda_windows_with_cpu_stitching_match_cpu():
     torch.testing.assert_close(all_gpu.cpu(), gpu_windows, atol=1e-5, rtol=1e-5)
     bf16 = sliding_window_predict(network, image, (16, 16, 16), device="cuda", amp_dtype=torch.bfloat16)
     assert (bf16.argmax(0).cpu() == on_cpu.argmax(0)).float().mean() > 0.99
+
+
+def test_one_output_channel_is_a_sigmoid_foreground_logit():
+    """SAM-style networks with one logit: two channels [1 - sigmoid, sigmoid] of MONAI's blended logit."""
+    network = _unet(2, out_channels=1)
+    image = torch.randn(1, 37, 29)
+    with torch.no_grad():
+        logit = sliding_window_inference(image[None], (16, 12), 2, network, overlap=0.5, mode="gaussian")[0]
+    result = sliding_window_predict(network, image, (16, 12), overlap=0.5)
+    assert result.shape == (2, 37, 29)
+    torch.testing.assert_close(result[1], torch.sigmoid(logit[0]), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(result.sum(0), torch.ones(37, 29))
+    assert torch.equal(result.argmax(0), (logit[0] > 0).long())

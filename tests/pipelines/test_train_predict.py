@@ -135,7 +135,9 @@ def test_rerun_skips_done_cases_and_a_corrupt_case_fails_alone(package, dataset,
 def test_load_model_predict_returns_mask_on_input_grid(package, dataset):
     predictor = medattn.load_model(package.package, device="cpu")
     image = medattn.io.load_image(dataset / "imagesTs" / "t_001_0000.nii.gz")
+    original = image.clone()
     mask = predictor.predict(image)
+    assert torch.equal(image, original)  # the caller's image is not normalised in place
     assert tuple(mask.shape) == (1, *image.shape[1:])
     np.testing.assert_allclose(mask.affine.numpy(), image.affine.numpy(), atol=1e-5)
     assert set(np.unique(mask.numpy())) <= {0, 1}

@@ -1,0 +1,203 @@
+"""Segment a video frame by frame: streamed decoding, per-frame PNG masks, an overlay MP4, per-frame areas.
+
+Frames are decoded in chunks (`medattn.io.video.iter_video_frames`), segmented one at a time and written
+at once, so memory stays bounded by one chunk whatever the video's length. For a video `<id>.mp4` the
+outputs are
+
+- `<id>/frame_000000.png ...`: each frame's label values as a single-channel PNG (lossless, the frame's
+  pixel layout; the same files `--format png` writes for still images);
+- `<id>_overlay.mp4`: the video with each label's contour drawn in its colour (H.264, the input's fps);
+- `<id>_frames.csv`: per frame and label, the mask's pixels and the fraction of the frame they cover.
+
+Everything is written under temporary names and the mask folder is renamed into place last, so a kill
+leaves either a finished video or nothing a re-run would mistake for one.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from medattn.errors import ConfigError, WriteError
+from medattn.io.atomic import atomic_path
+
+FRAME_COLUMNS = ("case", "frame", "time_s", "label", "name", "pixels", "area_fraction")
+# ITU-R BT.601 luma: a grayscale model (ultrasound) sees a colour-encoded frame as the gray it shows.
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def video_outputs(out: Path, case_id: str) -> dict[str, Path]:
+    """Where a video case's outputs go; the mask folder is written last and marks the case as done."""
+    return {
+        "masks": out / case_id,
+        "overlay": out / f"{case_id}_overlay.mp4",
+        "frames": out / f"{case_id}_frames.csv",
+    }
+
+
+def frame_image(frame, in_channels: int, source: Path, fps: float):
+    """One decoded frame (3, W, H) as the 2D MetaTensor a 2D model reads (RGB, or luma for 1 channel)."""
+    import torch
+    from monai.data import MetaTensor
+
+    array = frame.as_tensor() if hasattr(frame, "as_tensor") else torch.as_tensor(frame)
+    if in_channels == 1:
+        array = torch.einsum("c...,c->...", array.float(), torch.from_numpy(_LUMA))[None]
+    elif in_channels != 3:
+        raise ConfigError(
+            f"the model takes {in_channels} channels; video frames have 3 (RGB) or, converted, 1 (gray)",
+            source,
+        )
+    meta = {"filename_or_obj": str(source), "modality": "RGB", "spacing": (1.0, 1.0), "fps": fps}
+    return MetaTensor(array.float(), affine=torch.eye(3, dtype=torch.float64), meta=meta)
+
+
+class _OverlayWriter:
+    """H.264 MP4 of frames with contours drawn; frame sizes are padded to even numbers (x264 needs it)."""
+
+    def __init__(self, path: Path, fps: float, width: int, height: int):
+        import av
+
+        self.container = av.open(str(path), mode="w", format="mp4")
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        rate = max(1, round(fps)) if fps and np.isfinite(fps) else 25
+        self.stream = self.container.add_stream(codec, rate=rate)
+        self.stream.width, self.stream.height = width + width % 2, height + height % 2
+        self.stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            self.stream.options = {"crf": "20", "preset": "veryfast"}
+
+    def write(self, rgb_rows_first: np.ndarray) -> None:
+        import av
+
+        height, width = self.stream.height, self.stream.width
+        if rgb_rows_first.shape[:2] != (height, width):
+            padded = np.zeros((height, width, 3), dtype=np.uint8)
+            padded[: rgb_rows_first.shape[0], : rgb_rows_first.shape[1]] = rgb_rows_first
+            rgb_rows_first = padded
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb_rows_first), format="rgb24")
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        for packet in self.stream.encode():
+            self.container.mux(packet)
+        self.container.close()
+
+
+def draw_contours(frame_rgb: np.ndarray, labels: np.ndarray, table) -> np.ndarray:
+    """Each label's one-pixel inner contour in its colour on a (W, H, 3) uint8 frame; returns (H, W, 3)."""
+    from skimage.segmentation import find_boundaries
+
+    canvas = frame_rgb.copy()
+    for label in table:
+        region = labels == label.value
+        if region.any():
+            canvas[find_boundaries(region, mode="inner")] = label.color
+    return canvas.transpose(1, 0, 2)
+
+
+def predict_video(
+    predictor,
+    case_id: str,
+    path: Path,
+    out: Path,
+    postprocess: Callable[[np.ndarray], np.ndarray] = lambda labels: labels,
+    on_frames: Callable[[int, int | None], None] | None = None,
+    chunk_size: int = 16,
+) -> dict:
+    """Segment every frame of the video at `path` with a 2D `predictor` (see the module docstring).
+
+    Args:
+        predictor: a `medattn.predictor.Predictor` of a 2D model.
+        case_id: names the outputs.
+        path: the video file.
+        out: the output folder.
+        postprocess: applied to each frame's (W, H) labels before writing (keep-largest, fill-holes...).
+        on_frames: called as (frames done, frames announced or None) after each frame, for progress bars.
+        chunk_size: frames decoded at a time (memory: chunk_size x W x H x 3 x 4 bytes).
+
+    Returns:
+        {"output": mask folder, "frames": count, "fps": frames segmented per second (decode, inference,
+        writing included), "video_fps": the video's own frame rate}.
+
+    Raises:
+        ConfigError: the model is not 2D or takes neither 1 nor 3 channels.
+        UnreadableImageError: the video cannot be decoded (a truncated file fails where it breaks).
+    """
+    from medattn.io.label_table import label_table
+    from medattn.io.png import display_rgb, write_label_png
+    from medattn.io.video import iter_video_frames, video_info
+
+    if predictor.plan.spatial_dims != 2:
+        raise ConfigError(
+            f"the model is {predictor.plan.spatial_dims}D; a video is segmented frame by frame by a 2D model",
+            path,
+        )
+    info = video_info(path)
+    fps = float(info["fps"] or 0.0)
+    names = predictor.config.labels
+    table = label_table(predictor.config.label_table(), names)
+    targets = video_outputs(out, case_id)
+    partial = out / f".{case_id}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    start, count = time.perf_counter(), 0
+    try:
+        with atomic_path(targets["frames"]) as csv_tmp, atomic_path(targets["overlay"]) as video_tmp:
+            overlay = _OverlayWriter(video_tmp, fps, info["width"], info["height"])
+            with open(csv_tmp, "w", newline="") as handle:
+                rows = csv.DictWriter(handle, fieldnames=FRAME_COLUMNS, lineterminator="\n")
+                rows.writeheader()
+                for chunk in iter_video_frames(path, chunk_size=chunk_size):
+                    for t in range(chunk.shape[-1]):
+                        frame = chunk[..., t].as_tensor()
+                        image = frame_image(frame, predictor.plan.in_channels, path, fps)
+                        labels = postprocess(np.asarray(predictor.predict(image)[0]))
+                        write_label_png(labels, partial / f"frame_{count:06d}.png")
+                        rgb = display_rgb(frame.numpy(), labels.shape)
+                        overlay.write(draw_contours(rgb, labels, table))
+                        rows.writerows(_frame_rows(case_id, count, fps, labels, names))
+                        count += 1
+                        if on_frames is not None:
+                            on_frames(count, info["n_frames"])
+            overlay.close()
+        if targets["masks"].exists():
+            shutil.rmtree(targets["masks"])
+        partial.rename(targets["masks"])
+    except OSError as error:
+        raise WriteError(f"could not write the video outputs: {error}", out) from error
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    seconds = time.perf_counter() - start
+    return {
+        "output": str(targets["masks"]),
+        "frames": count,
+        "fps": round(count / seconds, 2) if seconds > 0 else None,
+        "video_fps": fps,
+    }
+
+
+def _frame_rows(
+    case_id: str, index: int, fps: float, labels: np.ndarray, names: dict[int, str]
+) -> list[dict]:
+    counts = np.bincount(labels.reshape(-1).astype(np.int64), minlength=max(names) + 1)
+    time_s = round(index / fps, 4) if fps else ""
+    return [
+        {
+            "case": case_id,
+            "frame": index,
+            "time_s": time_s,
+            "label": value,
+            "name": name,
+            "pixels": int(counts[value]),
+            "area_fraction": round(float(counts[value]) / labels.size, 6),
+        }
+        for value, name in sorted(names.items())
+        if value != 0
+    ]
