@@ -42,7 +42,9 @@ def train(
     lr: float = typer.Option(1e-3, help="Learning rate."),
     optimizer: str = typer.Option("adamw", help="adamw|sgd."),
     schedule: str = typer.Option("poly", help="poly|cosine learning-rate schedule."),
-    loss: str = typer.Option("dice_ce", help="dice_ce|dice_paper|focal_region."),
+    loss: str = typer.Option(
+        None, help="dice_ce|dice_paper|focal_region|structure (default: the model's, else dice_ce)."
+    ),
     deep_supervision: bool = typer.Option(True, help="Deep-supervision losses where the model has heads."),
     model_kwargs: str = typer.Option("{}", help="Model options as JSON, e.g. '{\"base_channels\": 8}'."),
     num_workers: int = typer.Option(0, help="Data loader worker processes."),
@@ -114,3 +116,7 @@ def train(
         f"model package: [bold]{result.package}[/] (best val Dice {best}, {result.epochs} epochs, "
         f"stopped by {result.stopped_by})"
     )
+    if result.frozen_parameters:
+        Console().print(
+            f"trainable {result.trainable_parameters:,} / frozen {result.frozen_parameters:,} parameters"
+        )

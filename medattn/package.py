@@ -82,7 +82,8 @@ def build_network(config: PackageConfig) -> torch.nn.Module:
     """The package's network, untrained, in eval mode; deep supervision off (prediction needs one output)."""
     from medattn.models import create, describe
 
-    kwargs = {k: v for k, v in config.model_kwargs.items() if k != "deep_supervision"}
+    # A pretrained checkpoint the run started from is not needed: model.pt holds every weight.
+    kwargs = {k: v for k, v in config.model_kwargs.items() if k not in ("deep_supervision", "checkpoint")}
     if describe(config.model).deep_supervision:
         kwargs["deep_supervision"] = False
     plan = config.plan

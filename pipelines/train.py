@@ -30,6 +30,12 @@ from medattn.plan import (
     network_defaults,
 )
 
+# Losses the papers train with, used unless --loss is given (PraNet: weighted BCE + weighted IoU).
+MODEL_LOSSES = {"pranet": "structure"}
+# Deep-supervision heads that all predict at full resolution are weighed equally, as their papers do
+# (nnU-Net's halving per level is for a pyramid of coarser outputs): MSGA's 8 heads, PraNet's 4 maps.
+EQUAL_HEADS = {"msga": [1.0] * 8, "pranet": [1.0] * 4}
+
 
 @dataclass
 class TrainOptions:
@@ -52,7 +58,7 @@ class TrainOptions:
     lr: float = 1e-3
     optimizer: str = "adamw"
     schedule: str = "poly"
-    loss: str = "dice_ce"
+    loss: str | None = None  # None: the model's own (MODEL_LOSSES), else dice_ce
     deep_supervision: bool = True
     num_workers: int = 0
     cache: str = "memory"  # memory | disk | none
@@ -69,6 +75,8 @@ class RunResult:
     epochs: int
     stopped_by: str
     history: list[dict] = field(default_factory=list)
+    trainable_parameters: int = 0
+    frozen_parameters: int = 0  # e.g. a SAM encoder kept fixed while adapters train
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -148,7 +156,9 @@ def _prepare(
     # Patch sides must be multiples of the network's down-sampling factor: ask a throwaway instance.
     device_type = resolve_device(options.device).type
     model_kwargs = {**network_defaults(options.model, device_type), **options.model_kwargs}
-    probe = create(options.model, fingerprint.spatial_dims, fingerprint.channels, 2, **model_kwargs)
+    # (without pretrained weights: only the shape of the network matters here)
+    probe_kwargs = {k: v for k, v in model_kwargs.items() if k != "checkpoint"}
+    probe = create(options.model, fingerprint.spatial_dims, fingerprint.channels, 2, **probe_kwargs)
     plan = make_plan(
         fingerprint,
         labels=dataset.labels,
@@ -256,11 +266,11 @@ def train(
         if val_items
         else None
     )
-    loss = create_loss(settings.loss, num_classes=plan.num_classes)
+    loss = create_loss(
+        settings.loss or MODEL_LOSSES.get(settings.model, "dice_ce"), num_classes=plan.num_classes
+    )
     if deep_supervision:
-        # MSGA's eight heads all predict at full resolution: weigh them equally (nnU-Net's halving is for
-        # a pyramid of coarser outputs).
-        loss = DeepSupervisionLoss(loss, weights=[1.0] * 8 if settings.model == "msga" else None)
+        loss = DeepSupervisionLoss(loss, weights=EQUAL_HEADS.get(settings.model))
     steps = settings.steps_per_epoch or default_steps_per_epoch(len(loader), device.type)
     optimizer = create_optimizer(network.parameters(), settings.optimizer, lr=settings.lr)
     scheduler = create_scheduler(optimizer, settings.schedule, total_steps=steps * settings.epochs)
@@ -288,7 +298,11 @@ def train(
     best = Path(result.best_checkpoint) if result.best_checkpoint else Path(result.last_checkpoint)
     state = torch.load(best, map_location="cpu", weights_only=True)
     weights = state.get("model", state)
-    package_kwargs = {**model_kwargs, "deep_supervision": False}
+    # model.pt holds every weight: the package must not point at the pretrained checkpoint it started from.
+    package_kwargs = {
+        **{k: v for k, v in model_kwargs.items() if k != "checkpoint"},
+        "deep_supervision": False,
+    }
     config = PackageConfig(
         model=settings.model,
         model_kwargs=package_kwargs,
@@ -305,7 +319,17 @@ def train(
     )
     if context.is_main:
         save_package(out, _without_deep_supervision_heads(weights, config), config)
-    return RunResult(out, out, result.best_metric, result.epochs, result.stopped_by, list(result.history))
+    trainable = network.parameter_count(trainable_only=True)
+    return RunResult(
+        out,
+        out,
+        result.best_metric,
+        result.epochs,
+        result.stopped_by,
+        list(result.history),
+        trainable_parameters=trainable,
+        frozen_parameters=network.parameter_count() - trainable,
+    )
 
 
 def _without_deep_supervision_heads(weights: dict, config: PackageConfig) -> dict:
