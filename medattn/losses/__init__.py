@@ -7,10 +7,12 @@ Example:
 
 from medattn.losses.deep_supervision import DeepSupervisionLoss, deep_supervision_weights, resize_labels
 from medattn.losses.dice_ce import LabelLoss, available_losses, create_loss
+from medattn.losses.structure import StructureLoss
 
 __all__ = [
     "DeepSupervisionLoss",
     "LabelLoss",
+    "StructureLoss",
     "available_losses",
     "create_loss",
     "deep_supervision_weights",

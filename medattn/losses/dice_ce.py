@@ -10,8 +10,9 @@ from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
 from medattn.errors import ConfigError
+from medattn.losses.structure import StructureLoss
 
-LOSSES = ("dice_ce", "dice_paper")
+LOSSES = ("dice_ce", "dice_paper", "structure")
 
 
 def available_losses() -> list[str]:
@@ -76,6 +77,8 @@ def create_loss(
     - ``"dice_paper"``: the AGUNet paper's loss (Bouget et al. 2021, read from shared/MODELS.md): 1 - mean
       over foreground classes of (2 sum(p g) + 1) / (sum(p^2) + sum(g^2) + 1), i.e. MONAI `DiceLoss` with
       ``squared_pred=True`` and smoothing 1; `lambda_*` do not apply.
+    - ``"structure"``: PraNet's boundary-weighted BCE + weighted IoU, one-vs-rest per foreground class
+      (`medattn.losses.structure.StructureLoss`); num_classes=1 means one sigmoid logit. No options apply.
 
     Batch Dice (``batch_dice=True``, the default for both) sums intersections and volumes over the whole
     batch before dividing, as a Keras loss that flattens the batch does and as nnU-Net's ``batch_dice``
@@ -84,7 +87,7 @@ def create_loss(
     stays defined as long as one patch of the batch has the class. Under DDP the sums are per process.
 
     Args:
-        name: ``"dice_ce"`` or ``"dice_paper"``.
+        name: ``"dice_ce"``, ``"dice_paper"`` or ``"structure"``.
         num_classes: classes including background (the network's out_channels), at least 2.
         include_background: also average the Dice over the background channel.
         batch_dice: compute Dice over the whole batch (True) or per sample, then average (False).
@@ -99,6 +102,8 @@ def create_loss(
     """
     if name not in LOSSES:
         raise ConfigError(f"unknown loss {name!r}; available: {', '.join(LOSSES)}")
+    if name == "structure":  # binary per class; one sigmoid logit (num_classes=1) is allowed
+        return LabelLoss(StructureLoss(num_classes), num_classes=num_classes, name=name)
     if num_classes < 2:
         raise ConfigError(
             f"the {name} loss needs num_classes >= 2 (background + at least one label), got {num_classes}"

@@ -11,8 +11,12 @@ Example:
 from medattn.models.agunet import AGUNet
 from medattn.models.base import SegmentationModel
 from medattn.models.baselines import MonaiBaseline
+from medattn.models.ccsam import CCSAM
 from medattn.models.daunet import DAUNet
+from medattn.models.hbformer import HBFormer
+from medattn.models.medsam_ca import MedSAMCA
 from medattn.models.msga import MSGA
+from medattn.models.pranet import PraNet
 from medattn.models.registry import (
     ModelSpec,
     available,
@@ -21,13 +25,20 @@ from medattn.models.registry import (
     describe,
     register_model,
 )
+from medattn.models.sam import SAM, SAMAdapter
 
 __all__ = [
     "AGUNet",
+    "CCSAM",
     "DAUNet",
+    "HBFormer",
     "MSGA",
+    "MedSAMCA",
     "ModelSpec",
     "MonaiBaseline",
+    "PraNet",
+    "SAM",
+    "SAMAdapter",
     "SegmentationModel",
     "available",
     "create",

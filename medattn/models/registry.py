@@ -152,8 +152,12 @@ def create(
     return model
 
 
-def default_parameter_count(name: str, spatial_dims: int, in_channels: int = 1, out_channels: int = 2) -> int:
+def default_parameter_count(
+    name: str, spatial_dims: int, in_channels: int = 1, out_channels: int = 2, trainable_only: bool = False
+) -> int:
     """Parameters of a model at its default configuration, counted without allocating weights where possible.
+
+    ``trainable_only`` counts only those that train (SAM hybrids keep their pretrained encoder frozen).
 
     The model is built on PyTorch's "meta" device (shapes only); builders that need real values while
     building (MONAI's SwinUNETR reads a tensor during construction) are built on the CPU instead.
@@ -163,4 +167,4 @@ def default_parameter_count(name: str, spatial_dims: int, in_channels: int = 1, 
             model = create(name, spatial_dims, in_channels, out_channels)
     except (RuntimeError, NotImplementedError):
         model = create(name, spatial_dims, in_channels, out_channels)
-    return model.parameter_count()
+    return model.parameter_count(trainable_only)

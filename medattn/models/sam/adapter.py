@@ -1,0 +1,123 @@
+"""`sam_adapter`: SAM with a frozen ViT, bottleneck adapters in every block and a position adapter.
+
+After Medical SAM Adapter (Wu et al., 2023): a bottleneck adapter on each block's attention output and
+a resized position embedding so the encoder takes inputs other than 1024 x 1024 (256, 512, ...). Only the
+adapters and the mask decoder train; the ViT and the prompt encoder keep their pretrained weights.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medattn.errors import ConfigError
+from medattn.models.registry import register_model
+from medattn.models.sam.checkpoint import load_checkpoint
+from medattn.models.sam.model import SAM
+
+
+class BottleneckAdapter(nn.Module):
+    """x + up(GELU(down(x))) with a hidden width of `ratio` x the token width.
+
+    The down-projection starts at zero (weights and bias; GELU(0) = 0 and the up bias is zero too), so an
+    adapted model starts exactly as the pretrained SAM and the adapters learn only the change the new data
+    needs. Zeroing the down- rather than the up-projection (the LoRA choice) means the down-projection gets
+    a gradient from the first step (GELU'(0) = 0.5).
+    """
+
+    def __init__(self, dim: int, ratio: float = 0.1):
+        super().__init__()
+        hidden = max(1, round(dim * ratio))
+        self.down = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.up = nn.Linear(hidden, dim)
+        nn.init.zeros_(self.down.weight)
+        nn.init.zeros_(self.down.bias)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Adapt tokens (..., dim)."""
+        return x + self.up(self.act(self.down(x)))
+
+
+class PositionAdapter(nn.Module):
+    """The absolute position embedding resized (bicubic) to the input's token grid, plus a learned
+    depthwise 3x3 correction that starts at zero.
+
+    The global blocks' relative-position tables need no adapter: they are resized linearly to the grid
+    in every forward, as SAM does.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.correction = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
+        nn.init.zeros_(self.correction.weight)
+        nn.init.zeros_(self.correction.bias)
+
+    def forward(self, pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Position embedding (1, h, w, D) for a token grid (h, w), from SAM's (1, H, W, D)."""
+        positions = pos_embed.permute(0, 3, 1, 2)
+        if tuple(positions.shape[2:]) != tuple(grid):
+            positions = F.interpolate(positions, size=grid, mode="bicubic", align_corners=False)
+        return (positions + self.correction(positions)).permute(0, 2, 3, 1)
+
+
+@register_model(
+    "sam_adapter",
+    description=(
+        "SAM with a frozen ViT, bottleneck adapters in every block and a position adapter for any input "
+        "size (Medical SAM Adapter); adapters and mask decoder train. 2D."
+    ),
+    spatial_dims=(2,),
+    tiny={"variant": "tiny"},
+    tiny_size=48,
+)
+class SAMAdapter(SAM):
+    """SAM adapted by bottleneck and position adapters (Wu et al., "Medical SAM Adapter", 2023).
+
+    Every ViT block gets a `BottleneckAdapter` (Linear D -> ratio * D, GELU, Linear back, residual) on its
+    attention output, and the encoder a `PositionAdapter`, so inputs may be any multiple of 16 pixels.
+    Trainable: the adapters and the mask decoder (less the parts no output uses, as in `sam`); frozen: the
+    ViT, its neck and the prompt encoder. A SAM/MedSAM checkpoint loads into it; only the adapters are
+    then missing from the file, and they start as identities.
+
+    Args:
+        spatial_dims: must be 2.
+        in_channels: image channels; 3 for the public checkpoints.
+        out_channels: 1 (sigmoid logit) or classes with background (2 to 5), as in `sam`.
+        variant: ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` or ``"tiny"``.
+        checkpoint: local SAM/MedSAM ``.pth`` file to load.
+        freeze_prompt_encoder: keep the prompt encoder fixed (default, as in `sam`).
+        adapter_ratio: adapter hidden width over token width.
+
+    Example:
+        >>> model = create("sam_adapter", 2, 3, 1, checkpoint="sam_vit_b_01ec64.pth")
+        >>> model.parameter_count(trainable_only=True), model.parameter_count()
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        out_channels: int,
+        variant: str = "vit_b",
+        checkpoint: str | None = None,
+        freeze_prompt_encoder: bool = True,
+        adapter_ratio: float = 0.1,
+    ):
+        if not 0 < adapter_ratio <= 1:
+            raise ConfigError(f"adapter_ratio must be in (0, 1], got {adapter_ratio}")
+        super().__init__(spatial_dims, in_channels, out_channels, variant, None, freeze_prompt_encoder)
+        self.fixed_input_size = None
+        encoder = self.image_encoder
+        dim = encoder.patch_embed.proj.out_channels
+        for block in encoder.blocks:
+            block.adapter = BottleneckAdapter(dim, adapter_ratio)
+        encoder.position_adapter = PositionAdapter(dim)
+        adapters = ("position_adapter.", *(f"blocks.{i}.adapter." for i in range(len(encoder.blocks))))
+        if checkpoint is not None:
+            load_checkpoint(self, checkpoint, optional_prefixes=[f"image_encoder.{a}" for a in adapters])
+        for name, parameter in encoder.named_parameters():
+            if not name.startswith(adapters):
+                parameter.requires_grad_(False)
