@@ -11,11 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd
 
 from medattn.errors import ConfigError
+from medattn.inference.postprocess import argmax_labels
+from medattn.inference.resample import resample_aligned
 from medattn.package import PackageConfig, load_package
 from medattn.transforms.presets import preprocessing
 
@@ -83,6 +86,11 @@ class Predictor:
         self.device = resolve_device(device)
         self.amp_dtype = resolve_amp(amp, self.device)
         self.network = network.to(self.device).eval()
+        # Channels-last once here: the sliding window runs in it (faster convolutions on CPU and CUDA) and
+        # then converts nothing per call.
+        memory_format = torch.channels_last_3d if config.plan.spatial_dims == 3 else torch.channels_last
+        if isinstance(self.network, torch.nn.Module):
+            self.network.to(memory_format=memory_format)
         self.config = config
         self.overlap = overlap
         self.sw_batch_size = sw_batch_size
@@ -98,21 +106,62 @@ class Predictor:
         """Read an input the way this model needs it (spatial dims and channel count checked)."""
         from medattn.io import load_image
 
-        return load_image(path, spatial_dims=self.plan.spatial_dims, channels=self.plan.in_channels)
+        return load_image(path, spatial_dims=self.input_spatial_dims, channels=self.plan.in_channels)
 
-    def predict(self, image: MetaTensor | str | Path) -> MetaTensor:
-        """Segment one image; returns labels (1, *spatial) on the image's own grid (same affine, shape)."""
-        return self.predict_case(image).mask
+    @property
+    def accepts_prompts(self) -> bool:
+        """Whether the network takes box/point prompts (the SAM family): such models segment each 2D image
+        whole at their input size, and 3D volumes slice by slice, instead of by sliding windows."""
+        return bool(getattr(self.network, "accepts_prompts", False))
+
+    @property
+    def input_spatial_dims(self) -> int | None:
+        """Spatial dims an input must have: the plan's, or None (2D or 3D) for prompted 2D models."""
+        return None if self.accepts_prompts else self.plan.spatial_dims
+
+    def predict(
+        self,
+        image: MetaTensor | str | Path,
+        box=None,
+        points=None,
+        slice_index: int | None = None,
+    ) -> MetaTensor:
+        """Segment one image; returns labels (1, *spatial) on the image's own grid (same affine, shape).
+
+        Args:
+            image: a MetaTensor (C, *spatial) or a path.
+            box: SAM family: one box ``(x0, y0, x1, y1)`` / ``"x0,y0,x1,y1"`` or a list of them, in pixels
+                of the image (x along its first spatial axis, y along its second).
+            points: SAM family: ``(x, y)`` or ``(x, y, label)`` (1 foreground, 0 background), or a list.
+            slice_index: 3D volumes: the slice (last axis) the box and points are drawn on; the box is
+                carried to the slices above and below while the mask lasts.
+        """
+        prompts = None
+        if box is not None or points is not None or slice_index is not None:
+            from medattn.inference.prompted import ImagePrompts
+
+            prompts = ImagePrompts.build(box=box, points=points, slice_index=slice_index)
+        return self.predict_case(image, prompts=prompts).mask
 
     def predict_case(
-        self, image: MetaTensor | str | Path, probabilities: bool = False, attention: bool = False
+        self,
+        image: MetaTensor | str | Path,
+        probabilities: bool = False,
+        attention: bool = False,
+        prompts=None,
     ) -> PredictionOutput:
-        """Segment one image, optionally keeping probabilities and the stitched attention map."""
+        """Segment one image, optionally keeping probabilities and the stitched attention map.
+
+        `prompts` (a `medattn.inference.prompted.ImagePrompts`) are for the SAM family, which is run by
+        `medattn.inference.prompted` (with or without prompts) instead of sliding windows.
+        """
         from medattn.inference import sliding_window_predict
 
         if not isinstance(image, MetaTensor):
             image = self.load(image)
         self._check(image)
+        if prompts is not None or self.accepts_prompts:
+            return self._predict_prompted(image, prompts, probabilities, attention)
         # MONAI's intensity transforms write into their input when no resampling copied it first: work on a
         # copy so the caller's image (and the overlay drawn on it) keeps its values.
         data = self._preprocess({"image": image.clone()})
@@ -131,21 +180,48 @@ class Predictor:
         probs, attention_map = result if attention else (result, None)
         volumes = {"pred": probs} if attention_map is None else {"pred": probs, "attention": attention_map}
         on_input = {key: self._to_input_grid(value, data["image"], image) for key, value in volumes.items()}
-        labels = (
-            on_input["pred"]
-            .argmax(dim=0, keepdim=True)
-            .to(torch.uint8 if self.plan.num_classes < 256 else torch.int32)
-        )
-        mask = MetaTensor(labels.as_tensor(), affine=image.affine, meta=_plain_meta(image))
+        labels = argmax_labels(on_input["pred"].as_tensor())[None]
+        mask = MetaTensor(labels, affine=image.affine, meta=_plain_meta(image))
         return PredictionOutput(
             mask=mask,
             probabilities=on_input["pred"] if probabilities else None,
             attention=on_input.get("attention"),
         )
 
+    def _predict_prompted(
+        self, image: MetaTensor, prompts, probabilities: bool, attention: bool
+    ) -> PredictionOutput:
+        """The SAM family's path: the whole image (3D: slice by slice) at the model's input size."""
+        from medattn.inference.prompted import (
+            SliceSegmenter,
+            no_prompts_error,
+            predict_prompted,
+            prepare_image,
+            prompted_input_size,
+        )
+
+        if not self.accepts_prompts:
+            raise no_prompts_error(self.config.model)
+        if self.tta:
+            raise ConfigError("--tta flips sliding windows; prompted (SAM family) models run without it")
+        size = prompted_input_size(self.network, self.plan)
+        normalised, resize = prepare_image(self.plan, image, size)
+        segmenter = SliceSegmenter(
+            self.network, resize, self.device, self.amp_dtype, self.sw_batch_size, with_attention=attention
+        )
+        probs, attention_map = predict_prompted(normalised, prompts, segmenter)
+        labels = probs.argmax(dim=0, keepdim=True).to(torch.uint8 if probs.shape[0] < 256 else torch.int32)
+        return PredictionOutput(
+            mask=MetaTensor(labels, affine=image.affine, meta=_plain_meta(image)),
+            probabilities=MetaTensor(probs, affine=image.affine) if probabilities else None,
+            attention=None if attention_map is None else MetaTensor(attention_map, affine=image.affine),
+        )
+
     def _check(self, image: MetaTensor) -> None:
         source = image.meta.get("filename_or_obj", "image")
-        if image.ndim - 1 != self.plan.spatial_dims:
+        # A 2D prompted model also segments a volume, slice by slice.
+        sliced = self.accepts_prompts and image.ndim == 4
+        if image.ndim - 1 != self.plan.spatial_dims and not sliced:
             raise ConfigError(
                 f"{source}: the model is {self.plan.spatial_dims}D, the image has shape {tuple(image.shape)}"
             )
@@ -161,6 +237,13 @@ class Predictor:
         volume = volume.to("cpu", torch.float32)
         if self.plan.spatial_dims == 2:
             return MetaTensor(volume, affine=original.affine)
+        # Reorientation and new spacing keep the grids axis-aligned: separable trilinear resampling gives
+        # Invertd's values several times faster; oblique inputs fall through to Invertd.
+        fast = resample_aligned(
+            volume, np.asarray(preprocessed.affine), np.asarray(original.affine), original.shape[1:]
+        )
+        if fast is not None:
+            return MetaTensor(fast, affine=original.affine)
         meta = {k: v for k, v in preprocessed.meta.items() if k != "affine"}
         tracked = MetaTensor(volume, affine=preprocessed.affine, meta=meta)
         tracked.applied_operations = list(preprocessed.applied_operations)

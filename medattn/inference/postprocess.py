@@ -23,24 +23,29 @@ LabelMap = TypeVar("LabelMap", np.ndarray, torch.Tensor)
 
 
 def argmax_labels(probabilities: LabelMap) -> LabelMap:
-    """Label map (*spatial) from class scores (C, *spatial): uint8 up to 256 classes, else uint16.
+    """Label map (*spatial) from class scores (C, *spatial): uint8 up to 256 classes, else uint16 (NumPy)
+    or int32 (torch).
 
-    Works in slabs along the last axis, so the int64 index array argmax makes never spans the whole volume.
-    Ties go to the lower label (numpy and torch argmax both return the first maximum).
+    Torch tensors: a running maximum over the channels, one elementwise pass per class; torch's argmax
+    over the outer axis is about 4x slower on CPU (measured 1.36 s vs 0.32 s for 4 x 152 x 190 x 164) and
+    makes an int64 index volume. NumPy arrays: argmax in slabs along the last axis, so its int64 index
+    array never spans the whole volume. Ties go to the lower label in both (as argmax does).
     """
     classes = probabilities.shape[0]
     if classes > 65536:
         raise ConfigError(f"argmax_labels supports up to 65536 classes, got {classes}")
-    slab = max(1, (1 << 24) // max(1, math.prod(probabilities.shape[:-1])))  # about 16M scores per slab
     if isinstance(probabilities, torch.Tensor):
-        labels = torch.empty(
+        labels = torch.zeros(
             probabilities.shape[1:],
-            dtype=torch.uint8 if classes <= 256 else torch.uint16,
+            dtype=torch.uint8 if classes <= 256 else torch.int32,  # torch has no masked_fill for uint16
             device=probabilities.device,
         )
-        for start in range(0, probabilities.shape[-1], slab):
-            labels[..., start : start + slab] = probabilities[..., start : start + slab].argmax(dim=0)
+        best = probabilities[0].clone()
+        for value in range(1, classes):
+            labels.masked_fill_(probabilities[value] > best, value)
+            torch.maximum(best, probabilities[value], out=best)
         return labels
+    slab = max(1, (1 << 24) // max(1, math.prod(probabilities.shape[:-1])))  # about 16M scores per slab
     probabilities = np.asarray(probabilities)
     labels = np.empty(probabilities.shape[1:], dtype=np.uint8 if classes <= 256 else np.uint16)
     for start in range(0, probabilities.shape[-1], slab):

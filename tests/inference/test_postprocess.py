@@ -138,3 +138,10 @@ def test_argmax_labels_dtype_and_values():
     assert argmax_labels(many).dtype == np.uint16
     np.testing.assert_array_equal(argmax_labels(many), many.argmax(0))
     np.testing.assert_array_equal(argmax_labels(torch.from_numpy(many)).numpy(), many.argmax(0))
+
+
+def test_argmax_labels_ties_go_to_the_lower_label_like_argmax():
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 3, (5, 9, 8, 7)).astype(np.float32)  # many ties
+    np.testing.assert_array_equal(argmax_labels(torch.from_numpy(scores)).numpy(), scores.argmax(0))
+    np.testing.assert_array_equal(argmax_labels(scores), scores.argmax(0))

@@ -306,3 +306,14 @@ def test_one_output_channel_is_a_sigmoid_foreground_logit():
     torch.testing.assert_close(result[1], torch.sigmoid(logit[0]), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(result.sum(0), torch.ones(37, 29))
     assert torch.equal(result.argmax(0), (logit[0] > 0).long())
+
+
+def test_a_network_is_given_back_in_the_memory_format_it_came_in():
+    """Validation during training must not leave the network channels-last (resume would then differ)."""
+    network = _unet(3)
+    sliding_window_predict(network, torch.randn(1, 12, 12, 12), (8, 8, 8), channels_last=True)
+    assert all(p.is_contiguous() for p in network.parameters())
+    network.to(memory_format=torch.channels_last_3d)  # a Predictor's network stays as it is
+    sliding_window_predict(network, torch.randn(1, 12, 12, 12), (8, 8, 8))
+    weights = [p for p in network.parameters() if p.ndim == 5]
+    assert all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in weights)

@@ -1,0 +1,259 @@
+"""End-to-end prediction: `medattn.load_model(...).predict` vs a plain MONAI loop, same weights and overlap.
+
+One brain MRI case from sample_data, resampled to a finer grid so inference has real work (default 1 mm:
+152 x 190 x 164 voxels), segmented by a model package (default: the default AGUNet for CPU with seeded
+random weights and non-trivial batch-norm statistics, trained spacing 1.5 mm, patch 64^3, 4 classes; or
+`--package` for any package folder). Each arm runs read -> preprocess -> sliding window -> back to the
+input grid -> argmax -> write NIfTI, interleaved round by round so machine load hits both alike:
+
+1. plain MONAI, written the obvious way: LoadImaged, EnsureChannelFirstd, Orientationd(RAS), Spacingd,
+   NormalizeIntensityd(nonzero, channel_wise), `torch.no_grad()` + `sliding_window_inference(...,
+   mode="gaussian")`, softmax, Invertd (bilinear), argmax, SaveImage;
+2. medattn: `load_model(pkg).predict(path)` then `medattn.io.save_mask`, with its stages timed separately
+   (read, preprocess, sliding window, invert + argmax, write) and the network forward alone on the same
+   windows, so the pipeline's overhead over the model is visible.
+
+Also: agreement of the masks (Dice per label, medattn vs plain), peak resident memory above the start of
+each stage (sampled every 5 ms). Appends a section to BENCHMARKS.md (``--no-write`` skips it).
+Run: .venv/bin/python bench/predict.py [--rounds 3] [--spacing 1.0] [--package PKG]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from inference import PeakMemory, _machine  # bench/inference.py
+from report import append_section
+
+from medattn.io import load_image, save_mask
+from medattn.package import PackageConfig, build_network, load_package, save_package
+from medattn.plan import Plan
+
+SAMPLE = (
+    Path(__file__).resolve().parents[1] / "sample_data" / "brain_mri" / "imagesTs" / "brain_004_0000.nii.gz"
+)
+OVERLAP, SW_BATCH = 0.5, 4
+
+
+def finer_case(folder: Path, spacing: float) -> Path:
+    """The sample case resampled (trilinear) to `spacing` mm, as a scanner's finer grid would give it."""
+    image = load_image(SAMPLE)
+    zoom = float(np.linalg.norm(image.affine[:3, 0])) / spacing
+    size = [int(round(s * zoom)) for s in image.shape[1:]]
+    data = torch.nn.functional.interpolate(image[None].as_tensor(), size=size, mode="trilinear")[0, 0]
+    affine = np.asarray(image.affine, dtype=np.float64).copy()
+    affine[:3, :3] = affine[:3, :3] / zoom
+    path = folder / "case_0000.nii.gz"
+    nib.save(nib.Nifti1Image(data.numpy(), affine), path)
+    return path
+
+
+def random_package(folder: Path) -> Path:
+    """The CPU-default AGUNet with seeded random weights and batch-norm statistics as after training."""
+    plan = Plan(
+        spatial_dims=3,
+        in_channels=1,
+        num_classes=4,
+        spacing=[1.5, 1.5, 1.5],
+        patch_size=[64, 64, 64],
+        batch_size=2,
+        preset="mr",
+        labels={0: "background", 1: "grey_matter", 2: "white_matter", 3: "lesion"},
+    )
+    config = PackageConfig(model="agunet", model_kwargs={"stem_stride": 2}, plan=plan)
+    torch.manual_seed(0)
+    network = build_network(config)
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.BatchNorm3d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 1.5)
+    return save_package(folder, network.state_dict(), config)
+
+
+def plain_monai(network: torch.nn.Module, config: PackageConfig, path: Path, out: Path) -> np.ndarray:
+    """The obvious MONAI inference script for a trained network."""
+    from monai.inferers import sliding_window_inference
+    from monai.transforms import (
+        Compose,
+        EnsureChannelFirstd,
+        Invertd,
+        LoadImaged,
+        NormalizeIntensityd,
+        Orientationd,
+        SaveImage,
+        Spacingd,
+    )
+
+    pre = Compose(
+        [
+            LoadImaged("image"),
+            EnsureChannelFirstd("image"),
+            Orientationd("image", axcodes="RAS"),
+            Spacingd("image", pixdim=config.plan.spacing, mode="bilinear"),
+            NormalizeIntensityd("image", nonzero=True, channel_wise=True),
+        ]
+    )
+    data = pre({"image": str(path)})
+    network.eval()
+    with torch.no_grad():
+        logits = sliding_window_inference(
+            data["image"][None], config.plan.patch_size, SW_BATCH, network, overlap=OVERLAP, mode="gaussian"
+        )
+    data["pred"] = torch.softmax(logits, dim=1)[0]
+    inverted = Invertd("pred", pre, orig_keys="image", nearest_interp=False)(data)["pred"]
+    labels = inverted.argmax(0, keepdim=True).to(torch.uint8)
+    SaveImage(output_dir=str(out), output_postfix="plain", separate_folder=False, print_log=False)(labels)
+    return labels[0].numpy()
+
+
+def medattn_stages(predictor, path: Path, out: Path) -> tuple[np.ndarray, dict[str, tuple[float, float]]]:
+    """`predictor.predict(path)` + save_mask, stage by stage: {stage: (seconds, peak MB above start)}."""
+    from medattn.inference import sliding_window_predict
+
+    stages: dict[str, tuple[float, float]] = {}
+
+    def timed(name, function):
+        with PeakMemory() as memory:
+            start = time.perf_counter()
+            result = function()
+            stages[name] = (time.perf_counter() - start, memory.above_start_mb)
+        return result
+
+    image = timed("read", lambda: predictor.load(path))
+    data = timed("preprocess", lambda: predictor._preprocess({"image": image.clone()}))
+    probabilities = timed(
+        "sliding window",
+        lambda: sliding_window_predict(
+            predictor.network,
+            data["image"].as_tensor(),
+            predictor.plan.patch_size,
+            overlap=OVERLAP,
+            sw_batch_size=SW_BATCH,
+            device=predictor.device,
+        ),
+    )
+    labels = timed(
+        "invert + argmax",
+        lambda: predictor._to_input_grid(probabilities, data["image"], image).argmax(0, keepdim=True),
+    )
+    from monai.data import MetaTensor
+
+    mask = MetaTensor(labels.to(torch.uint8).as_tensor(), affine=image.affine)
+    timed("write", lambda: save_mask(mask, out / "case_medattn.nii.gz"))
+    return labels[0].numpy(), stages
+
+
+def forward_seconds(predictor, path: Path) -> float:
+    """The network alone on the windows the sliding window cuts (cut outside the clock)."""
+    from monai.data.utils import dense_patch_slices
+
+    image = predictor._preprocess({"image": predictor.load(path)})["image"].as_tensor()
+    patch = predictor.plan.patch_size
+    size = image.shape[1:]
+    interval = [max(int(p * (1 - OVERLAP)), 1) if p < s else p for p, s in zip(patch, size, strict=True)]
+    windows = [image[(slice(None), *s)] for s in dense_patch_slices(size, patch, interval)]
+    windows = [w for w in windows if tuple(w.shape[1:]) == tuple(patch)]
+    batches = [torch.stack(windows[i : i + SW_BATCH]) for i in range(0, len(windows), SW_BATCH)]
+    network = predictor.network.eval()
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for batch in batches:
+            network(batch.to(memory_format=torch.channels_last_3d))
+    return time.perf_counter() - start
+
+
+def dice(a: np.ndarray, b: np.ndarray, labels) -> float:
+    scores = []
+    for value in labels:
+        x, y = a == value, b == value
+        total = int(x.sum() + y.sum())
+        scores.append(1.0 if total == 0 else 2 * int((x & y).sum()) / total)
+    return min(scores)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds per arm (best is reported)")
+    parser.add_argument("--spacing", type=float, default=1.0, help="grid of the test case in mm")
+    parser.add_argument("--package", type=Path, help="a model package folder (default: random AGUNet)")
+    parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
+    args = parser.parse_args()
+    import medattn
+
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        path = finer_case(work, args.spacing)
+        package = args.package or random_package(work / "package")
+        predictor = medattn.load_model(package, device="cpu", overlap=OVERLAP, sw_batch_size=SW_BATCH)
+        network, config = load_package(package)
+        shape = tuple(nib.load(path).shape)
+        plain_times, medattn_times, all_stages, plain_memory, medattn_memory = [], [], [], [], []
+        for round_index in range(args.rounds):
+            with PeakMemory() as memory:
+                start = time.perf_counter()
+                plain_mask = plain_monai(network, config, path, work)
+                plain_times.append(time.perf_counter() - start)
+            plain_memory.append(memory.above_start_mb)
+            with PeakMemory() as memory:
+                start = time.perf_counter()
+                mask, stages = medattn_stages(predictor, path, work)
+                medattn_times.append(time.perf_counter() - start)
+            medattn_memory.append(memory.above_start_mb)
+            all_stages.append(stages)
+            print(
+                f"round {round_index + 1}: plain MONAI {plain_times[-1]:.2f} s, "
+                f"medattn {medattn_times[-1]:.2f} s"
+            )
+        forward = min(forward_seconds(predictor, path) for _ in range(2))
+    labels = [v for v in config.plan.labels if v]
+    agreement = dice(mask, plain_mask, labels)
+    best = int(np.argmin(medattn_times))
+    stage_rows = "\n".join(
+        f"| medattn: {name} | {seconds:.2f} | {memory:.0f} |"
+        for name, (seconds, memory) in all_stages[best].items()
+    )
+    pipeline = medattn_times[best] - all_stages[best]["sliding window"][0]
+    table = "\n".join(
+        [
+            "| what | best s | median s | peak RSS above start MB |",
+            "| --- | ---: | ---: | ---: |",
+            f"| plain MONAI script | {min(plain_times):.2f} | {statistics.median(plain_times):.2f} | "
+            f"{max(plain_memory):.0f} |",
+            f"| medattn load_model().predict + save_mask | {min(medattn_times):.2f} | "
+            f"{statistics.median(medattn_times):.2f} | {max(medattn_memory):.0f} |",
+            stage_rows,
+            f"| network forward alone on the same windows | {forward:.2f} | | |",
+        ]
+    )
+    summary = (
+        f"Speed-up, plain MONAI / medattn (best of {args.rounds}): "
+        f"{min(plain_times) / min(medattn_times):.2f}x; "
+        f"pipeline around the sliding window (read, preprocess, invert, write): {pipeline:.2f} s = "
+        f"{100 * pipeline / forward:.0f} % of the network's forward time; sliding window / forward alone: "
+        f"{all_stages[best]['sliding window'][0] / forward:.2f}; smallest Dice per label medattn vs plain: "
+        f"{agreement:.5f}."
+    )
+    print(table)
+    print(summary)
+    if not args.no_write:
+        section = (
+            f"\n## end-to-end prediction vs plain MONAI: `bench/predict.py` ({datetime.date.today()})\n\n"
+            f"Case: sample brain MRI resampled to {args.spacing} mm ({shape} voxels); package: "
+            f"{args.package or 'default CPU AGUNet (stem_stride 2), random weights, 1.5 mm, patch 64^3'}; "
+            f"overlap {OVERLAP}, {SW_BATCH} windows per batch, float32 on CPU.\n\n"
+            f"Machine: {_machine()}.\n\n{table}\n\n{summary}\n"
+        )
+        append_section(section)
+
+
+if __name__ == "__main__":
+    main()
