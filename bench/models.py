@@ -32,7 +32,7 @@ from pathlib import Path
 from report import append_section  # bench/report.py (scripts run from bench/ on sys.path)
 
 DEFAULT_MODELS = (
-    "agunet,agunet:gate=None,daunet,msga,monai.unet,monai.attention_unet,monai.swin_unetr,hbformer"
+    "agunet,agunet:gate=None,daunet,msga,monai.unet,monai.attention_unet,monai.swin_unetr,hbformer,ratunet"
 )
 
 

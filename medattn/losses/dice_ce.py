@@ -10,9 +10,10 @@ from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
 from medattn.errors import ConfigError
+from medattn.losses.focal_region import FocalRegionLoss
 from medattn.losses.structure import StructureLoss
 
-LOSSES = ("dice_ce", "dice_paper", "structure")
+LOSSES = ("dice_ce", "dice_paper", "structure", "focal_region")
 
 
 def available_losses() -> list[str]:
@@ -79,6 +80,8 @@ def create_loss(
       ``squared_pred=True`` and smoothing 1; `lambda_*` do not apply.
     - ``"structure"``: PraNet's boundary-weighted BCE + weighted IoU, one-vs-rest per foreground class
       (`medattn.losses.structure.StructureLoss`); num_classes=1 means one sigmoid logit. No options apply.
+    - ``"focal_region"``: cross-entropy weighted up in regions of high mean loss (RAT's focal region loss,
+      `medattn.losses.focal_region.FocalRegionLoss`, beta 1, 8-voxel grid regions). No options apply.
 
     Batch Dice (``batch_dice=True``, the default for both) sums intersections and volumes over the whole
     batch before dividing, as a Keras loss that flattens the batch does and as nnU-Net's ``batch_dice``
@@ -87,7 +90,7 @@ def create_loss(
     stays defined as long as one patch of the batch has the class. Under DDP the sums are per process.
 
     Args:
-        name: ``"dice_ce"``, ``"dice_paper"`` or ``"structure"``.
+        name: ``"dice_ce"``, ``"dice_paper"``, ``"structure"`` or ``"focal_region"``.
         num_classes: classes including background (the network's out_channels), at least 2.
         include_background: also average the Dice over the background channel.
         batch_dice: compute Dice over the whole batch (True) or per sample, then average (False).
@@ -108,6 +111,8 @@ def create_loss(
         raise ConfigError(
             f"the {name} loss needs num_classes >= 2 (background + at least one label), got {num_classes}"
         )
+    if name == "focal_region":
+        return LabelLoss(FocalRegionLoss(), num_classes=num_classes, name=name)
     criterion: nn.Module
     common: dict[str, Any] = dict(
         include_background=include_background, to_onehot_y=True, softmax=True, batch=batch_dice

@@ -17,6 +17,7 @@ from medattn.models.hbformer import HBFormer
 from medattn.models.medsam_ca import MedSAMCA
 from medattn.models.msga import MSGA
 from medattn.models.pranet import PraNet
+from medattn.models.ratunet import RATUNet
 from medattn.models.registry import (
     ModelSpec,
     available,
@@ -37,6 +38,7 @@ __all__ = [
     "ModelSpec",
     "MonaiBaseline",
     "PraNet",
+    "RATUNet",
     "SAM",
     "SAMAdapter",
     "SegmentationModel",
