@@ -6,6 +6,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from medattn import __version__
 from medattn.errors import MedattnError
@@ -41,7 +42,7 @@ def _global_options(
 
 def _register_commands() -> None:
     """Each command lives in its own cli module; importing them here keeps this file free of logic."""
-    from medattn.cli import demo, evaluate, info, models, predict, train
+    from medattn.cli import demo, evaluate, export, info, models, predict, train
 
     app.command("info")(info.info)
     app.command("train")(train.train)
@@ -49,6 +50,7 @@ def _register_commands() -> None:
     app.command("evaluate")(evaluate.evaluate)
     app.add_typer(models.app, name="models")
     app.command("demo")(demo.demo)
+    app.command("export")(export.export)
     # Other commands register here, one line each: app.command("NAME")(module.function)
 
 
@@ -67,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     except MedattnError as error:
         if _state["debug"]:
             raise
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        # Escaped: messages hold brackets ("pip install 'medattn[onnx]'", shapes) that rich reads as markup.
+        message = escape(str(error))
+        Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
         Console(stderr=True).print("[yellow]interrupted[/]")
@@ -76,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if _state["debug"]:
             raise
         Console(stderr=True).print(
-            f"[bold red]internal error:[/] {type(error).__name__}: {error} "
+            f"[bold red]internal error:[/] {type(error).__name__}: {escape(str(error))} "
             "(run again with --debug for the traceback, and please report it)",
             highlight=False,
             soft_wrap=True,

@@ -45,3 +45,11 @@ class WriteError(MedattnError, OSError):
 
 class ConfigError(MedattnError, ValueError):
     """An option medattn cannot use (unknown model name, unsupported combination); names the valid ones."""
+
+
+class MissingDependencyError(MedattnError, ImportError):
+    """An optional extra is not installed; the message names the `pip install` that adds it."""
+
+
+class ExportError(MedattnError, RuntimeError):
+    """A network cannot be exported to a deployment format (an operator or shape the format cannot hold)."""

@@ -74,6 +74,10 @@ def test_the_packages_model_onnx_is_used_only_while_it_fits_the_weights(package,
 def test_unknown_engine_and_missing_onnxruntime_are_clear_errors(package, monkeypatch):
     with pytest.raises(ConfigError, match="unknown --engine 'tensorrt'; choose torch or onnx"):
         medattn.load_model(package, engine="tensorrt")
+    network, config = load_package(package)
+    network.accepts_prompts = True  # as the SAM family: not run by sliding windows
+    with pytest.raises(ConfigError, match="takes box/point prompts: use --engine torch"):
+        package_engine("onnx", network, config, package, torch.device("cpu"))
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'medattn\[onnx\]'"):
         medattn.load_model(package, engine="onnx")
