@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 
@@ -43,11 +44,42 @@ def predict(
         "it uses PKG/model.onnx if exported from these weights (medattn export PKG PKG/model.onnx), "
         "else exports to a temporary file for this run.",
     ),
+    box: list[str] = typer.Option(
+        None,
+        "--box",
+        help="SAM family: box prompt x0,y0,x1,y1 in pixels of the input image (x = first image axis); "
+        "repeat for several objects.",
+    ),
+    point: list[str] = typer.Option(
+        None,
+        "--point",
+        help="SAM family: point prompt x,y[,label] in pixels (label 1 foreground, default; 0 background); "
+        "repeatable.",
+    ),
+    slice_index: int = typer.Option(
+        None,
+        "--slice",
+        help="3D volumes: the slice (index along the last axis) --box/--point are drawn on; the box is "
+        "carried to the slices above and below while the mask lasts.",
+    ),
+    prior_mask: Path = typer.Option(
+        None,
+        help="SAM family: a mask on the input grid (or a folder of <case>.* masks); the box of each "
+        "connected component of each label becomes a prompt (per slice in 3D).",
+    ),
+    box_model: Path = typer.Option(
+        None,
+        help="SAM family: a coarse model package; the box of each component of its mask becomes a prompt.",
+    ),
 ) -> None:
     """Segment every case under INPUT; masks land on each input's own grid. Exit code 1 if a case failed.
 
     A video is segmented frame by frame by a 2D model, streamed: OUTPUT/<case>/frame_NNNNNN.png masks,
     <case>_overlay.mp4 with the contours drawn and <case>_frames.csv with each frame's mask area.
+
+    SAM-family packages (sam, sam_adapter, ccsam, medsam_ca) segment each image whole at the model's input
+    size, volumes slice by slice, with the prompts given (--box/--point, --prior-mask or --box-model); with
+    none, in SAM's no-prompt mode.
     """
     from medattn.pipelines.predict import predict as run_prediction
 
@@ -68,7 +100,8 @@ def predict(
                 console.print(f"{result.case}: {result.frames} frames at {result.fps:.1f} frames/s")
             if result.status == "failed":
                 failures.append(result)
-                console.print(f"[red]{result.case} failed:[/] {result.error}", highlight=False)
+                message = escape(f"{result.case} failed: ")  # errors hold brackets rich would read
+                console.print(f"[red]{message}[/]{escape(str(result.error))}", highlight=False)
 
         def on_frames(case: str, done: int, total: int | None) -> None:
             bar.update(task, description=f"{case}: frame {done}" + (f"/{total}" if total else ""))
@@ -94,6 +127,11 @@ def predict(
             fill_holes=fill_holes,
             min_lesion_ml=min_lesion_ml,
             engine=engine,
+            box=box or None,
+            points=point or None,
+            slice_index=slice_index,
+            prior_mask=None if prior_mask is None else str(prior_mask),
+            box_model=None if box_model is None else str(box_model),
         )
     done = sum(r.status == "done" for r in results)
     skipped = sum(r.status == "skipped" for r in results)

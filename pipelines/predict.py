@@ -49,6 +49,28 @@ class PredictOptions:
     min_lesion_ml: float | None = None
     engine: str = "torch"  # torch | onnx (onnxruntime on an exported network, see medattn.inference.engines)
     overlay: bool = False  # 2D: also <case_id>_overlay.png, each label's contour drawn on the image
+    # Prompts for the SAM family (pipelines/prompted.py), in pixels of the input image (x = first axis):
+    box: list | None = None  # one box "x0,y0,x1,y1" / (x0, y0, x1, y1), or a list of them
+    points: list | None = None  # "x,y[,label]" / (x, y[, label]) clicks, label 1 fg (default) / 0 bg
+    slice_index: int | None = None  # 3D: the slice (last axis) the box/points are on; carried from there
+    prior_mask: str | None = None  # a mask file on the input grid, or a folder of <case_id>.* masks
+    box_model: str | None = None  # a coarse model package whose components give the boxes
+
+    def __post_init__(self) -> None:
+        # The Python API may pass paths and arrays; predict.json keeps them as text and lists.
+        for name in ("prior_mask", "box_model"):
+            if getattr(self, name) is not None:
+                setattr(self, name, str(getattr(self, name)))
+        self.box, self.points = _plain(self.box), _plain(self.points)
+
+
+def _plain(value):
+    """Nested tuples/arrays of numbers as lists (JSON), strings and None as they are."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 @dataclass
@@ -162,18 +184,25 @@ def _predict_video(predictor, case: Case, out: Path, options: PredictOptions, on
 
 
 def _predict_one(
-    predictor, case: Case, image, out: Path, options: PredictOptions, on_frames=None
+    predictor, case: Case, image, out: Path, options: PredictOptions, on_frames=None, prompts_for=None
 ) -> CaseResult:
     from monai.data import MetaTensor
 
     if case.kind == "video":
+        if prompts_for is not None:
+            raise ConfigError(
+                "prompts (--box, --point, --prior-mask, --box-model) are for images and volumes, not videos"
+            )
         return _predict_video(predictor, case, out, options, on_frames)
     start = time.perf_counter()
     target = _target(out, case, options)
     if options.format == "dicom-seg" and not case.dicom:
         raise ConfigError("--format dicom-seg needs DICOM input (the SEG references the source series)")
     result = predictor.predict_case(
-        image, probabilities=options.save_probabilities, attention=options.save_attention
+        image,
+        probabilities=options.save_probabilities,
+        attention=options.save_attention,
+        prompts=None if prompts_for is None else prompts_for(case, image),
     )
     from medattn.metrics.volume import spacing_from_affine
 
@@ -182,8 +211,8 @@ def _predict_one(
     mask = MetaTensor(labels[None], affine=image.affine)
     save_mask(mask, target, reference=_mask_reference(case, image), labels=predictor.config.label_table())
     if options.overlay:
-        if predictor.plan.spatial_dims != 2:
-            raise ConfigError("--overlay draws contours on 2D images and videos; this model is 3D")
+        if image.ndim != 3:
+            raise ConfigError("--overlay draws contours on 2D images and videos; this image is 3D")
         overlay = out / f"{case.id}_overlay.png"
         save_mask(mask, overlay, reference=image, labels=predictor.config.label_table(), overlay=True)
     if result.probabilities is not None:
@@ -235,7 +264,9 @@ def predict(
         on_frames: videos: called after each frame with (case id, frames done, frames announced or None).
         **options: fields of PredictOptions (format, overwrite, overlap, sw_batch_size, tta, device, amp,
             stitch_device, save_probabilities, save_attention, keep_largest, fill_holes, min_lesion_ml,
-            engine).
+            engine; for the SAM family box, points, slice_index, prior_mask, box_model). A SAM-family
+            package segments each image whole at its input size and volumes slice by slice
+            (`medattn.inference.prompted`); without prompts it runs in SAM's no-prompt mode.
 
     Returns:
         One CaseResult per case; failed cases carry the error (nothing is raised for them).
@@ -257,6 +288,9 @@ def predict(
         stitch_device=settings_obj.stitch_device,
         engine=settings_obj.engine,
     )
+    from medattn.pipelines.prompted import prompt_source
+
+    prompts_for = prompt_source(settings_obj, predictor)
     cases = list(discover(inputs))
     settings = _settings(Path(model), predictor, settings_obj, Path(inputs))
     results: list[CaseResult] = []
@@ -281,7 +315,9 @@ def predict(
                 pending = reader.submit(_load_case, predictor, todo[index + 1])
             start = time.perf_counter()
             try:
-                result = _predict_one(predictor, case, future.result(), out, settings_obj, on_frames)
+                result = _predict_one(
+                    predictor, case, future.result(), out, settings_obj, on_frames, prompts_for
+                )
             except MedattnError as error:
                 result = CaseResult(
                     case.id, "failed", None, round(time.perf_counter() - start, 3), str(error)
@@ -302,4 +338,4 @@ def _load_case(predictor, case: Case):
     not read ahead but streamed while they are segmented."""
     if case.kind == "video":
         return None
-    return case.load_image(spatial_dims=predictor.plan.spatial_dims, channels=predictor.plan.in_channels)
+    return case.load_image(spatial_dims=predictor.input_spatial_dims, channels=predictor.plan.in_channels)

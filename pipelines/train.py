@@ -266,6 +266,11 @@ def train(
         if val_items
         else None
     )
+    if val_items and getattr(network, "accepts_prompts", False):
+        from medattn.pipelines.prompted import make_prompted_validate_fn
+
+        # The SAM family is scored as it is used: with box prompts (here from the reference masks).
+        validate = make_prompted_validate_fn(val_items, plan, device=device, amp_dtype=amp_dtype)
     loss = create_loss(
         settings.loss or MODEL_LOSSES.get(settings.model, "dice_ce"), num_classes=plan.num_classes
     )

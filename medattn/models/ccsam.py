@@ -63,6 +63,7 @@ class CCSAM(SAM):
         variant: ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` or ``"tiny"`` (tests).
         checkpoint: local SAM/MedSAM ``.pth`` loaded into the SAM part.
         freeze_prompt_encoder: keep the prompt encoder fixed.
+        layout: "xy" (medattn's (C, W, H) arrays, the default) or "hw" (SAM's own (C, H, W)); see `SAM`.
         cnn_channels: widths of the four CNN blocks.
         freeze_cnn: keep the CNN branch fixed (the paper's choice).
         cnn_checkpoint: local file with the CNN branch's weights (its own state dict, or a ccsam state
@@ -87,6 +88,7 @@ class CCSAM(SAM):
         variant: str = "vit_b",
         checkpoint: str | None = None,
         freeze_prompt_encoder: bool = True,
+        layout: str = "xy",
         cnn_channels: Sequence[int] = (32, 64, 128, 256),
         freeze_cnn: bool = True,
         cnn_checkpoint: str | None = None,
@@ -101,7 +103,9 @@ class CCSAM(SAM):
             raise ConfigError(f"fusion must be one of {', '.join(FUSIONS)}; got {fusion!r}")
         if len(cnn_channels) != 4:
             raise ConfigError(f"cnn_channels needs 4 widths (features at 1/2 ... 1/16), got {cnn_channels}")
-        super().__init__(spatial_dims, in_channels, out_channels, variant, None, freeze_prompt_encoder)
+        super().__init__(
+            spatial_dims, in_channels, out_channels, variant, None, freeze_prompt_encoder, layout
+        )
         self.fixed_input_size = None
         encoder = self.image_encoder
         dim, width = self.variant.embed_dim, self.variant.prompt_embed_dim

@@ -83,6 +83,7 @@ class MedSAMCA(SAM):
         checkpoint: local SAM/MedSAM ``.pth`` loaded into the SAM part; the CNN branch, fusions, stages
             and adapters are the only keys it may lack.
         freeze_prompt_encoder: keep the prompt encoder fixed, as MedSAM does.
+        layout: "xy" (medattn's (C, W, H) arrays, the default) or "hw" (SAM's own (C, H, W)); see `SAM`.
         cnn_channels: CBR-Net block widths.
         cbam: CBAM in the CBR blocks.
         encoder_fusion: fuse the CNN feature into SAM's embedding.
@@ -105,6 +106,7 @@ class MedSAMCA(SAM):
         variant: str = "vit_b",
         checkpoint: str | None = None,
         freeze_prompt_encoder: bool = True,
+        layout: str = "xy",
         cnn_channels: Sequence[int] = (64, 128, 256, 512),
         cbam: bool = True,
         encoder_fusion: bool = True,
@@ -120,7 +122,9 @@ class MedSAMCA(SAM):
             )
         if not 0.0 <= initial_bias <= 1.0:
             raise ConfigError(f"initial_bias is a weight in [0, 1], got {initial_bias}")
-        super().__init__(spatial_dims, in_channels, out_channels, variant, None, freeze_prompt_encoder)
+        super().__init__(
+            spatial_dims, in_channels, out_channels, variant, None, freeze_prompt_encoder, layout
+        )
         dim = self.variant.prompt_embed_dim
         # Only the blocks some fusion reads are built: an unused block would never receive a gradient.
         blocks = UPSCALING_STAGES if decoder_fusion else (ENCODER_FUSION_FEATURE + 1 if encoder_fusion else 0)

@@ -97,6 +97,8 @@ class Trainer:
     Args:
         network: the model; in train mode it may return a list of deep-supervision logits. It is moved to
             `device` and wrapped in DistributedDataParallel when the process group has several processes.
+            A network with ``training_prompts(labels)`` (the SAM family) is called as
+            ``network(image, **training_prompts(labels))``, e.g. with boxes from each label patch.
         loss: called as ``loss(outputs, labels)``; a network's ``auxiliary_loss()`` (MSGA) is added to it.
         optimizer: built on the network's parameters.
         scheduler: stepped after every optimiser step, or None.
@@ -365,10 +367,13 @@ class Trainer:
 
     def _train_step(self, batch: Any) -> torch.Tensor:
         image, label = self._tensors(batch)
+        # Prompted models (the SAM family) train with prompts made from each label patch (MedSAM's boxes).
+        make_prompts = getattr(self.network, "training_prompts", None)
+        prompts = make_prompts(label) if callable(make_prompts) else {}
         with torch.autocast(
             self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
         ):
-            outputs = self.model(image)
+            outputs = self.model(image, **prompts)
             loss = self.loss(outputs, label)
             auxiliary = getattr(self.network, "auxiliary_loss", None)
             extra = auxiliary() if callable(auxiliary) else None

@@ -167,7 +167,7 @@ def test_a_sam_state_dict_loads_strictly_into_the_sam_part(tmp_path):
 
 
 def test_tiny_medsam_ca_overfits_one_image():
-    model = create("medsam_ca", 2, 3, 1, **TINY)
+    model = create("medsam_ca", 2, 3, 1, **TINY, layout="hw")  # disk_example is in SAM's (H, W) layout
     image, label, box = disk_example()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-3)
     loss_function = DiceCELoss(sigmoid=True)

@@ -80,7 +80,7 @@ def pair() -> tuple[Sam, torch.nn.Module]:
     """The reference Sam and medattn's `sam`, loaded with ONE random state dict (strictly, both)."""
     torch.manual_seed(0)
     ref = reference_sam(TINY)
-    ours = create("sam", 2, 3, 1, variant="tiny").eval()
+    ours = create("sam", 2, 3, 1, variant="tiny", layout="hw").eval()  # SAM's (B, C, H, W), as the reference
     assert list(ours.state_dict()) == list(ref.state_dict())
     # Random values everywhere (zero-initialised tables included) at a scale that keeps logits O(1).
     state = {key: torch.randn_like(t) * 0.5 for key, t in ref.state_dict().items()}

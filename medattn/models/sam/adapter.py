@@ -90,6 +90,7 @@ class SAMAdapter(SAM):
         checkpoint: local SAM/MedSAM ``.pth`` file to load.
         freeze_prompt_encoder: keep the prompt encoder fixed (default, as in `sam`).
         adapter_ratio: adapter hidden width over token width.
+        layout: ``"xy"`` for medattn's (B, C, W, H) tensors (default), ``"hw"`` for SAM's (B, C, H, W).
 
     Example:
         >>> model = create("sam_adapter", 2, 3, 1, checkpoint="sam_vit_b_01ec64.pth")
@@ -105,10 +106,13 @@ class SAMAdapter(SAM):
         checkpoint: str | None = None,
         freeze_prompt_encoder: bool = True,
         adapter_ratio: float = 0.1,
+        layout: str = "xy",
     ):
         if not 0 < adapter_ratio <= 1:
             raise ConfigError(f"adapter_ratio must be in (0, 1], got {adapter_ratio}")
-        super().__init__(spatial_dims, in_channels, out_channels, variant, None, freeze_prompt_encoder)
+        super().__init__(
+            spatial_dims, in_channels, out_channels, variant, None, freeze_prompt_encoder, layout=layout
+        )
         self.fixed_input_size = None
         encoder = self.image_encoder
         dim = encoder.patch_embed.proj.out_channels

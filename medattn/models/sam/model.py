@@ -12,6 +12,7 @@ from medattn.models.base import SegmentationModel
 from medattn.models.registry import register_model
 from medattn.models.sam.checkpoint import load_checkpoint
 from medattn.models.sam.preprocess import resize_coordinates
+from medattn.models.sam.prompts import jittered_boxes
 from medattn.models.sam.variants import (
     build_image_encoder,
     build_mask_decoder,
@@ -20,6 +21,7 @@ from medattn.models.sam.variants import (
 )
 
 Points = tuple[torch.Tensor, torch.Tensor]
+LAYOUTS = ("xy", "hw")
 
 
 @dataclass
@@ -59,8 +61,17 @@ class SAM(SegmentationModel):
       foreground probability equals sigmoid of SAM's mask logit.
 
     Prompts: ``forward(x, boxes=None, points=None, mask_inputs=None)``; without any, SAM's no-prompt
-    embeddings are used (what sliding-window inference gets). Tensors are SAM's layout, (B, C, H, W) with x
-    along the last axis; boxes and points are (x, y) pixels of that layout.
+    embeddings are used (SAM's no-prompt mode). Boxes and points are always (x, y) pixels of the input image.
+
+    Layout: medattn's 2D tensors are (B, C, W, H), x along the first spatial axis (MONAI's PILReader), while
+    SAM's modules take (B, C, H, W) with x along the last. With ``layout="xy"`` (default) the model takes
+    medattn's layout and transposes the image (and a prior mask) in, the logits and attention maps out;
+    ``layout="hw"`` takes SAM's own layout unchanged (the reference comparisons use it). Boxes and points
+    need no change: (x, y) of the image is (x, y) in either layout.
+
+    Training: `training_prompts` gives the box prompts MedSAM trains with (the label's bounding box, each
+    side pushed out by up to ``box_jitter`` pixels of the img_size frame); the trainer calls it when a
+    model has it.
 
     The forward pass is `encode_image` -> `decode` (prompts, two-way decoder) -> `to_output`; families built
     on SAM override the step they change.
@@ -77,6 +88,7 @@ class SAM(SegmentationModel):
         variant: ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` (SAM's sizes, 1024 px input) or ``"tiny"`` (tests).
         checkpoint: local SAM/MedSAM ``.pth`` file to load (a ``module.`` prefix is removed).
         freeze_prompt_encoder: keep the prompt encoder's weights fixed when fine-tuning.
+        layout: ``"xy"`` for medattn's (B, C, W, H) tensors, ``"hw"`` for SAM's (B, C, H, W).
 
     Example:
         >>> model = create("sam", 2, in_channels=3, out_channels=1, checkpoint="medsam_vit_b.pth")
@@ -85,6 +97,10 @@ class SAM(SegmentationModel):
     """
 
     encoder_prefixes = ("image_encoder",)
+    #: Prediction runs the whole image at the model's input size with box/point prompts, not sliding windows.
+    accepts_prompts = True
+    #: MedSAM's training box jitter (bbox_shift): up to this many pixels of the img_size frame per side.
+    box_jitter = 20.0
 
     def __init__(
         self,
@@ -94,7 +110,10 @@ class SAM(SegmentationModel):
         variant: str = "vit_b",
         checkpoint: str | None = None,
         freeze_prompt_encoder: bool = True,
+        layout: str = "xy",
     ):
+        if layout not in LAYOUTS:
+            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
         config = get_variant(variant)
         # The absolute position embedding fixes the input size; sam_adapter lifts that to multiples of 16.
         super().__init__(
@@ -107,6 +126,7 @@ class SAM(SegmentationModel):
         if spatial_dims != 2:
             raise ConfigError(f"{type(self).__name__} is a 2D model; build it with spatial_dims=2")
         self.variant = config
+        self.layout = layout
         self.image_encoder = build_image_encoder(config, in_chans=in_channels)
         self.prompt_encoder = build_prompt_encoder(config)
         self.mask_decoder = build_mask_decoder(config)
@@ -133,24 +153,49 @@ class SAM(SegmentationModel):
         points: Points | torch.Tensor | None = None,
         mask_inputs: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mask logits (B, out_channels, H, W) for images (B, C, H, W) and optional prompts.
+        """Mask logits for images and optional prompts, in the input's layout and size.
 
         Args:
-            x: images, x along the last axis.
+            x: images, (B, C, W, H) with ``layout="xy"``, (B, C, H, W) with ``"hw"``.
             boxes: (B, 4) boxes (x0, y0, x1, y1) in input pixels, one per image.
             points: ``(coords, labels)``: coords (B, N, 2) as (x, y) input pixels, labels (B, N) with 1 for
                 foreground, 0 for background, -1 for padding; a bare coords tensor means all foreground.
-            mask_inputs: prior mask logits (B, 1, h, w), e.g. a previous prediction; resized to 4x the
-                embedding grid (256 x 256 at 1024) as SAM's prompt encoder expects.
+            mask_inputs: prior mask logits (B, 1, h, w) in the input's layout, e.g. a previous prediction;
+                resized to 4x the embedding grid (256 x 256 at 1024) as SAM's prompt encoder expects.
         """
         if isinstance(points, torch.Tensor):
             points = (points, torch.ones(points.shape[:-1], dtype=torch.long, device=points.device))
         self._check_prompts(x, boxes, points, mask_inputs)
+        transpose = self.layout == "xy"
+        if transpose:
+            x = x.transpose(-1, -2)
+            mask_inputs = None if mask_inputs is None else mask_inputs.transpose(-1, -2)
         self._prompts = Prompts(boxes, points, mask_inputs)
         try:
-            return super().forward(x)
+            logits = super().forward(x)
         finally:
             self._prompts = Prompts()
+        return logits.transpose(-1, -2) if transpose else logits
+
+    def attention_maps(self) -> dict[str, torch.Tensor]:
+        """The last forward's attention maps (B, 1, *input spatial), in the input's layout."""
+        maps = super().attention_maps()
+        return {name: m.transpose(-1, -2) for name, m in maps.items()} if self.layout == "xy" else maps
+
+    def training_prompts(self, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Prompts for a training batch: MedSAM's jittered ground-truth boxes, one per label patch.
+
+        Args:
+            labels: (B, 1, *spatial) label patch in the input's layout (values > 0 are foreground).
+
+        Returns:
+            ``{"boxes": (B, 4)}`` in (x, y) pixels of the input, for ``forward(x, **prompts)``.
+        """
+        width, height = labels.shape[-2:] if self.layout == "xy" else labels.shape[-2:][::-1]
+        # The jitter is in pixels of the img_size frame the boxes are mapped to; here in input pixels.
+        frame = self.variant.img_size
+        shift = (self.box_jitter * width / frame, self.box_jitter * height / frame)
+        return {"boxes": jittered_boxes(labels, shift, layout=self.layout).to(labels.device)}
 
     def _check_prompts(
         self, x: torch.Tensor, boxes: torch.Tensor | None, points: Points | None, masks: torch.Tensor | None
