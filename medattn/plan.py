@@ -27,7 +27,13 @@ MIN_STEPS_PER_EPOCH = {"cuda": 250, "cpu": 50}
 # Network options `medattn train` uses on a CPU unless the user gives them: the U-Nets put their first
 # level on the half-resolution grid (AGUNet's `stem_stride`), about 8x less compute per step, so a CPU
 # time budget buys 3-6x more steps (BENCHMARKS.md, accuracy at equal time).
-CPU_NETWORK_DEFAULTS: dict[str, dict[str, Any]] = {"agunet": {"stem_stride": 2}, "daunet": {"stem_stride": 2}}
+# PraNet's Res2Net-50 (30 M parameters) takes ~9x a MONAI 2D UNet's step on a CPU; a quarter-width
+# backbone (1.1 M) takes ~2.5x.
+CPU_NETWORK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "agunet": {"stem_stride": 2},
+    "daunet": {"stem_stride": 2},
+    "pranet": {"width": 16, "channels": 16, "blocks": [1, 1, 2, 1]},
+}
 ANISOTROPY_RATIO = 3.0
 INTENSITY_SAMPLES_PER_CASE = 10_000
 
