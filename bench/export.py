@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import os
-import platform
 import statistics
 import tempfile
 import time
@@ -31,7 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from report import append_section  # bench/report.py (scripts run from bench/ on sys.path)
+from report import append_section  # bench/report.py
+from report import machine as report_machine
 
 REPO = Path(__file__).resolve().parent.parent
 BRAIN_PACKAGE = REPO / "sample_data" / "models" / "brain_mri"
@@ -115,28 +114,6 @@ def table_rows(title: str, seconds: dict[str, list[float]], outputs: dict[str, t
     return rows
 
 
-def _machine(threads: int) -> str:
-    import monai
-    import onnxruntime
-
-    import medattn
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"{cpu}, {cpus} CPU cores, {threads} threads (torch and onnxruntime); load average {load:.1f} at "
-        f"the start (shared machine: wall times vary); medattn {medattn.__version__}, torch "
-        f"{torch.__version__}, onnxruntime {onnxruntime.__version__}, MONAI {monai.__version__}, "
-        f"Python {platform.python_version()}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patch", type=int, nargs=3, default=(64, 64, 64), help="default agunet's patch")
@@ -147,10 +124,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    import onnxruntime
+
     import medattn
     from medattn.package import load_package
 
-    machine = _machine(torch.get_num_threads())
+    machine = report_machine(
+        f"{torch.get_num_threads()} threads (torch and onnxruntime)", onnxruntime=onnxruntime.__version__
+    )
     rows: list[str] = []
     generator = torch.Generator().manual_seed(0)
     with tempfile.TemporaryDirectory(prefix="medattn-bench-export-") as tmp:

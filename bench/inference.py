@@ -25,14 +25,13 @@ import argparse
 import copy
 import datetime
 import os
-import platform
 import statistics
 import threading
 import time
 from collections.abc import Callable
 
 import torch
-from report import append_section  # bench/report.py (scripts run from bench/ on sys.path)
+from report import append_section, machine  # bench/report.py (scripts run from bench/ on sys.path)
 
 PATCH = (96, 96, 64)
 OVERLAP = 0.5
@@ -149,26 +148,6 @@ def dice_per_label(a: torch.Tensor, b: torch.Tensor) -> float:
     return min(scores)
 
 
-def _machine() -> str:
-    import monai
-
-    import medattn
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (
-        f"{cpu}, {cpus} CPU cores, {torch.get_num_threads()} torch threads; load average {load:.1f} at the "
-        f"start (shared machine: wall times vary); medattn {medattn.__version__}, torch {torch.__version__}, "
-        f"MONAI {monai.__version__}, Python {platform.python_version()}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", type=int, nargs=3, default=(160, 160, 96), help="volume size in voxels")
@@ -185,7 +164,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     from medattn.inference import count_windows, stitched_bytes
 
-    machine = _machine()
+    description = machine()
     network, image = build(tuple(args.shape))
     channels_last_network = copy.deepcopy(network)
     variants: dict[str, Callable[[], torch.Tensor]] = {
@@ -255,7 +234,7 @@ def main() -> None:
         f"gaussian blending, {SW_BATCH} windows per batch, {windows} windows, {CLASSES} classes; best of "
         f"{args.rounds} interleaved rounds after a warm-up. Stitch-device memory by `stitched_bytes`: "
         f"{stitched_mb:.0f} MB (logits, count map, image, softmax scratch).\n\n"
-        f"Machine: {machine}.\n\n{table}\n\n{reading}\n"
+        f"Machine: {description}.\n\n{table}\n\n{reading}\n"
     )
     append_section(section)
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from inference import PeakMemory, _machine  # bench/inference.py
-from report import append_section
+from inference import PeakMemory  # bench/inference.py
+from report import append_section, machine
 
 from medattn.io import load_image, save_mask
 from medattn.package import PackageConfig, build_network, load_package, save_package
@@ -250,7 +250,7 @@ def main() -> None:
             f"Case: sample brain MRI resampled to {args.spacing} mm ({shape} voxels); package: "
             f"{args.package or 'default CPU AGUNet (stem_stride 2), random weights, 1.5 mm, patch 64^3'}; "
             f"overlap {OVERLAP}, {SW_BATCH} windows per batch, float32 on CPU.\n\n"
-            f"Machine: {_machine()}.\n\n{table}\n\n{summary}\n"
+            f"Machine: {machine()}.\n\n{table}\n\n{summary}\n"
         )
         append_section(section)
 
