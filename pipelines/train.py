@@ -303,11 +303,12 @@ def train(
     best = Path(result.best_checkpoint) if result.best_checkpoint else Path(result.last_checkpoint)
     state = torch.load(best, map_location="cpu", weights_only=True)
     weights = state.get("model", state)
-    # model.pt holds every weight: the package must not point at the pretrained checkpoint it started from.
-    package_kwargs = {
-        **{k: v for k, v in model_kwargs.items() if k != "checkpoint"},
-        "deep_supervision": False,
-    }
+    # model.pt holds every weight: the package must not point at the pretrained checkpoints it started
+    # from (SAM's, ccsam's CNN), and ccsam's text embedding is stored as its numbers, not as a file path.
+    package_kwargs = {k: v for k, v in model_kwargs.items() if not k.endswith("checkpoint")}
+    if isinstance(package_kwargs.get("text_embedding"), str):
+        package_kwargs["text_embedding"] = network.text_embedding.flatten().tolist()
+    package_kwargs["deep_supervision"] = False
     config = PackageConfig(
         model=settings.model,
         model_kwargs=package_kwargs,

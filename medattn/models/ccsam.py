@@ -72,7 +72,7 @@ class CCSAM(SAM):
         kl_weight: weight of the fusion's KL term in `auxiliary_loss`.
         feature_adapters: the five feature adapters.
         adapter_ratio: feature-adapter width over token width.
-        text_embedding: ``.npy`` file with one text embedding used for every image.
+        text_embedding: ``.npy`` file with one text embedding used for every image (or its numbers).
         text_dim: width of text embeddings passed to `forward` (taken from the file when one is given).
 
     Example:
@@ -96,7 +96,7 @@ class CCSAM(SAM):
         kl_weight: float = 0.01,
         feature_adapters: bool = True,
         adapter_ratio: float = 0.25,
-        text_embedding: str | None = None,
+        text_embedding: str | list[float] | None = None,
         text_dim: int | None = None,
     ):
         if fusion not in FUSIONS:
@@ -239,8 +239,11 @@ class CCSAM(SAM):
         return tokens.expand(batch, -1).unsqueeze(1)
 
 
-def _read_text_embedding(path: str) -> torch.Tensor:
-    """One text embedding (1, D) from a ``.npy`` file holding a (D,) or (1, D) array."""
+def _read_text_embedding(path: str | list[float]) -> torch.Tensor:
+    """One text embedding (1, D) from a ``.npy`` file holding a (D,) or (1, D) array, or the D numbers
+    themselves (how a model package stores it, so it does not depend on the file)."""
+    if isinstance(path, (list, tuple)):
+        return torch.as_tensor(path, dtype=torch.float32).reshape(1, -1)
     file = Path(path)
     if not file.is_file():
         raise InputNotFoundError("text embedding file not found; give a .npy file with one (D,) vector", file)

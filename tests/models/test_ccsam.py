@@ -105,6 +105,10 @@ def test_text_prompts_from_a_file_or_per_call(tmp_path):
     np.save(path, np.random.default_rng(0).standard_normal((1, 12)).astype(np.float32))
     model = create("ccsam", 2, 3, 1, text_embedding=str(path), **TINY).eval()
     assert "text_embedding" in model.state_dict()  # a model package carries the vector
+    # ... and rebuilds from the numbers a package stores, without the file.
+    inline = create("ccsam", 2, 3, 1, text_embedding=model.text_embedding.flatten().tolist(), **TINY)
+    inline.load_state_dict(model.state_dict())
+    path.unlink()
     blind = create("ccsam", 2, 3, 1, **TINY)
     blind.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("text_")})
     blind.eval()

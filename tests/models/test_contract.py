@@ -11,10 +11,7 @@ from medattn.errors import ConfigError, GeometryError
 from medattn.models import available, create, describe
 
 CASES = [
-    (name, dims, ds)
-    for name in available()
-    for dims in describe(name).spatial_dims
-    for ds in (False, True)
+    (name, dims, ds) for name in available() for dims in describe(name).spatial_dims for ds in (False, True)
 ]
 
 
