@@ -56,8 +56,9 @@ def finer_case(folder: Path, spacing: float) -> Path:
     return path
 
 
-def random_package(folder: Path) -> Path:
-    """The CPU-default AGUNet with seeded random weights and batch-norm statistics as after training."""
+def random_package(folder: Path, stem_stride: int = 2) -> Path:
+    """AGUNet (stem_stride 2: the CPU default; 1: the paper's, the CUDA default) with seeded random weights
+    and batch-norm statistics as after training."""
     plan = Plan(
         spatial_dims=3,
         in_channels=1,
@@ -68,7 +69,7 @@ def random_package(folder: Path) -> Path:
         preset="mr",
         labels={0: "background", 1: "grey_matter", 2: "white_matter", 3: "lesion"},
     )
-    config = PackageConfig(model="agunet", model_kwargs={"stem_stride": 2}, plan=plan)
+    config = PackageConfig(model="agunet", model_kwargs={"stem_stride": stem_stride}, plan=plan)
     torch.manual_seed(0)
     network = build_network(config)
     with torch.no_grad():
@@ -117,7 +118,7 @@ def plain_monai(network: torch.nn.Module, config: PackageConfig, path: Path, out
 
 def medattn_stages(predictor, path: Path, out: Path) -> tuple[np.ndarray, dict[str, tuple[float, float]]]:
     """`predictor.predict(path)` + save_mask, stage by stage: {stage: (seconds, peak MB above start)}."""
-    from medattn.inference import sliding_window_predict
+    from medattn.inference import argmax_labels, sliding_window_predict
 
     stages: dict[str, tuple[float, float]] = {}
 
@@ -143,11 +144,13 @@ def medattn_stages(predictor, path: Path, out: Path) -> tuple[np.ndarray, dict[s
     )
     labels = timed(
         "invert + argmax",
-        lambda: predictor._to_input_grid(probabilities, data["image"], image).argmax(0, keepdim=True),
+        lambda: argmax_labels(predictor._to_input_grid(probabilities, data["image"], image).as_tensor())[
+            None
+        ],
     )
     from monai.data import MetaTensor
 
-    mask = MetaTensor(labels.to(torch.uint8).as_tensor(), affine=image.affine)
+    mask = MetaTensor(labels, affine=image.affine)
     timed("write", lambda: save_mask(mask, out / "case_medattn.nii.gz"))
     return labels[0].numpy(), stages
 
@@ -185,6 +188,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per arm (best is reported)")
     parser.add_argument("--spacing", type=float, default=1.0, help="grid of the test case in mm")
     parser.add_argument("--package", type=Path, help="a model package folder (default: random AGUNet)")
+    parser.add_argument("--stem-stride", type=int, default=2, help="the random AGUNet's stem_stride (1 or 2)")
     parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
     args = parser.parse_args()
     import medattn
@@ -192,7 +196,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         path = finer_case(work, args.spacing)
-        package = args.package or random_package(work / "package")
+        package = args.package or random_package(work / "package", args.stem_stride)
         predictor = medattn.load_model(package, device="cpu", overlap=OVERLAP, sw_batch_size=SW_BATCH)
         network, config = load_package(package)
         shape = tuple(nib.load(path).shape)
@@ -248,7 +252,8 @@ def main() -> None:
         section = (
             f"\n## end-to-end prediction vs plain MONAI: `bench/predict.py` ({datetime.date.today()})\n\n"
             f"Case: sample brain MRI resampled to {args.spacing} mm ({shape} voxels); package: "
-            f"{args.package or 'default CPU AGUNet (stem_stride 2), random weights, 1.5 mm, patch 64^3'}; "
+            f"{args.package or f'AGUNet stem_stride {args.stem_stride}, random weights, 1.5 mm, patch 64^3'}"
+            "; "
             f"overlap {OVERLAP}, {SW_BATCH} windows per batch, float32 on CPU.\n\n"
             f"Machine: {machine()}.\n\n{table}\n\n{summary}\n"
         )

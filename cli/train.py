@@ -47,7 +47,9 @@ def train(
     ),
     deep_supervision: bool = typer.Option(True, help="Deep-supervision losses where the model has heads."),
     model_kwargs: str = typer.Option("{}", help="Model options as JSON, e.g. '{\"base_channels\": 8}'."),
-    num_workers: int = typer.Option(0, help="Data loader worker processes."),
+    num_workers: int = typer.Option(
+        None, help="Data loader processes (default: CPU cores - 1, at most 4 on CPU, 8 with CUDA)."
+    ),
     cache: str = typer.Option(
         "memory", help="memory|disk|none: keep preprocessed cases so epochs re-read nothing."
     ),

@@ -9,6 +9,7 @@ saved in the run folder; `resume=True` continues from the last checkpoint with t
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,7 +61,7 @@ class TrainOptions:
     schedule: str = "poly"
     loss: str | None = None  # None: the model's own (MODEL_LOSSES), else dice_ce
     deep_supervision: bool = True
-    num_workers: int = 0
+    num_workers: int | None = None  # None: default_workers (augmentation beside the training step)
     cache: str = "memory"  # memory | disk | none
     resume: bool = False
 
@@ -115,11 +116,23 @@ def _items(cases: list[Case], ids: list[str]) -> list[dict]:
     return items
 
 
-def _dataset(items: list[dict], transform, cache: str, cache_dir: Path, num_workers: int):
+def default_workers(device_type: str) -> int:
+    """Data-loader processes: augmentation runs beside the training step, off its critical path.
+
+    One fewer than the CPU cores (the step's own threads need the rest), at most 4; none on a 1-core
+    machine. On CUDA the step runs on the GPU, so the cores can all prepare batches (at most 8).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8 if device_type == "cuda" else 4, cores - 1))
+
+
+def _dataset(items: list[dict], transform, cache: str, cache_dir: Path, num_workers: int | None):
     from monai.data import CacheDataset, Dataset, PersistentDataset
 
     if cache == "memory":
-        return CacheDataset(items, transform, cache_rate=1.0, num_workers=max(num_workers, 1), progress=False)
+        return CacheDataset(
+            items, transform, cache_rate=1.0, num_workers=max(num_workers or 0, 1), progress=False
+        )
     if cache == "disk":
         return PersistentDataset(items, transform, cache_dir=cache_dir)
     if cache == "none":
@@ -200,6 +213,7 @@ def train(
     import torch
     from monai.data import DataLoader
     from monai.transforms import Compose
+    from torch.utils.data import RandomSampler
 
     from medattn.losses import DeepSupervisionLoss, create_loss
     from medattn.models import create, describe
@@ -244,13 +258,21 @@ def train(
         out / "cache",
         settings.num_workers,
     )
-    sampler = distributed_sampler(train_set, shuffle=True, seed=settings.seed) if context.enabled else None
+    workers = default_workers(device.type) if settings.num_workers is None else settings.num_workers
+    # Under DDP each process passes over its share; one pass is at most len(train_set) // world batches.
+    share = len(train_set) // (context.world_size if context.enabled else 1)
+    steps = settings.steps_per_epoch or default_steps_per_epoch(max(1, share // plan.batch_size), device.type)
+    if context.enabled:
+        sampler = distributed_sampler(train_set, shuffle=True, seed=settings.seed)
+    else:
+        # One pass of the loader is one epoch (cases drawn with replacement, as nnU-Net samples): worker
+        # processes start once per epoch, not once per pass over a small training set.
+        sampler = RandomSampler(train_set, replacement=True, num_samples=steps * plan.batch_size)
     loader = DataLoader(
         train_set,
         batch_size=plan.batch_size,
-        shuffle=sampler is None,
         sampler=sampler,
-        num_workers=settings.num_workers,
+        num_workers=workers,
         drop_last=len(train_set) >= plan.batch_size,
     )
     val_items = [Compose(pre)(item) for item in _items(cases, split["val"])]
@@ -276,7 +298,6 @@ def train(
     )
     if deep_supervision:
         loss = DeepSupervisionLoss(loss, weights=EQUAL_HEADS.get(settings.model))
-    steps = settings.steps_per_epoch or default_steps_per_epoch(len(loader), device.type)
     optimizer = create_optimizer(network.parameters(), settings.optimizer, lr=settings.lr)
     scheduler = create_scheduler(optimizer, settings.schedule, total_steps=steps * settings.epochs)
     trainer = Trainer(

@@ -14,7 +14,7 @@ from medattn.models.registry import register_model
 from medattn.models.sam.adapter import BottleneckAdapter, PositionAdapter
 from medattn.models.sam.checkpoint import compare_keys, load_checkpoint, read_state_dict
 from medattn.models.sam.model import SAM, Points, Prompts
-from medattn.models.sam_fusion import CBRNet, VariationalFusion, added_prefixes, encode_prompts
+from medattn.models.sam_fusion import CBRNet, VariationalFusion, added_prefixes
 
 FUSIONS = ("variational", "attention", "none")
 
@@ -209,7 +209,7 @@ class CCSAM(SAM):
     def decode(self, embedding: torch.Tensor, input_size: tuple[int, int], prompts: Prompts) -> torch.Tensor:
         """`SAM.decode` with the text token, if any, after the box and point tokens."""
         batch, _, h, w = embedding.shape
-        sparse, dense = encode_prompts(self, prompts, input_size, (h, w), batch)
+        sparse, dense = self.encode_prompts(prompts, input_size, (h, w), batch)
         text = self._text_tokens(batch)
         if text is not None:
             sparse = torch.cat([sparse, text], dim=1)

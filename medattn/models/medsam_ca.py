@@ -18,7 +18,6 @@ from medattn.models.sam_fusion import (
     CBRNet,
     MultiHeadGateFusion,
     added_prefixes,
-    encode_prompts,
     hypernetwork_masks,
     two_way_decode,
 )
@@ -167,7 +166,7 @@ class MedSAMCA(SAM):
         if self.encoder_fusion is not None:
             embedding = self.encoder_fusion(embedding, features[ENCODER_FUSION_FEATURE])
         batch, _, h, w = embedding.shape
-        sparse, dense = encode_prompts(self, self._prompts, size, (h, w), batch)
+        sparse, dense = self.encode_prompts(self._prompts, size, (h, w), batch)
         mask_tokens, image = two_way_decode(
             self.mask_decoder, embedding, self.prompt_encoder.get_dense_pe((h, w)), sparse, dense
         )

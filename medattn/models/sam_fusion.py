@@ -17,8 +17,6 @@ from medattn.errors import ConfigError
 from medattn.models.base import record_attention
 from medattn.models.blocks import resize
 from medattn.models.sam.mask_decoder import MaskDecoder
-from medattn.models.sam.model import SAM, Prompts
-from medattn.models.sam.preprocess import resize_coordinates
 
 
 class CBAM(nn.Module):
@@ -228,31 +226,6 @@ class VariationalFusion(nn.Module):
 # `SAM.decode` runs prompts -> two-way transformer -> upscaling -> hypernetwork masks in one call. CC-SAM
 # adds a text token between the first two steps and MedSAM-CA replaces the upscaling, so the steps are
 # here one by one, with SAM's semantics (prompts in input pixels, mapped to the encoder's frame).
-
-
-def encode_prompts(
-    model: SAM, prompts: Prompts, input_size: tuple[int, int], grid: tuple[int, int], batch: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sparse (batch, N, D) and dense (batch, D, *grid) prompt embeddings of `model`'s prompt encoder.
-
-    Args:
-        model: the SAM model whose prompt encoder and img_size are used.
-        prompts: boxes/points in input pixels and an optional prior mask, as `SAM.forward` stores them.
-        input_size: (H, W) of the input image, pixels.
-        grid: the image embedding grid (h, w), tokens.
-        batch: images in the batch (prompt-free embeddings are broadcast to it).
-    """
-    h, w = grid
-    frame = (model.variant.img_size, model.variant.img_size)
-    boxes = None if prompts.boxes is None else resize_coordinates(prompts.boxes.float(), input_size, frame)
-    points = None
-    if prompts.points is not None:
-        points = (resize_coordinates(prompts.points[0].float(), input_size, frame), prompts.points[1])
-    masks = prompts.mask_inputs
-    if masks is not None and tuple(masks.shape[2:]) != (4 * h, 4 * w):
-        masks = F.interpolate(masks.float(), size=(4 * h, 4 * w), mode="bilinear", align_corners=False)
-    sparse, dense = model.prompt_encoder(points, boxes, masks, embedding_size=(h, w))
-    return sparse.expand(batch, -1, -1), dense.expand(batch, -1, -1, -1)
 
 
 def two_way_decode(

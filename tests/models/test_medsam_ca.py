@@ -13,7 +13,6 @@ from medattn.models.sam_fusion import (
     BiasedEncoderFusion,
     CBRNet,
     MultiHeadGateFusion,
-    encode_prompts,
     hypernetwork_masks,
     two_way_decode,
 )
@@ -96,7 +95,7 @@ def test_atte_ffb_equals_four_separate_sigmoid_heads():
 
 
 def test_split_decoding_equals_sams_decoder():
-    """encode_prompts + two_way_decode + hypernetwork_masks, with SAM's own upscaler, give `SAM.decode`."""
+    """SAM.encode_prompts + two_way_decode + hypernetwork_masks with SAM's own upscaler give `SAM.decode`."""
     sam = create("sam", 2, 3, 3, variant="tiny").eval()
     embedding = torch.randn(2, 32, 4, 4)
     boxes = torch.tensor([[4.0, 6.0, 40.0, 50.0], [10.0, 10.0, 30.0, 60.0]])
@@ -104,7 +103,7 @@ def test_split_decoding_equals_sams_decoder():
     prompts = Prompts(boxes=boxes, points=points)
     with torch.no_grad():
         expected = sam.decode(embedding, (SIZE, SIZE), prompts)
-        sparse, dense = encode_prompts(sam, prompts, (SIZE, SIZE), (4, 4), batch=2)
+        sparse, dense = sam.encode_prompts(prompts, (SIZE, SIZE), (4, 4), batch=2)
         tokens, image = two_way_decode(
             sam.mask_decoder, embedding, sam.prompt_encoder.get_dense_pe((4, 4)), sparse, dense
         )
