@@ -102,7 +102,7 @@ def test_every_frame_gets_the_mask_a_single_frame_prediction_gives(video, packag
         assert float(rows[t]["time_s"]) == pytest.approx(t / FPS, abs=1e-3)
         assert float(rows[t]["area_fraction"]) == pytest.approx(written.sum() / written.size, abs=1e-6)
     pixels = [int(r["pixels"]) for r in rows]
-    assert 0 < max(pixels) and min(pixels) < WIDTH * HEIGHT  # masks neither all empty nor all full
+    assert max(pixels) > 0 and min(pixels) < WIDTH * HEIGHT  # masks neither all empty nor all full
     overlay = video_info(tmp_path / "clip_overlay.mp4")
     assert (overlay["width"], overlay["height"], overlay["n_frames"]) == (WIDTH, HEIGHT, FRAMES)
     assert overlay["fps"] == pytest.approx(FPS)

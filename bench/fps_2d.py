@@ -1,22 +1,26 @@
-"""Frames per second of PraNet's prediction (eval mode, inference_mode) at the paper's 352 x 352.
+"""Frames per second of a 2D model's prediction (eval mode, inference_mode): PraNet at the paper's
+352 x 352, the SAM family at 1024 x 1024.
 
-The paper reports about 50 FPS on a GPU. This times one forward per frame (batch 1 by default) after a
-warm-up, with the default configuration (Res2Net-50 layout, 3 input channels, 2 classes) unless options
-are given, and prints one markdown table row: median and best time per batch, FPS from the median.
-On CPU the machine may be shared: the best run is the least disturbed, the median what a user sees.
+PraNet's paper reports about 50 FPS on a GPU. This times one forward per frame (batch 1 by default) after
+a warm-up, with the model's default configuration (PraNet: Res2Net-50 layout; sam_adapter: ViT-B; 3 input
+channels, 2 classes) unless options are given, prints one markdown table row (median and best time per
+batch, FPS from the median) and appends it to BENCHMARKS.md. On CPU the machine may be shared: the best
+run is the least disturbed, the median what a user sees.
 
-Run: .venv/bin/python bench/pranet_fps.py [--size 352] [--batch 1] [--device auto] [--amp none|bf16|fp16]
-     [--threads N] [--runs 20] [--options "backbone='resnet';width=32"]
+Run: .venv/bin/python bench/fps_2d.py [--model pranet] [--size 352] [--batch 1] [--device auto]
+     [--amp none|bf16|fp16] [--threads N] [--runs 20] [--options "backbone='resnet';width=32"]
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import datetime
 import statistics
 import time
 
 import torch
+from report import append_section, machine  # bench/report.py
 
 from medattn.models import create
 
@@ -37,7 +41,7 @@ def time_forward(args: argparse.Namespace) -> dict:
     device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
     )
-    model = create("pranet", 2, 3, 2, **parse_options(args.options)).eval().to(device)
+    model = create(args.model, 2, 3, 2, **parse_options(args.options)).eval().to(device)
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     dtype = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
 
@@ -64,6 +68,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--model", default="pranet", help="a 2D registry name, e.g. pranet, sam_adapter")
     parser.add_argument("--size", type=int, default=352, help="square input edge in pixels (multiple of 32)")
     parser.add_argument("--batch", type=int, default=1, help="frames per forward")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
@@ -71,17 +76,24 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed forwards first")
     parser.add_argument("--runs", type=int, default=20, help="timed forwards")
+    parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
     parser.add_argument("--options", default="", help="model options, e.g. \"width=32;backbone='resnet'\"")
     args = parser.parse_args()
     result = time_forward(args)
     fps = args.batch / result["median"]
-    print("| model | options | input | batch | device | amp | median ms | best ms | FPS (median) |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    print(
-        f"| pranet | {args.options or 'default'} | {args.size}x{args.size} | {args.batch} | "
+    header = "| model | options | input | batch | device | amp | median ms | best ms | FPS (median) |"
+    row = (
+        f"| {args.model} | {args.options or 'default'} | {args.size}x{args.size} | {args.batch} | "
         f"{result['device']} | {args.amp} | {1e3 * result['median']:.1f} | {1e3 * result['best']:.1f} | "
         f"{fps:.1f} |"
     )
+    print(header, "|---|---|---|---|---|---|---|---|---|", row, sep="\n")
+    if not args.no_write:
+        append_section(
+            f"\n## 2D frames per second: `bench/fps_2d.py --model {args.model} --size {args.size}` "
+            f"({datetime.date.today()})\n\nMachine: {machine()}.\n\n{header}\n"
+            f"|---|---|---|---|---|---|---|---|---|\n{row}\n"
+        )
 
 
 if __name__ == "__main__":
