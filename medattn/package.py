@@ -83,11 +83,8 @@ def build_network(config: PackageConfig) -> torch.nn.Module:
     from medattn.models import create, describe
 
     # A pretrained checkpoint the run started from is not needed: model.pt holds every weight.
-    kwargs = {
-        k: v
-        for k, v in config.model_kwargs.items()
-        if k != "deep_supervision" and not k.endswith("checkpoint")
-    }
+    dropped = ("deep_supervision", "checkpoint", "cnn_checkpoint")
+    kwargs = {k: v for k, v in config.model_kwargs.items() if k not in dropped}
     if describe(config.model).deep_supervision:
         kwargs["deep_supervision"] = False
     plan = config.plan

@@ -299,7 +299,12 @@ def predict(
         target = _target(out, case, settings_obj)
         if target.exists() and not settings_obj.overwrite:
             if case.kind == "video":
-                results.append(CaseResult(case.id, "skipped", str(target)))
+                from medattn.pipelines.predict_video import video_outputs
+
+                if all(path.exists() for path in video_outputs(out, case.id).values()):
+                    results.append(CaseResult(case.id, "skipped", str(target)))
+                    continue
+                todo.append(case)  # a partial earlier output (a file missing): predicted again
                 continue
             try:
                 results.append(_existing(case, target, predictor.config.labels))

@@ -16,9 +16,12 @@ leaves either a finished video or nothing a re-run would mistake for one.
 from __future__ import annotations
 
 import csv
+import math
 import shutil
 import time
 from collections.abc import Callable
+from contextlib import closing
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +35,7 @@ _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def video_outputs(out: Path, case_id: str) -> dict[str, Path]:
-    """Where a video case's outputs go; the mask folder is written last and marks the case as done."""
+    """Where a video case's outputs go; the mask folder is written last. A case is done when all exist."""
     return {
         "masks": out / case_id,
         "overlay": out / f"{case_id}_overlay.mp4",
@@ -65,7 +68,8 @@ class _OverlayWriter:
 
         self.container = av.open(str(path), mode="w", format="mp4")
         codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        rate = max(1, round(fps)) if fps and np.isfinite(fps) else 25
+        # The exact rate (12.5, 29.97 = 30000/1001), so the overlay keeps the source's timing.
+        rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
         self.stream = self.container.add_stream(codec, rate=rate)
         self.stream.width, self.stream.height = width + width % 2, height + height % 2
         self.stream.pix_fmt = "yuv420p"
@@ -85,9 +89,12 @@ class _OverlayWriter:
             self.container.mux(packet)
 
     def close(self) -> None:
-        for packet in self.stream.encode():
-            self.container.mux(packet)
-        self.container.close()
+        """Flush the encoder and close the file (also after an error, so no handle stays open)."""
+        try:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+        finally:
+            self.container.close()
 
 
 def draw_contours(frame_rgb: np.ndarray, labels: np.ndarray, table) -> np.ndarray:
@@ -141,6 +148,8 @@ def predict_video(
         )
     info = video_info(path)
     fps = float(info["fps"] or 0.0)
+    if not math.isfinite(fps):
+        fps = 0.0  # unknown: frames.csv leaves time_s empty
     names = predictor.config.labels
     table = label_table(predictor.config.label_table(), names)
     targets = video_outputs(out, case_id)
@@ -151,7 +160,7 @@ def predict_video(
     try:
         with atomic_path(targets["frames"]) as csv_tmp, atomic_path(targets["overlay"]) as video_tmp:
             overlay = _OverlayWriter(video_tmp, fps, info["width"], info["height"])
-            with open(csv_tmp, "w", newline="") as handle:
+            with closing(overlay), open(csv_tmp, "w", newline="") as handle:
                 rows = csv.DictWriter(handle, fieldnames=FRAME_COLUMNS, lineterminator="\n")
                 rows.writeheader()
                 for chunk in iter_video_frames(path, chunk_size=chunk_size):
@@ -166,7 +175,6 @@ def predict_video(
                         count += 1
                         if on_frames is not None:
                             on_frames(count, info["n_frames"])
-            overlay.close()
         if targets["masks"].exists():
             shutil.rmtree(targets["masks"])
         partial.rename(targets["masks"])

@@ -31,6 +31,8 @@ from medattn.plan import (
     network_defaults,
 )
 
+# Model options naming pretrained weight files: the package's model.pt holds those weights afterwards.
+PRETRAINED_PATHS = ("checkpoint", "cnn_checkpoint")
 # Losses the papers train with, used unless --loss is given (PraNet: weighted BCE + weighted IoU).
 MODEL_LOSSES = {"pranet": "structure"}
 # Deep-supervision heads that all predict at full resolution are weighed equally, as their papers do
@@ -170,7 +172,7 @@ def _prepare(
     device_type = resolve_device(options.device).type
     model_kwargs = {**network_defaults(options.model, device_type), **options.model_kwargs}
     # (without pretrained weights: only the shape of the network matters here)
-    probe_kwargs = {k: v for k, v in model_kwargs.items() if k != "checkpoint"}
+    probe_kwargs = {k: v for k, v in model_kwargs.items() if k not in PRETRAINED_PATHS}
     probe = create(options.model, fingerprint.spatial_dims, fingerprint.channels, 2, **probe_kwargs)
     plan = make_plan(
         fingerprint,
@@ -326,7 +328,7 @@ def train(
     weights = state.get("model", state)
     # model.pt holds every weight: the package must not point at the pretrained checkpoints it started
     # from (SAM's, ccsam's CNN), and ccsam's text embedding is stored as its numbers, not as a file path.
-    package_kwargs = {k: v for k, v in model_kwargs.items() if not k.endswith("checkpoint")}
+    package_kwargs = {k: v for k, v in model_kwargs.items() if k not in PRETRAINED_PATHS}
     if isinstance(package_kwargs.get("text_embedding"), str):
         package_kwargs["text_embedding"] = network.text_embedding.flatten().tolist()
     package_kwargs["deep_supervision"] = False

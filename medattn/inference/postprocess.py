@@ -42,8 +42,10 @@ def argmax_labels(probabilities: LabelMap) -> LabelMap:
         )
         best = probabilities[0].clone()
         for value in range(1, classes):
-            labels.masked_fill_(probabilities[value] > best, value)
-            torch.maximum(best, probabilities[value], out=best)
+            # A NaN wins as in torch.argmax (the first one), so a broken output is not silently background.
+            wins = (probabilities[value] > best) | (probabilities[value].isnan() & ~best.isnan())
+            labels.masked_fill_(wins, value)
+            torch.maximum(best, probabilities[value], out=best)  # propagates NaN: later classes lose
         return labels
     slab = max(1, (1 << 24) // max(1, math.prod(probabilities.shape[:-1])))  # about 16M scores per slab
     probabilities = np.asarray(probabilities)

@@ -145,3 +145,8 @@ def test_argmax_labels_ties_go_to_the_lower_label_like_argmax():
     scores = rng.integers(0, 3, (5, 9, 8, 7)).astype(np.float32)  # many ties
     np.testing.assert_array_equal(argmax_labels(torch.from_numpy(scores)).numpy(), scores.argmax(0))
     np.testing.assert_array_equal(argmax_labels(scores), scores.argmax(0))
+
+
+def test_argmax_labels_lets_a_nan_win_like_argmax_so_broken_outputs_are_not_background():
+    scores = torch.tensor([[0.2, float("nan"), 0.1], [float("nan"), 0.3, 0.1], [0.8, float("nan"), 0.9]])
+    np.testing.assert_array_equal(argmax_labels(scores).numpy(), scores.argmax(0).numpy())

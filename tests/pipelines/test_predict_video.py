@@ -4,6 +4,7 @@ overlay MP4 with the video's frame count and size, per-frame areas, skip on re-r
 from __future__ import annotations
 
 import csv
+from fractions import Fraction
 
 import av
 import numpy as np
@@ -19,14 +20,14 @@ from medattn.package import PackageConfig, save_package
 from medattn.pipelines.predict_video import frame_image
 from medattn.plan import Plan
 
-WIDTH, HEIGHT, FRAMES, FPS = 40, 30, 7, 10
+WIDTH, HEIGHT, FRAMES, FPS = 40, 30, 7, 12.5  # a rate that is not a whole number
 
 
 def _video(path):
     """A bright disk moving over a dark, textured background (H.264, odd-free size)."""
     rng = np.random.default_rng(0)
     container = av.open(str(path), mode="w")
-    stream = container.add_stream("libx264", rate=FPS)
+    stream = container.add_stream("libx264", rate=Fraction(FPS))
     stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "yuv420p"
     rows, cols = np.mgrid[:HEIGHT, :WIDTH]
     for t in range(FRAMES):
@@ -110,6 +111,9 @@ def test_every_frame_gets_the_mask_a_single_frame_prediction_gives(video, packag
 
     again = medattn.predict(video, tmp_path, model=package, device="cpu")
     assert [r.status for r in again] == ["skipped"]
+    (tmp_path / "clip_frames.csv").unlink()  # a partial earlier output is predicted again, not skipped
+    assert [r.status for r in medattn.predict(video, tmp_path, model=package, device="cpu")] == ["done"]
+    assert (tmp_path / "clip_frames.csv").is_file()
 
 
 def test_a_grayscale_model_sees_the_frames_luma(video, tmp_path):
