@@ -360,9 +360,14 @@ class Trainer:
                         "elapsed": self.elapsed(),
                     }
                 )
-            if done < steps and self._out_of_time():
-                out_of_time = True
-                break
+            if self.max_time is not None:
+                # Once per step (a collective under DDP): the stop below and the next step's learning rate.
+                spent = self._time_fraction()
+                if self.scheduler is not None:
+                    set_time_progress(self.scheduler, spent)
+                if done < steps and spent >= 1.0:
+                    out_of_time = True
+                    break
         return float(distributed.all_reduce_mean(loss_sum / done).item()), out_of_time
 
     def _train_step(self, batch: Any) -> torch.Tensor:
@@ -391,8 +396,6 @@ class Trainer:
             self._clip()
             self.optimizer.step()
         if self.scheduler is not None:
-            if self.max_time is not None:
-                set_time_progress(self.scheduler, self._time_fraction())
             self.scheduler.step()
         return loss.detach().float()
 
