@@ -24,16 +24,6 @@ PATCH_BUDGET_2D = {"cuda": 512**2, "cpu": 256**2}
 # Iterations per epoch when the data gives fewer (nnU-Net: 250), so small datasets do not validate after
 # every step; a CPU epoch is shorter so progress and checkpoints still come every minute or so.
 MIN_STEPS_PER_EPOCH = {"cuda": 250, "cpu": 50}
-# Network options `medattn train` uses on a CPU unless the user gives them: the U-Nets put their first
-# level on the half-resolution grid (AGUNet's `stem_stride`), about 8x less compute per step, so a CPU
-# time budget buys 3-6x more steps (BENCHMARKS.md, accuracy at equal time).
-# PraNet's Res2Net-50 (30 M parameters) takes ~9x a MONAI 2D UNet's step on a CPU; a quarter-width
-# backbone (1.1 M) takes ~2.5x.
-CPU_NETWORK_DEFAULTS: dict[str, dict[str, Any]] = {
-    "agunet": {"stem_stride": 2},
-    "daunet": {"stem_stride": 2},
-    "pranet": {"width": 16, "channels": 16, "blocks": [1, 1, 2, 1]},
-}
 ANISOTROPY_RATIO = 3.0
 INTENSITY_SAMPLES_PER_CASE = 10_000
 
@@ -240,8 +230,11 @@ def make_plan(
 
 
 def network_defaults(model: str, device_type: str) -> dict[str, Any]:
-    """Options a network gets on `device_type` ("cpu" or "cuda") unless the user sets them."""
-    return dict(CPU_NETWORK_DEFAULTS.get(model, {})) if device_type == "cpu" else {}
+    """Options a network gets on `device_type` ("cpu" or "cuda") unless the user sets them: on a CPU the
+    registry's `cpu_options` (lighter networks, so a time budget buys enough steps)."""
+    from medattn.models import describe
+
+    return dict(describe(model).cpu_options) if device_type == "cpu" else {}
 
 
 def default_steps_per_epoch(batches_per_pass: int, device_type: str) -> int:

@@ -33,11 +33,6 @@ from medattn.plan import (
 
 # Model options naming pretrained weight files: the package's model.pt holds those weights afterwards.
 PRETRAINED_PATHS = ("checkpoint", "cnn_checkpoint")
-# Losses the papers train with, used unless --loss is given (PraNet: weighted BCE + weighted IoU).
-MODEL_LOSSES = {"pranet": "structure"}
-# Deep-supervision heads that all predict at full resolution are weighed equally, as their papers do
-# (nnU-Net's halving per level is for a pyramid of coarser outputs): MSGA's 8 heads, PraNet's 4 maps.
-EQUAL_HEADS = {"msga": [1.0] * 8, "pranet": [1.0] * 4}
 
 
 @dataclass
@@ -61,7 +56,7 @@ class TrainOptions:
     lr: float = 1e-3
     optimizer: str = "adamw"
     schedule: str = "poly"
-    loss: str | None = None  # None: the model's own (MODEL_LOSSES), else dice_ce
+    loss: str | None = None  # None: the model's registered loss (dice_ce unless its paper used another)
     deep_supervision: bool = True
     num_workers: int | None = None  # None: default_workers (augmentation beside the training step)
     cache: str = "memory"  # memory | disk | none
@@ -295,11 +290,9 @@ def train(
 
         # The SAM family is scored as it is used: with box prompts (here from the reference masks).
         validate = make_prompted_validate_fn(val_items, plan, device=device, amp_dtype=amp_dtype)
-    loss = create_loss(
-        settings.loss or MODEL_LOSSES.get(settings.model, "dice_ce"), num_classes=plan.num_classes
-    )
+    loss = create_loss(settings.loss or spec.loss, num_classes=plan.num_classes)
     if deep_supervision:
-        loss = DeepSupervisionLoss(loss, weights=EQUAL_HEADS.get(settings.model))
+        loss = DeepSupervisionLoss(loss, weights=spec.head_weights)
     optimizer = create_optimizer(network.parameters(), settings.optimizer, lr=settings.lr)
     scheduler = create_scheduler(optimizer, settings.schedule, total_steps=steps * settings.epochs)
     trainer = Trainer(

@@ -116,6 +116,8 @@ class DecoderLevel(nn.Module):
     ),
     deep_supervision=True,
     tiny={"base_channels": 4, "depth": 2},
+    # The U-Net on the half-resolution grid: about 8x less compute per step (BENCHMARKS.md, equal time).
+    cpu_options={"stem_stride": 2},
 )
 class AGUNet(SegmentationModel):
     """Attention-gated U-Net for lesion segmentation (Bouget et al. 2021, meningioma in T1 MRI).

@@ -73,6 +73,7 @@ class DualAttentionBottleneck(nn.Module):
     description="Dual-attention U-Net (Bouget et al. 2021): AGUNet + PAM/CAM bottleneck + guided decoder.",
     deep_supervision=True,
     tiny={"base_channels": 4, "depth": 2},
+    cpu_options={"stem_stride": 2},  # as AGUNet's
 )
 class DAUNet(AGUNet):
     """Dual-attention guided U-Net (the paper's DAGUNet): AGUNet with global context at the bottleneck.

@@ -134,6 +134,7 @@ class GuidedAttention(nn.Module):
     deep_supervision=True,
     tiny={"features": 8, "backbone_channels": (4, 8, 8, 16), "backbone_blocks": (1, 1, 1, 1)},
     tiny_size=32,
+    head_weights=(1.0,) * 8,  # eight heads, all at full resolution: weighed equally
 )
 class MSGA(SegmentationModel):
     """Multi-scale self-guided attention network (Sinha & Dolz, IEEE JBHI 2020, arXiv:1906.02849).

@@ -30,6 +30,10 @@ BACKBONES = {"res2net": Res2NetEncoder, "resnet": ResNetEncoder}
     deep_supervision=True,
     tiny={"width": 8, "blocks": (1, 1, 1, 1), "channels": 8},
     tiny_size=32,
+    # Res2Net-50 (30 M parameters) takes ~9x a MONAI 2D UNet's step on a CPU; a quarter width (1.1 M) ~2.5x.
+    cpu_options={"width": 16, "channels": 16, "blocks": [1, 1, 2, 1]},
+    loss="structure",  # weighted BCE + weighted IoU, as the paper trains
+    head_weights=(1.0,) * 4,  # four maps at input size, summed in the official code
 )
 class PraNet(SegmentationModel):
     """PraNet, the parallel reverse attention network (Fan et al., MICCAI 2020, arXiv:2006.11392).

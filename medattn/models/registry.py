@@ -29,6 +29,11 @@ class ModelSpec:
         deep_supervision: whether the family can return a list of deep-supervision outputs.
         tiny: keyword arguments of a very small configuration, for tests and smoke runs on CPU.
         tiny_size: edge length (voxels) of an input the tiny configuration accepts, in 2D and 3D.
+        cpu_options: options ``medattn train`` uses on a CPU unless the user sets them (lighter networks,
+            so a CPU time budget buys enough steps).
+        loss: the loss ``medattn train`` uses unless ``--loss`` is given (the paper's, where it differs).
+        head_weights: deep-supervision weights, finest output first; None = nnU-Net's halving per level
+            (for a pyramid of coarser outputs; heads that all predict at full resolution weigh equally).
     """
 
     name: str
@@ -38,6 +43,9 @@ class ModelSpec:
     deep_supervision: bool = False
     tiny: Mapping[str, Any] = field(default_factory=dict)
     tiny_size: int = 16
+    cpu_options: Mapping[str, Any] = field(default_factory=dict)
+    loss: str = "dice_ce"
+    head_weights: tuple[float, ...] | None = None
 
     def accepted_options(self) -> list[str]:
         """Keyword options the builder takes besides spatial_dims/in_channels/out_channels."""
@@ -57,6 +65,9 @@ def register_model(
     deep_supervision: bool = False,
     tiny: Mapping[str, Any] | None = None,
     tiny_size: int = 16,
+    cpu_options: Mapping[str, Any] | None = None,
+    loss: str = "dice_ce",
+    head_weights: tuple[float, ...] | None = None,
 ) -> Callable[[Builder], Builder]:
     """Decorator that adds a model class or builder function to the registry under `name`.
 
@@ -67,6 +78,7 @@ def register_model(
         deep_supervision: whether it accepts ``deep_supervision=True``.
         tiny: keyword arguments of a tiny configuration (tests build every model with it).
         tiny_size: edge length of an input the tiny configuration accepts.
+        cpu_options, loss, head_weights: training defaults (see `ModelSpec`).
 
     Returns:
         The decorator; it returns the builder unchanged.
@@ -85,6 +97,9 @@ def register_model(
             deep_supervision=deep_supervision,
             tiny=MappingProxyType(dict(tiny or {})),
             tiny_size=tiny_size,
+            cpu_options=MappingProxyType(dict(cpu_options or {})),
+            loss=loss,
+            head_weights=None if head_weights is None else tuple(head_weights),
         )
         return builder
 

@@ -88,3 +88,16 @@ def test_freezing():
     assert model.parameter_count(trainable_only=True) == total
     with pytest.raises(ConfigError, match="no separable encoder"):
         create("monai.unet", 2, 1, 2, **describe("monai.unet").tiny).freeze_encoder()
+
+
+def test_training_defaults_name_real_options_and_losses():
+    """CPU options, losses and head weights the registry hands to `medattn train` are ones that exist."""
+    from medattn.losses import available_losses
+
+    for name in available():
+        spec = describe(name)
+        assert set(spec.cpu_options) <= set(spec.accepted_options()), name
+        assert spec.loss in available_losses(), name
+        assert spec.head_weights is None or spec.deep_supervision, name
+    assert describe("pranet").loss == "structure" and describe("pranet").head_weights == (1.0,) * 4
+    assert describe("agunet").cpu_options == {"stem_stride": 2}
