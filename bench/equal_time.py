@@ -20,6 +20,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from plain_monai import mr_preprocessing, nnunet_items, train_until  # bench/ is on sys.path
 from report import append_section  # bench/report.py (scripts run from bench/ on sys.path)
 
 import medattn
@@ -56,28 +57,14 @@ def plain_monai(
     from monai.networks.nets import UNet
     from monai.transforms import (
         Compose,
-        EnsureChannelFirstd,
         Invertd,
-        LoadImaged,
-        NormalizeIntensityd,
-        Orientationd,
         RandCropByPosNegLabeld,
         RandFlipd,
-        Spacingd,
     )
 
-    images = sorted((train_dir / "imagesTr").glob("*.nii.gz"))
-    items = [
-        {"image": str(p), "label": str(train_dir / "labelsTr" / p.name.replace("_0000", ""))} for p in images
-    ]
+    items = nnunet_items(train_dir)
     keys = ["image", "label"]
-    pre = [
-        LoadImaged(keys),
-        EnsureChannelFirstd(keys),
-        Orientationd(keys, axcodes="RAS"),
-        Spacingd(keys, pixdim=spacing, mode=("bilinear", "nearest")),
-        NormalizeIntensityd("image", nonzero=True, channel_wise=True),
-    ]
+    pre = mr_preprocessing(keys, spacing)
     augment = [
         RandCropByPosNegLabeld(keys, "label", spatial_size=patch, pos=1, neg=1, num_samples=2),
         RandFlipd(keys, prob=0.5, spatial_axis=0),
@@ -89,26 +76,9 @@ def plain_monai(
     net = UNet(3, 1, 4, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2, norm="batch")
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.Adam(net.parameters(), 1e-4)
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for batch in loader:
-            optimizer.zero_grad()
-            loss = loss_fn(net(batch["image"]), batch["label"])
-            loss.backward()
-            optimizer.step()
-            steps += 1
-            if time.perf_counter() - start >= seconds:
-                break
+    steps = len(train_until(net, loss_fn, optimizer, loader, lambda _, elapsed: elapsed >= seconds))
     net.eval()
-    infer_pre = Compose(
-        [
-            LoadImaged("image"),
-            EnsureChannelFirstd("image"),
-            Orientationd("image", axcodes="RAS"),
-            Spacingd("image", pixdim=spacing),
-            NormalizeIntensityd("image", nonzero=True, channel_wise=True),
-        ]
-    )
+    infer_pre = Compose(mr_preprocessing(["image"], spacing))
     out.mkdir(parents=True, exist_ok=True)
     for path in sorted(test_dir.glob("*.nii.gz")):
         data = infer_pre({"image": str(path)})

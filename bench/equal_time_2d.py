@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from plain_monai import train_until  # bench/plain_monai.py
 from report import append_section  # bench/report.py
 
 import medattn
@@ -82,16 +83,7 @@ def plain_monai(train_dir: Path, test_dir: Path, out: Path, seconds: float) -> i
     net = UNet(2, 3, 2, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2, norm="batch")
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for batch in loader:
-            optimizer.zero_grad()
-            loss = loss_fn(net(batch["image"]), batch["label"])
-            loss.backward()
-            optimizer.step()
-            steps += 1
-            if time.perf_counter() - start >= seconds:
-                break
+    steps = len(train_until(net, loss_fn, optimizer, loader, lambda _, elapsed: elapsed >= seconds))
     net.eval()
     read = Compose([LoadImaged("image"), EnsureChannelFirstd("image"), ScaleIntensityd("image")])
     out.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ from inference import PeakMemory  # bench/inference.py
 from report import append_section, machine
 
 from medattn.io import load_image, save_mask
+from medattn.metrics.overlap import dice
 from medattn.package import PackageConfig, build_network, load_package, save_package
 from medattn.plan import Plan
 
@@ -174,13 +175,9 @@ def forward_seconds(predictor, path: Path) -> float:
     return time.perf_counter() - start
 
 
-def dice(a: np.ndarray, b: np.ndarray, labels) -> float:
-    scores = []
-    for value in labels:
-        x, y = a == value, b == value
-        total = int(x.sum() + y.sum())
-        scores.append(1.0 if total == 0 else 2 * int((x & y).sum()) / total)
-    return min(scores)
+def smallest_dice(a: np.ndarray, b: np.ndarray, labels) -> float:
+    """Smallest Dice over `labels` of two label maps (medattn's Dice: 1 when both are empty)."""
+    return min(dice(a == value, b == value) for value in labels)
 
 
 def main() -> None:
@@ -219,7 +216,7 @@ def main() -> None:
             )
         forward = min(forward_seconds(predictor, path) for _ in range(2))
     labels = [v for v in config.plan.labels if v]
-    agreement = dice(mask, plain_mask, labels)
+    agreement = smallest_dice(mask, plain_mask, labels)
     best = int(np.argmin(medattn_times))
     stage_rows = "\n".join(
         f"| medattn: {name} | {seconds:.2f} | {memory:.0f} |"

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 from inference import PeakMemory  # bench/inference.py
+from plain_monai import mr_preprocessing, nnunet_items, train_until  # bench/plain_monai.py
 from report import append_section, machine
 
 import medattn
@@ -51,49 +52,29 @@ def plain_run(steps: int, patch, spacing) -> tuple[float, float]:
     from monai.losses import DiceCELoss
     from monai.transforms import (
         Compose,
-        EnsureChannelFirstd,
-        LoadImaged,
-        NormalizeIntensityd,
-        Orientationd,
         RandCropByPosNegLabeld,
         RandFlipd,
-        Spacingd,
     )
 
     from medattn.models import create
 
-    images = sorted((SAMPLES / "imagesTr").glob("*.nii.gz"))
-    items = [
-        {"image": str(p), "label": str(SAMPLES / "labelsTr" / p.name.replace("_0000", ""))} for p in images
-    ]
     keys = ["image", "label"]
     transform = Compose(
         [
-            LoadImaged(keys),
-            EnsureChannelFirstd(keys),
-            Orientationd(keys, axcodes="RAS"),
-            Spacingd(keys, pixdim=spacing, mode=("bilinear", "nearest")),
-            NormalizeIntensityd("image", nonzero=True, channel_wise=True),
+            *mr_preprocessing(keys, spacing),
             RandCropByPosNegLabeld(keys, "label", spatial_size=patch, pos=1, neg=1, num_samples=2),
             RandFlipd(keys, prob=0.5, spatial_axis=0),
         ]
     )
-    loader = DataLoader(CacheDataset(items, transform, progress=False), batch_size=1, shuffle=True)
+    loader = DataLoader(
+        CacheDataset(nnunet_items(SAMPLES), transform, progress=False), batch_size=1, shuffle=True
+    )
     torch.manual_seed(0)
     network = create("monai.unet", 3, 1, 4).train()
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.AdamW(network.parameters(), 1e-3)
-    stamps: list[float] = []
     with PeakMemory() as memory:
-        while len(stamps) < steps:
-            for batch in loader:
-                optimizer.zero_grad()
-                loss = loss_fn(network(batch["image"]), batch["label"])
-                loss.backward()
-                optimizer.step()
-                stamps.append(time.perf_counter())
-                if len(stamps) == steps:
-                    break
+        stamps = train_until(network, loss_fn, optimizer, loader, lambda done, _: done >= steps)
     return (len(stamps) - WARMUP) / (stamps[-1] - stamps[WARMUP - 1]), memory.above_start_mb
 
 
