@@ -299,18 +299,17 @@ def predict(
         target = _target(out, case, settings_obj)
         if target.exists() and not settings_obj.overwrite:
             if case.kind == "video":
-                from medattn.pipelines.predict_video import video_outputs
+                from medattn.pipelines.predict_video import video_done
 
-                if all(path.exists() for path in video_outputs(out, case.id).values()):
+                if video_done(out, case.id):  # else a partial earlier output: predicted again
                     results.append(CaseResult(case.id, "skipped", str(target)))
                     continue
-                todo.append(case)  # a partial earlier output (a file missing): predicted again
-                continue
-            try:
-                results.append(_existing(case, target, predictor.config.labels))
-                continue
-            except MedattnError:
-                pass  # an unreadable earlier output is predicted again
+            else:
+                try:
+                    results.append(_existing(case, target, predictor.config.labels))
+                    continue
+                except MedattnError:
+                    pass  # an unreadable earlier output is predicted again
         todo.append(case)
     with ThreadPoolExecutor(max_workers=1) as reader:
         pending: Future | None = reader.submit(_load_case, predictor, todo[0]) if todo else None

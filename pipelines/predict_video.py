@@ -43,6 +43,11 @@ def video_outputs(out: Path, case_id: str) -> dict[str, Path]:
     }
 
 
+def video_done(out: Path, case_id: str) -> bool:
+    """Whether every output of the video case is there (a re-run skips it only then)."""
+    return all(path.exists() for path in video_outputs(out, case_id).values())
+
+
 def frame_image(frame, in_channels: int, source: Path, fps: float):
     """One decoded frame (3, W, H) as the 2D MetaTensor a 2D model reads (RGB, or luma for 1 channel)."""
     import torch
