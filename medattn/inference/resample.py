@@ -19,6 +19,9 @@ import torch
 
 # Relative size below which an off-diagonal entry of the voxel-to-voxel map counts as zero.
 _ALIGNED_TOLERANCE = 1e-6
+# Share of voxels on label boundaries above which `resample_labels_aligned` interpolates densely: the
+# sparse gather costs about 4x a dense voxel, so past a quarter it stops paying.
+_SPARSE_LIMIT = 0.25
 
 
 def aligned_axis_map(
@@ -76,21 +79,106 @@ def resample_aligned(
     order = [0] * 3
     for target_axis, (source_axis, scale, offset) in enumerate(axes):
         order[target_axis] = source_axis
-        positions = scale * torch.arange(int(target_shape[target_axis]), dtype=torch.float64) + offset
-        volume = _interpolate_axis(volume, source_axis + 1, positions)
+        volume = _interpolate_axis(
+            volume, source_axis + 1, _positions(scale, offset, target_shape[target_axis])
+        )
     return volume.permute(0, *(axis + 1 for axis in order)).contiguous()
 
 
 def _interpolate_axis(volume: torch.Tensor, dim: int, positions: torch.Tensor) -> torch.Tensor:
     """Linear interpolation of `volume` along `dim` at fractional `positions` (clamped to the border)."""
-    size = volume.shape[dim]
+    lower, upper, weight = _neighbours(positions, volume.shape[dim], volume.dtype)
+    shape = [1] * volume.ndim
+    shape[dim] = -1
+    low = volume.index_select(dim, lower)
+    high = volume.index_select(dim, upper)
+    return low.lerp_(high, weight.view(shape))
+
+
+def _neighbours(
+    positions: torch.Tensor, size: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Lower and upper source index and the upper one's weight for each position (border-clamped)."""
     positions = positions.clamp(0, size - 1)
     lower = positions.floor().long().clamp(max=size - 1)
     upper = (lower + 1).clamp(max=size - 1)
-    weight = (positions - lower).to(volume.dtype)
-    shape = [1] * volume.ndim
-    shape[dim] = -1
-    weight = weight.view(shape)
-    low = volume.index_select(dim, lower)
-    high = volume.index_select(dim, upper)
-    return low.lerp_(high, weight)
+    return lower, upper, (positions - lower).to(dtype)
+
+
+def resample_labels_aligned(
+    probabilities: torch.Tensor,
+    source_affine: np.ndarray,
+    target_affine: np.ndarray,
+    target_shape: Sequence[int],
+) -> torch.Tensor | None:
+    """The argmax of `resample_aligned(probabilities, ...)` without building the target-grid probabilities.
+
+    Interpolation along the last axis mixes two neighbouring slabs with weights that sum to one. Where the
+    same class wins in both slabs it also wins in every mixture of them (the winner's margin over each
+    other class is non-negative at both ends, so it is along the line between), so those voxels take the
+    label directly; only voxels between slabs that disagree, a thin shell along the label boundaries, are
+    interpolated and compared. The last axis is the one that grows most, so the largest of the three
+    passes is the one mostly skipped. Labels equal ``argmax_labels(resample_aligned(...))`` except where
+    two classes tie to float rounding.
+
+    Args:
+        probabilities: class scores (C, X, Y, Z) on the source grid (softmax probabilities or logits).
+        source_affine: the source grid's voxel -> world matrix (4x4).
+        target_affine: the target grid's voxel -> world matrix (4x4).
+        target_shape: the target grid's (X, Y, Z) voxels.
+
+    Returns:
+        Labels (*target_shape) as uint8 (int32 beyond 256 classes), or None when the grids are not
+        axis-aligned.
+    """
+    from medattn.inference.postprocess import argmax_labels
+
+    axes = aligned_axis_map(source_affine, target_affine)
+    if axes is None or probabilities.ndim != 4:
+        return None
+    growth = [int(target_shape[t]) / probabilities.shape[1 + s] for t, (s, _, _) in enumerate(axes)]
+    # Ties (isotropic resampling) go to the innermost source axis, whose gathers are the slowest.
+    last = max(range(3), key=lambda t: (round(growth[t], 2), axes[t][0]))
+    volume = probabilities
+    order = [0] * 3
+    for target_axis, (source_axis, scale, offset) in enumerate(axes):
+        order[target_axis] = source_axis
+        if target_axis != last:
+            volume = _interpolate_axis(
+                volume, source_axis + 1, _positions(scale, offset, target_shape[target_axis])
+            )
+    source_axis, scale, offset = axes[last]
+    order[last] = source_axis
+    dim = source_axis + 1
+    lower, upper, weight = _neighbours(
+        _positions(scale, offset, target_shape[last]), volume.shape[dim], volume.dtype
+    )
+    slab_labels = argmax_labels(volume)
+    labels = slab_labels.index_select(source_axis, lower)
+    disagree_mask = labels != slab_labels.index_select(source_axis, upper)
+    count = int(disagree_mask.sum())
+    if count > _SPARSE_LIMIT * disagree_mask.numel():
+        # Boundaries everywhere (a speckled, untrained output): gathering that many voxels one by one
+        # costs more than the dense last pass.
+        shape = [1] * volume.ndim
+        shape[dim] = -1
+        dense = volume.index_select(dim, lower).lerp_(volume.index_select(dim, upper), weight.view(shape))
+        return argmax_labels(dense).permute(*order).contiguous()
+    if count:
+        disagree = disagree_mask.nonzero()  # (N, 3) voxel indices
+        # Flat indices of each such voxel's two neighbours on the intermediate grid (C-contiguous order).
+        sizes = volume.shape[1:]
+        source_strides = torch.tensor([sizes[1] * sizes[2], sizes[2], 1])
+        target_strides = torch.tensor([labels.shape[1] * labels.shape[2], labels.shape[2], 1])
+        along = disagree[:, source_axis]
+        rest = (disagree * source_strides).sum(1) - along * source_strides[source_axis]
+        flat = volume.reshape(volume.shape[0], -1)
+        low = flat[:, rest + lower[along] * source_strides[source_axis]]
+        high = flat[:, rest + upper[along] * source_strides[source_axis]]
+        mixed = low.lerp_(high, weight[along])
+        labels.view(-1)[(disagree * target_strides).sum(1)] = argmax_labels(mixed).to(labels.dtype)
+    return labels.permute(*order).contiguous()
+
+
+def _positions(scale: float, offset: float, size: int) -> torch.Tensor:
+    return scale * torch.arange(int(size), dtype=torch.float64) + offset

@@ -8,7 +8,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, Orientationd, Spacingd
 
-from medattn.inference.resample import aligned_axis_map, resample_aligned
+from medattn.inference.postprocess import argmax_labels
+from medattn.inference.resample import aligned_axis_map, resample_aligned, resample_labels_aligned
 
 
 def _affine(axes_order, signs, spacing, origin):
@@ -53,3 +54,39 @@ def test_oblique_grids_are_left_to_the_general_resampler():
     assert aligned_axis_map(np.eye(4), oblique) is None
     assert resample_aligned(torch.rand(2, 4, 4, 4), np.eye(4), oblique, (4, 4, 4)) is None
     assert aligned_axis_map(np.eye(4), GRIDS["LPS (DICOM)"]) is not None
+
+
+def _smooth_probabilities(classes: int, shape, seed: int = 0) -> torch.Tensor:
+    """Softmax of smooth random fields: label regions with boundaries, as a network's output has."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.randn(1, classes, *(max(2, s // 4) for s in shape), generator=generator) * 4
+    fields = torch.nn.functional.interpolate(coarse, size=tuple(shape), mode="trilinear")[0]
+    return fields.softmax(0)
+
+
+@pytest.mark.parametrize("name", list(GRIDS))
+@pytest.mark.parametrize("target_spacing", [(1.5, 1.5, 1.5), (0.6, 1.0, 2.0)])
+def test_labels_equal_the_argmax_of_the_resampled_probabilities(name, target_spacing):
+    """Skipping the interpolation where both neighbouring slabs agree gives the dense path's labels."""
+    image = MetaTensor(torch.rand(1, 41, 37, 29), affine=torch.as_tensor(GRIDS[name]))
+    chain = Compose([Orientationd("image", axcodes="RAS"), Spacingd("image", pixdim=target_spacing)])
+    preprocessed = chain({"image": image})["image"]
+    probabilities = _smooth_probabilities(4, preprocessed.shape[1:])
+    source = np.asarray(preprocessed.affine)
+    dense = resample_aligned(probabilities, source, GRIDS[name], image.shape[1:])
+    expected = argmax_labels(dense)
+    labels = resample_labels_aligned(probabilities, source, GRIDS[name], image.shape[1:])
+    assert labels is not None and labels.dtype == torch.uint8 and labels.shape == (41, 37, 29)
+    assert len(expected.unique()) == 4  # boundaries between every class are exercised
+    differ = labels != expected
+    # Only exact ties (to float rounding) may go the other way.
+    top2 = dense.topk(2, dim=0).values
+    assert torch.all((top2[0] - top2[1])[differ] < 1e-6)
+    assert differ.sum() <= 2
+
+
+def test_labels_of_oblique_grids_are_left_to_the_general_resampler():
+    angle = np.radians(20)
+    oblique = np.eye(4)
+    oblique[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    assert resample_labels_aligned(torch.rand(2, 4, 4, 4), np.eye(4), oblique, (4, 4, 4)) is None
