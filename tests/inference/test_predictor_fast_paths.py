@@ -1,0 +1,83 @@
+"""The Predictor's fast paths (separable spacing, labels straight from the model grid, folded batch norms)
+give what MONAI's Spacingd / Invertd + argmax and the unfused network give."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from tiny_package import make_package  # tests/ is on sys.path (conftest)
+from torch.nn.modules.batchnorm import _BatchNorm
+
+import medattn
+
+
+def _grid(axes_order, signs, spacing, origin, rotation_deg: float = 0.0) -> np.ndarray:
+    affine = np.zeros((4, 4))
+    for column, (row, sign, step) in enumerate(zip(axes_order, signs, spacing, strict=True)):
+        affine[row, column] = sign * step
+    if rotation_deg:
+        angle = np.radians(rotation_deg)
+        rotation = np.eye(4)
+        rotation[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+        affine = rotation @ affine
+    affine[:3, 3] = origin
+    affine[3, 3] = 1
+    return affine
+
+
+GRIDS = {
+    "RAS, anisotropic": _grid((0, 1, 2), (1, 1, 1), (0.8, 0.9, 2.5), (-10, 5, 3)),
+    "LPS (DICOM)": _grid((0, 1, 2), (-1, -1, 1), (1.1, 1.1, 1.7), (40, 30, -20)),
+    "axes permuted and flipped": _grid((2, 0, 1), (1, -1, -1), (1.3, 0.7, 0.9), (0, 12, -8)),
+    "oblique (MONAI's way)": _grid((0, 1, 2), (1, 1, 1), (1.0, 1.0, 2.0), (0, 0, 0), rotation_deg=15),
+}
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    return medattn.load_model(make_package(tmp_path_factory.mktemp("package")), device="cpu")
+
+
+def _ct_like(affine: np.ndarray, shape=(34, 30, 18)) -> MetaTensor:
+    grid = np.indices(shape).astype(np.float32)
+    centre = [s / 2 for s in shape]
+    distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)))
+    values = 40 + 150 * (distance < min(shape) / 3) + np.random.default_rng(0).normal(0, 20, shape)
+    return MetaTensor(torch.as_tensor(values[None], dtype=torch.float32), affine=torch.as_tensor(affine))
+
+
+@pytest.mark.parametrize("name", list(GRIDS))
+def test_preprocessing_equals_the_monai_chain(predictor, name):
+    image = _ct_like(GRIDS[name])
+    expected = predictor._preprocess({"image": image.clone()})["image"]
+    result = predictor.preprocess(image)
+    assert result.shape == expected.shape
+    np.testing.assert_allclose(np.asarray(result.affine), np.asarray(expected.affine), atol=1e-6)
+    torch.testing.assert_close(result.as_tensor(), expected.as_tensor(), atol=1e-4, rtol=1e-4)
+    assert torch.equal(image, _ct_like(GRIDS[name]))  # the caller's image is not normalised in place
+
+
+@pytest.mark.parametrize("name", list(GRIDS))
+def test_labels_equal_the_argmax_of_the_probabilities_on_the_input_grid(predictor, name):
+    """The default path (no probabilities kept) against the dense one (probabilities resampled, argmax)."""
+    image = _ct_like(GRIDS[name])
+    fast = predictor.predict_case(image)
+    dense = predictor.predict_case(image, probabilities=True)
+    assert fast.mask.shape == dense.mask.shape == (1, *image.shape[1:])
+    np.testing.assert_allclose(np.asarray(fast.mask.affine), np.asarray(image.affine))
+    assert torch.equal(dense.mask[0], dense.probabilities.argmax(0).to(torch.uint8))
+    assert (fast.mask != dense.mask).sum() <= 2  # ties to float rounding only
+    assert len(dense.mask.unique()) > 1
+
+
+def test_network_property_is_the_unfused_network_and_changes_reach_prediction(predictor):
+    image = _ct_like(GRIDS["RAS, anisotropic"])
+    before = predictor.predict(image)
+    assert any(isinstance(m, _BatchNorm) for m in predictor.network.modules())
+    with torch.no_grad():
+        predictor.network.heads[0].bias.copy_(torch.tensor([-50.0, 50.0, -50.0]))
+    after = predictor.predict(image)
+    assert not torch.equal(before, after)
+    assert torch.all(after == 1)  # the inference copy was rebuilt from the new weights
