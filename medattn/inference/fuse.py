@@ -68,22 +68,16 @@ def _sequential_chains(root: nn.Module) -> list[list[tuple[nn.Module, str, nn.Mo
         return leaves
 
     def visit(module: nn.Module) -> None:
-        for child in module.children():
-            if _is_plain_sequential(child):
-                chain = flatten(child)
-                chains.append(chain)
-                for _, _, leaf in chain:
-                    visit(leaf)
-            else:
+        if _is_plain_sequential(module):
+            chain = flatten(module)
+            chains.append(chain)
+            for _, _, leaf in chain:
+                visit(leaf)
+        else:
+            for child in module.children():
                 visit(child)
 
-    if _is_plain_sequential(root):
-        chain = flatten(root)
-        chains.append(chain)
-        for _, _, leaf in chain:
-            visit(leaf)
-    else:
-        visit(root)
+    visit(root)
     return chains
 
 

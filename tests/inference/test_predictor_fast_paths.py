@@ -6,32 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from grids import ALIGNED_GRIDS, grid_affine
 from monai.data import MetaTensor
 from tiny_package import make_package  # tests/ is on sys.path (conftest)
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import medattn
 
-
-def _grid(axes_order, signs, spacing, origin, rotation_deg: float = 0.0) -> np.ndarray:
-    affine = np.zeros((4, 4))
-    for column, (row, sign, step) in enumerate(zip(axes_order, signs, spacing, strict=True)):
-        affine[row, column] = sign * step
-    if rotation_deg:
-        angle = np.radians(rotation_deg)
-        rotation = np.eye(4)
-        rotation[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
-        affine = rotation @ affine
-    affine[:3, 3] = origin
-    affine[3, 3] = 1
-    return affine
-
-
 GRIDS = {
-    "RAS, anisotropic": _grid((0, 1, 2), (1, 1, 1), (0.8, 0.9, 2.5), (-10, 5, 3)),
-    "LPS (DICOM)": _grid((0, 1, 2), (-1, -1, 1), (1.1, 1.1, 1.7), (40, 30, -20)),
-    "axes permuted and flipped": _grid((2, 0, 1), (1, -1, -1), (1.3, 0.7, 0.9), (0, 12, -8)),
-    "oblique (MONAI's way)": _grid((0, 1, 2), (1, 1, 1), (1.0, 1.0, 2.0), (0, 0, 0), rotation_deg=15),
+    **ALIGNED_GRIDS,
+    "oblique (MONAI's way)": grid_affine((0, 1, 2), (1, 1, 1), (1.0, 1.0, 2.0), (0, 0, 0), rotation_deg=15),
 }
 
 

@@ -5,27 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from grids import ALIGNED_GRIDS  # tests/ is on sys.path
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, Orientationd, Spacingd
 
 from medattn.inference.postprocess import argmax_labels
 from medattn.inference.resample import aligned_axis_map, resample_aligned, resample_labels_aligned
 
-
-def _affine(axes_order, signs, spacing, origin):
-    affine = np.zeros((4, 4))
-    for column, (row, sign, step) in enumerate(zip(axes_order, signs, spacing, strict=True)):
-        affine[row, column] = sign * step
-    affine[:3, 3] = origin
-    affine[3, 3] = 1
-    return affine
-
-
-GRIDS = {
-    "RAS, anisotropic": _affine((0, 1, 2), (1, 1, 1), (0.8, 0.9, 2.5), (-10, 5, 3)),
-    "LPS (DICOM)": _affine((0, 1, 2), (-1, -1, 1), (1.1, 1.1, 1.7), (40, 30, -20)),
-    "axes permuted and flipped": _affine((2, 0, 1), (1, -1, -1), (1.3, 0.7, 0.9), (0, 12, -8)),
-}
+GRIDS = ALIGNED_GRIDS
 
 
 @pytest.mark.parametrize("name", list(GRIDS))
