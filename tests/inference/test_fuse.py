@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from medattn.inference.fuse import BlockTransposedConv, fuse_for_inference
+from medattn.inference.fuse import BlockTransposedConv, ChannelsLastInstanceNorm, fuse_for_inference
 from medattn.models import available, create, describe
 
 CONV_NETS = ["agunet", "daunet", "pranet", "monai.attention_unet"]
@@ -81,3 +81,25 @@ def test_every_registered_model_survives_fusion():
         x = torch.randn(1, channels, *([spec.tiny_size] * dims))
         with torch.no_grad():
             torch.testing.assert_close(fuse_for_inference(network)(x), network(x), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_instance_norm_on_channels_last_windows_gives_the_same_output(dims):
+    """The CPU-default AGUNet (instance norm) on channels-last windows, as the sliding window runs it."""
+    torch.manual_seed(0)
+    network = create("agunet", dims, 1, 3, deep_supervision=False, base_channels=4, depth=2, norm="instance")
+    for module in network.modules():  # affine parameters away from (1, 0)
+        if isinstance(module, nn.InstanceNorm3d | nn.InstanceNorm2d) and module.weight is not None:
+            nn.init.uniform_(module.weight, 0.5, 1.5)
+            nn.init.uniform_(module.bias, -0.5, 0.5)
+    network.eval()
+    fused = fuse_for_inference(network)
+    assert any(isinstance(m, ChannelsLastInstanceNorm) for m in fused.modules())
+    layout = torch.channels_last_3d if dims == 3 else torch.channels_last
+    x = torch.randn(2, 1, *([16] * dims))
+    with torch.no_grad():
+        expected = network(x)
+        result = fused.to(memory_format=layout)(x.contiguous(memory_format=layout))
+        plain_layout = fused(x)  # contiguous input goes through torch's kernel
+    torch.testing.assert_close(result, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(plain_layout, expected, atol=1e-5, rtol=1e-4)
