@@ -36,7 +36,7 @@ from report import append_section, machine
 from medattn.io import load_image, save_mask
 from medattn.metrics.overlap import dice
 from medattn.package import PackageConfig, build_network, load_package, save_package
-from medattn.plan import Plan
+from medattn.plan import Plan, network_defaults
 
 SAMPLE = (
     Path(__file__).resolve().parents[1] / "sample_data" / "brain_mri" / "imagesTs" / "brain_004_0000.nii.gz"
@@ -58,8 +58,9 @@ def finer_case(folder: Path, spacing: float) -> Path:
 
 
 def random_package(folder: Path, stem_stride: int = 2) -> Path:
-    """AGUNet (stem_stride 2: the CPU default; 1: the paper's, the CUDA default) with seeded random weights
-    and batch-norm statistics as after training."""
+    """AGUNet with seeded random weights (and batch-norm statistics as after training, where it has them):
+    stem_stride 2 is the CPU default (`network_defaults`: also instance norm), 1 the paper's, the CUDA
+    default."""
     plan = Plan(
         spatial_dims=3,
         in_channels=1,
@@ -70,7 +71,8 @@ def random_package(folder: Path, stem_stride: int = 2) -> Path:
         preset="mr",
         labels={0: "background", 1: "grey_matter", 2: "white_matter", 3: "lesion"},
     )
-    config = PackageConfig(model="agunet", model_kwargs={"stem_stride": stem_stride}, plan=plan)
+    options = network_defaults("agunet", "cpu") if stem_stride == 2 else {"stem_stride": stem_stride}
+    config = PackageConfig(model="agunet", model_kwargs=dict(options), plan=plan)
     torch.manual_seed(0)
     network = build_network(config)
     with torch.no_grad():
@@ -228,7 +230,9 @@ def main() -> None:
     package_name = (
         f"default AGUNet trained {args.train:.0f} s on the brain samples, 1.5 mm, patch 64^3"
         if args.train
-        else f"AGUNet stem_stride {args.stem_stride}, random weights, 1.5 mm, patch 64^3"
+        else f"AGUNet stem_stride {args.stem_stride}"
+        + (" (CPU default, instance norm)" if args.stem_stride == 2 else "")
+        + ", random weights, 1.5 mm, patch 64^3"
     )
     labels = [v for v in config.plan.labels if v]
     agreement = smallest_dice(mask, plain_mask, labels)

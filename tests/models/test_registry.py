@@ -100,4 +100,4 @@ def test_training_defaults_name_real_options_and_losses():
         assert spec.loss in available_losses(), name
         assert spec.head_weights is None or spec.deep_supervision, name
     assert describe("pranet").loss == "structure" and describe("pranet").head_weights == (1.0,) * 4
-    assert describe("agunet").cpu_options == {"stem_stride": 2}
+    assert describe("agunet").cpu_options == {"stem_stride": 2, "norm": "instance"}
