@@ -351,9 +351,11 @@ def _separable_spacing(image: MetaTensor, lazy_spacing) -> MetaTensor | None:
         return None
     planned = lazy_spacing({"image": image})["image"]  # metadata only: no values are resampled
     affine = np.asarray(planned.peek_pending_affine(), dtype=np.float64)
-    values = image.as_tensor()
     resampled = resample_aligned(
-        values.float(), np.asarray(image.affine, dtype=np.float64), affine, planned.peek_pending_shape()
+        image.as_tensor().float(),
+        np.asarray(image.affine, dtype=np.float64),
+        affine,
+        planned.peek_pending_shape(),
     )
     if resampled is None:
         return None

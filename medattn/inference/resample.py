@@ -74,15 +74,26 @@ def resample_aligned(
     axes = aligned_axis_map(source_affine, target_affine)
     if axes is None or volume.ndim != 4:
         return None
-    # Interpolate along each source axis in turn (placing the result at that target axis's size), then
-    # permute the source axes into target order.
-    order = [0] * 3
+    volume = _interpolate_axes(volume, axes, target_shape)
+    return volume.permute(0, *(axis + 1 for axis in _source_order(axes))).contiguous()
+
+
+def _interpolate_axes(
+    volume: torch.Tensor, axes: list[tuple[int, float, float]], target_shape: Sequence[int], skip: int = -1
+) -> torch.Tensor:
+    """Interpolate along each source axis in turn (but the one of target axis `skip`), placing the result
+    at that target axis's size; the axes stay in source order."""
     for target_axis, (source_axis, scale, offset) in enumerate(axes):
-        order[target_axis] = source_axis
-        volume = _interpolate_axis(
-            volume, source_axis + 1, _positions(scale, offset, target_shape[target_axis])
-        )
-    return volume.permute(0, *(axis + 1 for axis in order)).contiguous()
+        if target_axis != skip:
+            volume = _interpolate_axis(
+                volume, source_axis + 1, _positions(scale, offset, target_shape[target_axis])
+            )
+    return volume
+
+
+def _source_order(axes: list[tuple[int, float, float]]) -> list[int]:
+    """The source axis of each target axis: the permutation from source to target order."""
+    return [source_axis for source_axis, _, _ in axes]
 
 
 def _interpolate_axis(volume: torch.Tensor, dim: int, positions: torch.Tensor) -> torch.Tensor:
@@ -139,20 +150,12 @@ def resample_labels_aligned(
     growth = [int(target_shape[t]) / probabilities.shape[1 + s] for t, (s, _, _) in enumerate(axes)]
     # Ties (isotropic resampling) go to the innermost source axis, whose gathers are the slowest.
     last = max(range(3), key=lambda t: (round(growth[t], 2), axes[t][0]))
-    volume = probabilities
-    order = [0] * 3
-    for target_axis, (source_axis, scale, offset) in enumerate(axes):
-        order[target_axis] = source_axis
-        if target_axis != last:
-            volume = _interpolate_axis(
-                volume, source_axis + 1, _positions(scale, offset, target_shape[target_axis])
-            )
+    volume = _interpolate_axes(probabilities, axes, target_shape, skip=last)
+    order = _source_order(axes)
     source_axis, scale, offset = axes[last]
-    order[last] = source_axis
     dim = source_axis + 1
-    lower, upper, weight = _neighbours(
-        _positions(scale, offset, target_shape[last]), volume.shape[dim], volume.dtype
-    )
+    positions = _positions(scale, offset, target_shape[last])
+    lower, upper, weight = _neighbours(positions, volume.shape[dim], volume.dtype)
     slab_labels = argmax_labels(volume)
     labels = slab_labels.index_select(source_axis, lower)
     disagree_mask = labels != slab_labels.index_select(source_axis, upper)
@@ -160,10 +163,7 @@ def resample_labels_aligned(
     if count > _SPARSE_LIMIT * disagree_mask.numel():
         # Boundaries everywhere (a speckled, untrained output): gathering that many voxels one by one
         # costs more than the dense last pass.
-        shape = [1] * volume.ndim
-        shape[dim] = -1
-        dense = volume.index_select(dim, lower).lerp_(volume.index_select(dim, upper), weight.view(shape))
-        return argmax_labels(dense).permute(*order).contiguous()
+        return argmax_labels(_interpolate_axis(volume, dim, positions)).permute(*order).contiguous()
     if count:
         disagree = disagree_mask.nonzero()  # (N, 3) voxel indices
         # Flat indices of each such voxel's two neighbours on the intermediate grid (C-contiguous order).

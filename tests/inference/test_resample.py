@@ -77,3 +77,14 @@ def test_labels_of_oblique_grids_are_left_to_the_general_resampler():
     oblique = np.eye(4)
     oblique[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
     assert resample_labels_aligned(torch.rand(2, 4, 4, 4), np.eye(4), oblique, (4, 4, 4)) is None
+
+
+def test_labels_of_speckled_probabilities_take_the_dense_last_pass():
+    """Boundaries everywhere (an untrained network's speckle): the dense fallback gives the same labels."""
+    probabilities = torch.rand(3, 12, 11, 9, generator=torch.Generator().manual_seed(1)).softmax(0)
+    source, target = np.diag([1.5, 1.5, 1.5, 1.0]), GRIDS["axes permuted and flipped"]
+    shape = (14, 21, 17)
+    expected = argmax_labels(resample_aligned(probabilities, source, target, shape))
+    labels = resample_labels_aligned(probabilities, source, target, shape)
+    assert labels is not None and labels.shape == shape
+    assert (labels != expected).sum() <= 2
