@@ -6,6 +6,10 @@ per label and lesion-wise recall on the shifted test cases, and steps each arm m
 BENCHMARKS.md.
 
     .venv/bin/python bench/equal_time.py --seconds 300
+
+Variants of the medattn arm (ablations) run without the plain arm and print their row without appending:
+
+    .venv/bin/python bench/equal_time.py --seconds 240 --option multi_scale_input=false --no-plain
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
+from options import model_option  # bench/ is on sys.path
 from plain_monai import mr_preprocessing, nnunet_items, train_until  # bench/ is on sys.path
 from report import append_section  # bench/report.py (scripts run from bench/ on sys.path)
 
@@ -116,7 +121,22 @@ def score(pred_dir: Path) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=300.0, help="training wall time per arm")
+    parser.add_argument("--model", default="agunet", help="medattn arm's model (default: agunet)")
+    parser.add_argument(
+        "--option",
+        type=model_option,
+        action="append",
+        default=[],
+        help="medattn arm's model option KEY=VALUE",
+    )
+    parser.add_argument(
+        "--lr", type=float, default=None, help="medattn arm's learning rate (default: train's)"
+    )
+    parser.add_argument(
+        "--no-plain", action="store_true", help="medattn arm only; print its row, append nothing"
+    )
     args = parser.parse_args()
+    train_extra = {} if args.lr is None else {"lr": args.lr}
     torch.set_num_threads(max(1, torch.get_num_threads()))
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
@@ -124,18 +144,31 @@ def main() -> None:
         start = time.perf_counter()
         run = medattn.train(
             SAMPLES,
-            model="agunet",
+            model=args.model,
+            model_kwargs=dict(args.option),
             out=work / "medattn_run",
             device="cpu",
             epochs=10_000,
             max_time=args.seconds,
             val_fraction=0.25,
             seed=0,
+            **train_extra,
         )
         medattn_seconds = time.perf_counter() - start
         medattn.predict(work / "shifted", work / "medattn_pred", model=run.package, device="cpu")
         plan = medattn.load_model(run.package).plan
         medattn_scores = score(work / "medattn_pred")
+        medattn_steps = run.history[-1]["step"] if run.history else 0
+        if args.no_plain:
+            for row in run.history:  # the learning curve: validation scores per epoch
+                print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
+            options = " ".join(f"{k}={v}" for k, v in args.option) or "defaults"
+            print(
+                f"| medattn {args.model} | {options} | {medattn_steps} | "
+                + " | ".join(f"{v:.3f}" for v in medattn_scores.values())
+                + " |"
+            )
+            return
         start = time.perf_counter()
         _, monai_steps = plain_monai(
             SAMPLES,
@@ -148,7 +181,6 @@ def main() -> None:
         )
         monai_seconds = time.perf_counter() - start
         monai_scores = score(work / "monai_pred")
-    medattn_steps = run.history[-1]["step"] if run.history else 0
     header = "| arm | train s | steps | " + " | ".join(medattn_scores) + " |"
     rows = [
         f"| medattn agunet (defaults) | {medattn_seconds:.0f} | {medattn_steps} | "
