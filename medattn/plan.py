@@ -230,11 +230,13 @@ def make_plan(
 
 
 def network_defaults(model: str, device_type: str) -> dict[str, Any]:
-    """Options a network gets on `device_type` ("cpu" or "cuda") unless the user sets them: on a CPU the
-    registry's `cpu_options` (lighter networks, so a time budget buys enough steps)."""
+    """Options a network gets on `device_type` ("cpu" or "cuda") unless the user sets them: the registry's
+    `train_options`, and on a CPU its `cpu_options` over them (lighter networks, so a time budget buys
+    enough steps)."""
     from medattn.models import describe
 
-    return dict(describe(model).cpu_options) if device_type == "cpu" else {}
+    spec = describe(model)
+    return {**spec.train_options, **(spec.cpu_options if device_type == "cpu" else {})}
 
 
 def default_steps_per_epoch(batches_per_pass: int, device_type: str) -> int:

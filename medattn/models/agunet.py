@@ -8,7 +8,15 @@ from torch import nn
 
 from medattn.errors import ConfigError
 from medattn.models.base import SegmentationModel
-from medattn.models.blocks import AttentionGate, conv, conv_norm_act, double_conv, norm_layer, resize
+from medattn.models.blocks import (
+    AttentionGate,
+    activation,
+    conv,
+    conv_norm_act,
+    double_conv,
+    norm_layer,
+    resize,
+)
 from medattn.models.registry import register_model
 
 
@@ -22,8 +30,8 @@ def channel_plan(base_channels: int, depth: int, max_channels: int) -> list[int]
 class MultiScaleEncoder(nn.Module):
     """U-Net encoder; with multi-scale input, level k >= 1 also sees the input average-pooled k times.
 
-    As in the paper's code: at each level >= 1 a 3^n conv (+ReLU) of the pooled input is concatenated to
-    the max-pooled features before that level's conv block.
+    As in the paper's code: at each level >= 1 a 3^n conv (+activation) of the pooled input is concatenated
+    to the max-pooled features before that level's conv block.
     """
 
     def __init__(
@@ -34,6 +42,7 @@ class MultiScaleEncoder(nn.Module):
         norm: str,
         multi_scale_input: bool,
         dropout: float,
+        act: str = "relu",
     ):
         super().__init__()
         self.max_pool = Pool[Pool.MAX, spatial_dims](2)
@@ -41,13 +50,15 @@ class MultiScaleEncoder(nn.Module):
         self.pyramid = nn.ModuleList()
         if multi_scale_input:
             self.pyramid.extend(
-                nn.Sequential(conv(spatial_dims, in_channels, f, kernel_size=3), nn.ReLU(inplace=True))
+                nn.Sequential(
+                    conv(spatial_dims, in_channels, f, kernel_size=3), activation(act, inplace=True)
+                )
                 for f in features[1:]
             )
         self.blocks = nn.ModuleList()
         for level, f in enumerate(features):
             block_in = in_channels if level == 0 else features[level - 1] + (f if multi_scale_input else 0)
-            self.blocks.append(double_conv(spatial_dims, block_in, f, norm, dropout))
+            self.blocks.append(double_conv(spatial_dims, block_in, f, norm, dropout, act))
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """Return the skips (levels 0..depth-1), the same max-pooled, and the bottleneck."""
@@ -83,13 +94,14 @@ class DecoderLevel(nn.Module):
         guided: bool,
         guide_channels: int,
         dropout: float,
+        act: str = "relu",
     ):
         super().__init__()
         transposed = Conv[Conv.CONVTRANS, spatial_dims]
         self.up = nn.Sequential(
             transposed(coarse_channels, skip_channels, 3, stride=2, padding=1, output_padding=1),
             norm_layer(norm, spatial_dims, skip_channels),
-            nn.ReLU(inplace=True),
+            activation(act, inplace=True),
         )
         self.gate = (
             None if gate is None else AttentionGate(spatial_dims, coarse_channels, skip_channels, norm, gate)
@@ -98,7 +110,7 @@ class DecoderLevel(nn.Module):
         # upsampling, without full-resolution work.
         self.guide = conv(spatial_dims, guide_channels, skip_channels) if guided else None
         block_in = skip_channels * (3 if guided else 2)
-        self.block = double_conv(spatial_dims, block_in, skip_channels, norm, dropout)
+        self.block = double_conv(spatial_dims, block_in, skip_channels, norm, dropout, act)
 
     def forward(
         self, coarse: torch.Tensor, skip: torch.Tensor, pooled_skip: torch.Tensor, bottleneck: torch.Tensor
@@ -120,6 +132,9 @@ class DecoderLevel(nn.Module):
     # choice) rather than the paper's batch norm, which with 2 patches per batch trained slower per step
     # and ended 0.02 Dice lower on grey and white matter after 240 s (BENCHMARKS.md, equal time).
     cpu_options={"stem_stride": 2, "norm": "instance"},
+    # ReLU (the paper's) let no lesion voxel through in 240 s of training, on every setting tried; a leaky
+    # slope keeps rare-class features learning (BENCHMARKS.md, "activation").
+    train_options={"act": "leakyrelu"},
 )
 class AGUNet(SegmentationModel):
     """Attention-gated U-Net for lesion segmentation (Bouget et al. 2021, meningioma in T1 MRI).
@@ -153,6 +168,9 @@ class AGUNet(SegmentationModel):
         deep_supervision: in train mode return every decoder level's logits (finest first).
         guided_decoder: also feed the bottleneck output to every decoder level (DAUNet's guided decoder).
         dropout: spatial dropout after every conv (0 in the paper).
+        act: activation after every norm: "relu" (the paper), "leakyrelu" (slope 0.25) or "prelu".
+            ``medattn train`` picks "leakyrelu": with ReLU the network learned grey and white matter but
+            no small lesion within 240 s on CPU (400+ steps), with a leaky slope it did (BENCHMARKS.md).
         stem_stride: 1 (the paper) runs the first level at full resolution. 2 puts a stride-2 conv stem in
             front, so the whole U-Net works on the half-resolution grid, and a stride-2 transposed conv
             brings the logits back to full resolution, as MONAI's UNet does: about 8x less compute per
@@ -183,6 +201,7 @@ class AGUNet(SegmentationModel):
         guided_decoder: bool = False,
         dropout: float = 0.0,
         stem_stride: int = 1,
+        act: str = "relu",
     ):
         if stem_stride not in (1, 2):
             raise ConfigError(f"stem_stride must be 1 (full resolution) or 2 (half), got {stem_stride}")
@@ -198,15 +217,25 @@ class AGUNet(SegmentationModel):
         self.stem = None
         encoder_in = in_channels
         if stem_stride == 2:
-            self.stem = conv_norm_act(spatial_dims, in_channels, features[0], norm, stride=2)
+            self.stem = conv_norm_act(spatial_dims, in_channels, features[0], norm, stride=2, act=act)
             encoder_in = features[0]
             self.encoder_prefixes = ("stem", "encoder")
-        self.encoder = MultiScaleEncoder(spatial_dims, encoder_in, features, norm, multi_scale_input, dropout)
+        self.encoder = MultiScaleEncoder(
+            spatial_dims, encoder_in, features, norm, multi_scale_input, dropout, act
+        )
         # DAUNet replaces this with its dual-attention block; AGUNet passes the bottleneck features through.
         self.bottleneck: nn.Module = nn.Identity()
         self.decoder = nn.ModuleList(
             DecoderLevel(
-                spatial_dims, features[k + 1], features[k], norm, gate, guided_decoder, features[-1], dropout
+                spatial_dims,
+                features[k + 1],
+                features[k],
+                norm,
+                gate,
+                guided_decoder,
+                features[-1],
+                dropout,
+                act,
             )
             for k in range(depth)
         )

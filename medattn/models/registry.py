@@ -29,8 +29,11 @@ class ModelSpec:
         deep_supervision: whether the family can return a list of deep-supervision outputs.
         tiny: keyword arguments of a very small configuration, for tests and smoke runs on CPU.
         tiny_size: edge length (voxels) of an input the tiny configuration accepts, in 2D and 3D.
+        train_options: options ``medattn train`` uses on every device unless the user sets them: where a
+            measured change from the paper's network trains better (the class defaults stay the paper's,
+            so packages and scripts that name no option keep the network they had).
         cpu_options: options ``medattn train`` uses on a CPU unless the user sets them (lighter networks,
-            so a CPU time budget buys enough steps).
+            so a CPU time budget buys enough steps); on top of `train_options`.
         loss: the loss ``medattn train`` uses unless ``--loss`` is given (the paper's, where it differs).
         head_weights: deep-supervision weights, finest output first; None = nnU-Net's halving per level
             (for a pyramid of coarser outputs; heads that all predict at full resolution weigh equally).
@@ -43,6 +46,7 @@ class ModelSpec:
     deep_supervision: bool = False
     tiny: Mapping[str, Any] = field(default_factory=dict)
     tiny_size: int = 16
+    train_options: Mapping[str, Any] = field(default_factory=dict)
     cpu_options: Mapping[str, Any] = field(default_factory=dict)
     loss: str = "dice_ce"
     head_weights: tuple[float, ...] | None = None
@@ -65,6 +69,7 @@ def register_model(
     deep_supervision: bool = False,
     tiny: Mapping[str, Any] | None = None,
     tiny_size: int = 16,
+    train_options: Mapping[str, Any] | None = None,
     cpu_options: Mapping[str, Any] | None = None,
     loss: str = "dice_ce",
     head_weights: tuple[float, ...] | None = None,
@@ -78,7 +83,7 @@ def register_model(
         deep_supervision: whether it accepts ``deep_supervision=True``.
         tiny: keyword arguments of a tiny configuration (tests build every model with it).
         tiny_size: edge length of an input the tiny configuration accepts.
-        cpu_options, loss, head_weights: training defaults (see `ModelSpec`).
+        train_options, cpu_options, loss, head_weights: training defaults (see `ModelSpec`).
 
     Returns:
         The decorator; it returns the builder unchanged.
@@ -97,6 +102,7 @@ def register_model(
             deep_supervision=deep_supervision,
             tiny=MappingProxyType(dict(tiny or {})),
             tiny_size=tiny_size,
+            train_options=MappingProxyType(dict(train_options or {})),
             cpu_options=MappingProxyType(dict(cpu_options or {})),
             loss=loss,
             head_weights=None if head_weights is None else tuple(head_weights),

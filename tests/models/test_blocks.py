@@ -6,8 +6,9 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from medattn.errors import ConfigError
 from medattn.models import create
-from medattn.models.blocks import AttentionGate, ChannelAttention, PositionAttention
+from medattn.models.blocks import LEAKY_SLOPE, AttentionGate, ChannelAttention, PositionAttention, activation
 
 
 def _naive_position_attention(module: PositionAttention, x: torch.Tensor) -> torch.Tensor:
@@ -95,3 +96,27 @@ def test_gates_add_almost_no_compute():
     channels = {"channels": (8, 16, 32), "strides": (2, 2)}
     monai = flops("monai.attention_unet", **channels) / flops("monai.unet", num_res_units=0, **channels) - 1
     assert monai > 10 * ours
+
+
+@pytest.mark.parametrize(
+    ("act", "module", "slope"),
+    [
+        ("relu", torch.nn.ReLU, 0.0),
+        ("leakyrelu", torch.nn.LeakyReLU, LEAKY_SLOPE),
+        ("prelu", torch.nn.PReLU, 0.25),
+    ],
+)
+def test_agunet_uses_one_activation_everywhere(act, module, slope):
+    """`act` reaches the stem, every conv block, the input pyramid and the decoder's upsampling, and a
+    negative input comes out scaled by the named slope."""
+    model = create("agunet", 3, 1, 2, base_channels=4, depth=2, stem_stride=2, act=act)
+    kinds = {
+        type(m) for m in model.modules() if isinstance(m, (torch.nn.ReLU, torch.nn.LeakyReLU, torch.nn.PReLU))
+    }
+    assert kinds == {module}
+    torch.testing.assert_close(activation(act)(torch.tensor([-2.0, 3.0])), torch.tensor([-2.0 * slope, 3.0]))
+
+
+def test_unknown_activation_names_the_choices():
+    with pytest.raises(ConfigError, match="act must be one of relu, leakyrelu, prelu; got 'gelu'"):
+        create("agunet", 3, 1, 2, base_channels=4, depth=2, act="gelu")

@@ -97,7 +97,20 @@ def test_training_defaults_name_real_options_and_losses():
     for name in available():
         spec = describe(name)
         assert set(spec.cpu_options) <= set(spec.accepted_options()), name
+        assert set(spec.train_options) <= set(spec.accepted_options()), name
         assert spec.loss in available_losses(), name
         assert spec.head_weights is None or spec.deep_supervision, name
     assert describe("pranet").loss == "structure" and describe("pranet").head_weights == (1.0,) * 4
     assert describe("agunet").cpu_options == {"stem_stride": 2, "norm": "instance"}
+
+
+def test_network_defaults_layer_cpu_options_over_train_options():
+    """`medattn train` gives AGUNet a leaky activation on every device and the lighter network on CPU only;
+    the class itself keeps the paper's ReLU, so packages that name no activation rebuild unchanged."""
+    from medattn.plan import network_defaults
+
+    assert network_defaults("agunet", "cuda") == {"act": "leakyrelu"}
+    assert network_defaults("agunet", "cpu") == {"act": "leakyrelu", "stem_stride": 2, "norm": "instance"}
+    assert network_defaults("monai.unet", "cpu") == {}
+    paper = create("agunet", 3, 1, 2, **describe("agunet").tiny)
+    assert not any(isinstance(m, torch.nn.LeakyReLU) for m in paper.modules())
