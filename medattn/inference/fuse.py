@@ -6,10 +6,10 @@ A network in eval mode spends time on steps that training needs and prediction d
   are frozen, so it folds into that convolution's weights and bias (as ONNX Runtime, TensorRT and
   ``torch.ao`` fusion do). Each folded pair saves one full pass over the feature map; in AGUNet's CPU
   default the batch norms are about 10 % of the forward time.
-- **A ReLU right after a convolution** can overwrite the convolution's fresh output instead of
-  allocating another feature map.
+- **An activation right after a convolution or an instance norm** can overwrite that fresh output instead
+  of allocating another feature map.
 - **Instance norm on a channels-last input** (the sliding window's layout) is computed over (B, voxels, C)
-  rows instead of PyTorch's strided kernel: about 2x faster, the same values.
+  rows instead of PyTorch's strided kernel: about 6x faster, the same values.
 - **A transposed convolution whose kernel equals its stride** (AGUNet's half-resolution head, MONAI
   UNet-style 2x up-sampling) maps every input voxel to its own 2^n block of output voxels: one matrix
   product over the channels and a voxel shuffle. PyTorch's CPU kernel for it does not go through oneDNN
@@ -86,21 +86,22 @@ def _sequential_chains(root: nn.Module) -> list[list[tuple[nn.Module, str, nn.Mo
 
 
 def _fold_chain(chain: list[tuple[nn.Module, str, nn.Module]]) -> None:
-    """Fold conv -> [eval identities] -> batch norm pairs; make the activation after a conv in place."""
-    last_conv: _ConvNd | None = None  # the convolution whose fresh output the next module receives
+    """Fold conv -> [eval identities] -> batch norm pairs; make the activation after a conv or an instance
+    norm in place (both return a new tensor that only the next module of the chain reads)."""
+    fresh: nn.Module | None = None  # the module whose newly allocated output the next module receives
     for parent, name, module in chain:
-        if isinstance(module, _ConvNd):
-            last_conv = module
+        if isinstance(module, _ConvNd) or _is_instance_norm(module):
+            fresh = module
             continue
         if isinstance(module, _EVAL_IDENTITY):
             continue
-        if last_conv is not None and isinstance(module, _BatchNorm) and _foldable(last_conv, module):
-            _fold_batch_norm(last_conv, module)
+        if isinstance(fresh, _ConvNd) and isinstance(module, _BatchNorm) and _foldable(fresh, module):
+            _fold_batch_norm(fresh, module)
             setattr(parent, name, nn.Identity())
             continue  # the conv output stays fresh: an activation next may overwrite it
-        if last_conv is not None and isinstance(module, _INPLACE_ACTIVATIONS) and hasattr(module, "inplace"):
+        if fresh is not None and isinstance(module, _INPLACE_ACTIVATIONS) and hasattr(module, "inplace"):
             module.inplace = True
-        last_conv = None
+        fresh = None
 
 
 def _foldable(conv: _ConvNd, norm: _BatchNorm) -> bool:
@@ -170,9 +171,12 @@ class BlockTransposedConv(nn.Module):
 
 
 class ChannelsLastInstanceNorm(nn.Module):
-    """Instance norm that reads a channels-last input as (B, voxels, C) rows: one statistics pass and one
-    fused scale-and-shift, output channels-last. PyTorch's kernel takes a slow strided path on that layout
-    (17.8 ms against 9.1 ms here for 4 x 16 x 32^3); other layouts go to it unchanged.
+    """Instance norm that reads a channels-last input as (B, voxels, C) rows, output channels-last.
+
+    PyTorch's kernel takes a slow strided path on that layout, and so does ``torch.var_mean`` over the rows
+    (17.8 and 7.7 ms here for 4 x 16 x 32^3). Means over the voxel axis are fast, so the variance is taken
+    in two passes, the mean of the squared deviations (1.2 ms; exact where the one-pass E[x^2] - E[x]^2
+    loses digits to a large mean), then one fused scale-and-shift. Other layouts go to PyTorch unchanged.
     """
 
     def __init__(self, norm: nn.modules.instancenorm._InstanceNorm):
@@ -187,7 +191,9 @@ class ChannelsLastInstanceNorm(nn.Module):
             return F.instance_norm(x, weight=self.weight, bias=self.bias, eps=self.eps)
         batch, channels, *spatial = x.shape
         rows = x.movedim(1, -1).reshape(batch, -1, channels)  # a view: channels are the fastest axis
-        var, mean = torch.var_mean(rows.float(), dim=1, keepdim=True, correction=0)
+        values = rows.float()
+        mean = values.mean(dim=1, keepdim=True)
+        var = (values - mean).square_().mean(dim=1, keepdim=True)
         scale = torch.rsqrt(var + self.eps)
         if self.weight is not None:
             scale = scale * self.weight

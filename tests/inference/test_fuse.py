@@ -85,9 +85,20 @@ def test_every_registered_model_survives_fusion():
 
 @pytest.mark.parametrize("dims", [2, 3])
 def test_instance_norm_on_channels_last_windows_gives_the_same_output(dims):
-    """The CPU-default AGUNet (instance norm) on channels-last windows, as the sliding window runs it."""
+    """The CPU-default AGUNet (instance norm, leaky ReLU) on channels-last windows, as the sliding window
+    runs it."""
     torch.manual_seed(0)
-    network = create("agunet", dims, 1, 3, deep_supervision=False, base_channels=4, depth=2, norm="instance")
+    network = create(
+        "agunet",
+        dims,
+        1,
+        3,
+        deep_supervision=False,
+        base_channels=4,
+        depth=2,
+        norm="instance",
+        act="leakyrelu",
+    )
     for module in network.modules():  # affine parameters away from (1, 0)
         if isinstance(module, nn.InstanceNorm3d | nn.InstanceNorm2d) and module.weight is not None:
             nn.init.uniform_(module.weight, 0.5, 1.5)
@@ -95,6 +106,8 @@ def test_instance_norm_on_channels_last_windows_gives_the_same_output(dims):
     network.eval()
     fused = fuse_for_inference(network)
     assert any(isinstance(m, ChannelsLastInstanceNorm) for m in fused.modules())
+    # Each norm's output is fresh, so the leaky ReLU after it writes in place.
+    assert all(m.inplace for m in fused.modules() if isinstance(m, nn.LeakyReLU))
     layout = torch.channels_last_3d if dims == 3 else torch.channels_last
     x = torch.randn(2, 1, *([16] * dims))
     with torch.no_grad():
@@ -103,3 +116,13 @@ def test_instance_norm_on_channels_last_windows_gives_the_same_output(dims):
         plain_layout = fused(x)  # contiguous input goes through torch's kernel
     torch.testing.assert_close(result, expected, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(plain_layout, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_channels_last_instance_norm_keeps_precision_under_a_large_mean():
+    """Features whose mean is 1000x their spread (a bright region through a conv with a large bias):
+    the variance comes out as torch's Welford kernel gives it, not cancelled by E[x^2] - E[x]^2."""
+    torch.manual_seed(0)
+    norm = nn.InstanceNorm3d(8, affine=True)
+    x = (1000 + torch.randn(2, 8, 12, 12, 12)).contiguous(memory_format=torch.channels_last_3d)
+    expected = norm(x)
+    torch.testing.assert_close(ChannelsLastInstanceNorm(norm)(x), expected, atol=1e-4, rtol=1e-4)
