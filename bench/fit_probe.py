@@ -21,6 +21,7 @@ from options import model_option  # bench/ is on sys.path
 from plain_monai import mr_preprocessing, nnunet_items
 
 from medattn.losses import DeepSupervisionLoss, create_loss
+from medattn.metrics.overlap import dice
 from medattn.models import create
 from medattn.plan import network_defaults
 
@@ -47,12 +48,8 @@ def training_patches(count_per_case: int = 8, seed: int = 0) -> tuple[torch.Tens
 
 
 def label_dice(prediction: torch.Tensor, reference: torch.Tensor) -> list[float]:
-    """Dice of every foreground label over all patches together."""
-    scores = []
-    for value in range(1, len(LABELS) + 1):
-        pred, ref = prediction == value, reference == value
-        scores.append(float(2 * (pred & ref).sum() / max(int(pred.sum() + ref.sum()), 1)))
-    return scores
+    """medattn's Dice of every foreground label over all patches together."""
+    return [dice((prediction == v).numpy(), (reference == v).numpy()) for v in range(1, len(LABELS) + 1)]
 
 
 def main() -> None:

@@ -59,8 +59,8 @@ def finer_case(folder: Path, spacing: float) -> Path:
 
 def random_package(folder: Path, stem_stride: int = 2) -> Path:
     """AGUNet with seeded random weights (and batch-norm statistics as after training, where it has them):
-    stem_stride 2 is the CPU default (`network_defaults`: also instance norm), 1 the paper's, the CUDA
-    default."""
+    stem_stride 2 is the CPU default (`network_defaults`: also instance norm), 1 the CUDA default (the
+    paper's network with `medattn train`'s leaky ReLU)."""
     plan = Plan(
         spatial_dims=3,
         in_channels=1,
@@ -71,7 +71,7 @@ def random_package(folder: Path, stem_stride: int = 2) -> Path:
         preset="mr",
         labels={0: "background", 1: "grey_matter", 2: "white_matter", 3: "lesion"},
     )
-    options = network_defaults("agunet", "cpu") if stem_stride == 2 else {"stem_stride": stem_stride}
+    options = network_defaults("agunet", "cpu" if stem_stride == 2 else "cuda")
     config = PackageConfig(model="agunet", model_kwargs=dict(options), plan=plan)
     torch.manual_seed(0)
     network = build_network(config)
