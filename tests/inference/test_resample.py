@@ -10,7 +10,13 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, Orientationd, Spacingd
 
 from medattn.inference.postprocess import argmax_labels
-from medattn.inference.resample import aligned_axis_map, resample_aligned, resample_labels_aligned
+from medattn.inference.resample import (
+    _MIXED_LIMIT,
+    _mixed_cells,
+    aligned_axis_map,
+    resample_aligned,
+    resample_labels_aligned,
+)
 
 GRIDS = ALIGNED_GRIDS
 
@@ -43,10 +49,10 @@ def test_oblique_grids_are_left_to_the_general_resampler():
     assert aligned_axis_map(np.eye(4), GRIDS["LPS (DICOM)"]) is not None
 
 
-def _smooth_probabilities(classes: int, shape, seed: int = 0) -> torch.Tensor:
+def _smooth_probabilities(classes: int, shape, seed: int = 0, feature_size: int = 6) -> torch.Tensor:
     """Softmax of smooth random fields: label regions with boundaries, as a network's output has."""
     generator = torch.Generator().manual_seed(seed)
-    coarse = torch.randn(1, classes, *(max(2, s // 4) for s in shape), generator=generator) * 4
+    coarse = torch.randn(1, classes, *(max(2, s // feature_size) for s in shape), generator=generator) * 4
     fields = torch.nn.functional.interpolate(coarse, size=tuple(shape), mode="trilinear")[0]
     return fields.softmax(0)
 
@@ -54,12 +60,15 @@ def _smooth_probabilities(classes: int, shape, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("name", list(GRIDS))
 @pytest.mark.parametrize("target_spacing", [(1.5, 1.5, 1.5), (0.6, 1.0, 2.0)])
 def test_labels_equal_the_argmax_of_the_resampled_probabilities(name, target_spacing):
-    """Skipping the interpolation where both neighbouring slabs agree gives the dense path's labels."""
+    """Taking the label of cells whose 8 corners agree, and interpolating only the others, gives the dense
+    path's labels."""
     image = MetaTensor(torch.rand(1, 41, 37, 29), affine=torch.as_tensor(GRIDS[name]))
     chain = Compose([Orientationd("image", axcodes="RAS"), Spacingd("image", pixdim=target_spacing)])
     preprocessed = chain({"image": image})["image"]
     probabilities = _smooth_probabilities(4, preprocessed.shape[1:])
     source = np.asarray(preprocessed.affine)
+    mixed = _mixed_cells(argmax_labels(probabilities)).float().mean()
+    assert 0.05 < mixed < _MIXED_LIMIT  # the sparse path runs, on a real share of boundary cells
     dense = resample_aligned(probabilities, source, GRIDS[name], image.shape[1:])
     expected = argmax_labels(dense)
     labels = resample_labels_aligned(probabilities, source, GRIDS[name], image.shape[1:])
@@ -79,7 +88,34 @@ def test_labels_of_oblique_grids_are_left_to_the_general_resampler():
     assert resample_labels_aligned(torch.rand(2, 4, 4, 4), np.eye(4), oblique, (4, 4, 4)) is None
 
 
-def test_labels_of_speckled_probabilities_take_the_dense_last_pass():
+def test_mixed_cells_are_those_whose_corners_disagree():
+    """A cell spans voxels i..i+1 on each axis, the far edge repeating its last voxel (border clamping)."""
+    labels = torch.zeros(4, 3, 2, dtype=torch.uint8)
+    labels[2, 1, 1] = 1
+    mixed = _mixed_cells(labels)
+    expected = torch.zeros(4, 3, 2, dtype=torch.bool)
+    expected[1:3, 0:2, 0:2] = True  # every cell with (2, 1, 1) among its corners
+    assert torch.equal(mixed, expected)
+
+
+def test_labels_beyond_256_classes_keep_their_values():
+    """More classes than uint8 holds: labels come back as int32, through the sparse path."""
+    classes, block = 300, 6
+    generator = torch.Generator().manual_seed(3)
+    blocks = torch.randint(0, classes, (3, 3, 3), generator=generator)
+    truth = blocks.repeat_interleave(block, 0).repeat_interleave(block, 1).repeat_interleave(block, 2)
+    scores = torch.nn.functional.one_hot(truth, classes).permute(3, 0, 1, 2).float() * 5
+    scores += 0.1 * torch.rand(scores.shape, generator=generator)
+    source, target = np.diag([2.0, 2.0, 2.0, 1.0]), np.diag([0.7, 0.7, 0.7, 1.0])
+    shape = (50, 50, 50)
+    assert _mixed_cells(argmax_labels(scores)).float().mean() < _MIXED_LIMIT
+    expected = argmax_labels(resample_aligned(scores, source, target, shape))
+    labels = resample_labels_aligned(scores, source, target, shape)
+    assert labels is not None and labels.dtype == torch.int32 and labels.max() > 255
+    assert torch.equal(labels, expected)
+
+
+def test_labels_of_speckled_probabilities_take_the_dense_path():
     """Boundaries everywhere (an untrained network's speckle): the dense fallback gives the same labels."""
     probabilities = torch.rand(3, 12, 11, 9, generator=torch.Generator().manual_seed(1)).softmax(0)
     source, target = np.diag([1.5, 1.5, 1.5, 1.0]), GRIDS["axes permuted and flipped"]
