@@ -38,6 +38,13 @@ def predict(
         False, help="2D images: also write <case>_overlay.png with each label's contour on the image."
     ),
     overwrite: bool = typer.Option(False, help="Predict cases whose output already exists (default: skip)."),
+    pipelined: bool = typer.Option(
+        None,
+        "--pipelined/--no-pipelined",
+        help="Preprocess the next case and write the last one on background threads while the model runs "
+        "(more memory: up to three cases in flight). Default: on with CUDA, off on CPU.",
+        show_default=False,
+    ),
     engine: str = typer.Option(
         "torch",
         help="torch|onnx. onnx runs the network in onnxruntime (pip install 'medattn\\[onnx]'), float32; "
@@ -115,6 +122,7 @@ def predict(
             overlay=overlay,
             format=format,
             overwrite=overwrite,
+            pipelined=pipelined,
             overlap=overlap,
             sw_batch_size=sw_batch,
             tta=tta,

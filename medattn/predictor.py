@@ -190,18 +190,11 @@ class Predictor:
         if prompts is not None or self.accepts_prompts:
             return self._predict_prompted(image, prompts, probabilities, attention)
         preprocessed = self.preprocess(image)
-        result = self.sliding_window(preprocessed, attention=attention)
-        probs, attention_map = result if attention else (result, None)
-        labels, on_input = self.to_input_labels(probs, preprocessed, image, keep_probabilities=probabilities)
-        return PredictionOutput(
-            mask=MetaTensor(labels[None], affine=image.affine, meta=_plain_meta(image)),
-            probabilities=on_input,
-            attention=None
-            if attention_map is None
-            else self._to_input_grid(attention_map, preprocessed, image),
-        )
+        stitched = self.sliding_window(preprocessed, attention=attention)
+        return self.finish(stitched, preprocessed, image, probabilities=probabilities)
 
-    # The stages of `predict_case`, public so that benchmarks time exactly what prediction runs.
+    # The stages of `predict_case` (preprocess, sliding_window, finish), public so that benchmarks time
+    # exactly what prediction runs and a batch can run them on different threads (pipelines/predict.py).
 
     def preprocess(self, image: MetaTensor) -> MetaTensor:
         """The package's preprocessing (orientation, spacing, intensity) on a copy of `image`.
@@ -209,7 +202,11 @@ class Predictor:
         Resampling to the plan's spacing is separable on axis-aligned grids (`resample_aligned`): MONAI's
         Spacingd is asked for the output grid only (lazily), and the values are interpolated axis by axis,
         equal to Spacingd's to float rounding at about a third of its time. Oblique grids run Spacingd.
+
+        Raises:
+            ConfigError: the image's spatial dims or channel count do not fit the model.
         """
+        self._check(image)
         # MONAI's intensity transforms write into their input when no resampling copied it first: work on a
         # copy so the caller's image (and the overlay drawn on it) keeps its values.
         data = {"image": image.clone()}
@@ -234,6 +231,25 @@ class Predictor:
             device=self.device,
             stitch_device=self.stitch_device,
             return_attention=attention,
+        )
+
+    def finish(
+        self,
+        stitched: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+        preprocessed: MetaTensor,
+        image: MetaTensor,
+        probabilities: bool = False,
+    ) -> PredictionOutput:
+        """The sliding window's output (probabilities, or with attention the pair) back on `image`'s grid:
+        the mask, and the probabilities if asked for and the attention map if given, on that grid."""
+        probs, attention_map = stitched if isinstance(stitched, tuple) else (stitched, None)
+        labels, on_input = self.to_input_labels(probs, preprocessed, image, keep_probabilities=probabilities)
+        return PredictionOutput(
+            mask=MetaTensor(labels[None], affine=image.affine, meta=_plain_meta(image)),
+            probabilities=on_input,
+            attention=None
+            if attention_map is None
+            else self._to_input_grid(attention_map, preprocessed, image),
         )
 
     def to_input_labels(

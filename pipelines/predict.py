@@ -4,11 +4,18 @@ A finished case is skipped on a re-run unless `overwrite`; a failing case is rec
 on; every file is written atomically and the report is rewritten after each case, so a kill leaves
 finished cases complete and nothing partial. The next case is read on a background thread while the
 current one is inferred.
+
+Pipelined (the default on CUDA): the reader thread also preprocesses the next case, and a writer thread
+takes the model-grid probabilities back to the input grid and writes the mask while the next case's
+windows run, so the GPU waits for neither; the main thread only runs sliding windows. On CPU the network's
+own threads already use every core and the extra threads only contend for them (bench/predict_folder.py:
+no gain on 2 cores), so there the stages run in turn unless asked.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import platform
@@ -55,6 +62,9 @@ class PredictOptions:
     slice_index: int | None = None  # 3D: the slice (last axis) the box/points are on; carried from there
     prior_mask: str | None = None  # a mask file on the input grid, or a folder of <case_id>.* masks
     box_model: str | None = None  # a coarse model package whose components give the boxes
+    # Preprocess on the read-ahead thread and write on another while the next case runs (see the module
+    # docstring); None: when the model runs on CUDA.
+    pipelined: bool | None = None
 
     def __post_init__(self) -> None:
         # The Python API may pass paths and arrays; predict.json keeps them as text and lists.
@@ -186,8 +196,6 @@ def _predict_video(predictor, case: Case, out: Path, options: PredictOptions, on
 def _predict_one(
     predictor, case: Case, image, out: Path, options: PredictOptions, on_frames=None, prompts_for=None
 ) -> CaseResult:
-    from monai.data import MetaTensor
-
     if case.kind == "video":
         if prompts_for is not None:
             raise ConfigError(
@@ -195,24 +203,45 @@ def _predict_one(
             )
         return _predict_video(predictor, case, out, options, on_frames)
     start = time.perf_counter()
-    target = _target(out, case, options)
-    if options.format == "dicom-seg" and not case.dicom:
-        raise ConfigError("--format dicom-seg needs DICOM input (the SEG references the source series)")
+    _check_format(case, options)
     result = predictor.predict_case(
         image,
         probabilities=options.save_probabilities,
         attention=options.save_attention,
         prompts=None if prompts_for is None else prompts_for(case, image),
     )
+    return _write_case(predictor, case, image, result, out, options, start)
+
+
+def _check_format(case: Case, options: PredictOptions) -> None:
+    if options.format == "dicom-seg" and not case.dicom:
+        raise ConfigError("--format dicom-seg needs DICOM input (the SEG references the source series)")
+
+
+def _finish_case(
+    predictor, case: Case, loaded: _Loaded, stitched, out: Path, options: PredictOptions, start: float
+) -> CaseResult:
+    """The writer thread's half of a pipelined case: probabilities onto the input grid, then the files."""
+    result = predictor.finish(stitched, loaded.preprocessed, loaded.image, options.save_probabilities)
+    return _write_case(predictor, case, loaded.image, result, out, options, start)
+
+
+def _write_case(
+    predictor, case: Case, image, result, out: Path, options: PredictOptions, start: float
+) -> CaseResult:
+    """Postprocess a case's mask and write it (with overlay, probabilities, attention), count volumes."""
+    from monai.data import MetaTensor
+
     from medattn.metrics.volume import spacing_from_affine
 
+    if options.overlay and image.ndim != 3:  # before any file: a failed case must leave no mask behind
+        raise ConfigError("--overlay draws contours on 2D images and videos; this image is 3D")
+    target = _target(out, case, options)
     spacing = spacing_from_affine(np.asarray(image.affine), image.ndim - 1)
     labels = _postprocess(np.asarray(result.mask[0]), spacing, options)
     mask = MetaTensor(labels[None], affine=image.affine)
     save_mask(mask, target, reference=_mask_reference(case, image), labels=predictor.config.label_table())
     if options.overlay:
-        if image.ndim != 3:
-            raise ConfigError("--overlay draws contours on 2D images and videos; this image is 3D")
         overlay = out / f"{case.id}_overlay.png"
         save_mask(mask, overlay, reference=image, labels=predictor.config.label_table(), overlay=True)
     if result.probabilities is not None:
@@ -311,35 +340,104 @@ def predict(
                 except MedattnError:
                     pass  # an unreadable earlier output is predicted again
         todo.append(case)
-    with ThreadPoolExecutor(max_workers=1) as reader:
-        pending: Future | None = reader.submit(_load_case, predictor, todo[0]) if todo else None
+    pipelined = settings_obj.pipelined
+    if pipelined is None:
+        pipelined = predictor.device.type == "cuda"
+    # Sliding-window cases only: prompted models and videos run their own loops, in turn.
+    pipelined = pipelined and prompts_for is None and not predictor.accepts_prompts
+    writing: tuple[int, Case, float, Future] | None = None
+
+    def record(result: CaseResult, index: int) -> None:
+        results.append(result)
+        _write_reports(out, results, settings)
+        if on_case is not None:
+            on_case(result, index, len(todo))
+
+    def collect_written() -> None:
+        """Wait for the case on the writer thread and record it (keeps the results in input order)."""
+        nonlocal writing
+        if writing is not None:
+            index, case, start, future = writing
+            writing = None
+            record(_guarded(case, start, future.result), index)
+
+    with ThreadPoolExecutor(max_workers=1) as reader, ThreadPoolExecutor(max_workers=1) as writer:
+        read = functools.partial(_load_case, predictor, preprocess=pipelined)
+        pending: Future | None = reader.submit(read, todo[0]) if todo else None
         for index, case in enumerate(todo):
             future, pending = pending, None
             if index + 1 < len(todo):
-                pending = reader.submit(_load_case, predictor, todo[index + 1])
+                pending = reader.submit(read, todo[index + 1])
             start = time.perf_counter()
-            try:
-                result = _predict_one(
-                    predictor, case, future.result(), out, settings_obj, on_frames, prompts_for
+            loaded = _guarded(case, start, future.result)
+            if isinstance(loaded, _Loaded) and loaded.preprocessed is not None:
+                stitched = _guarded(case, start, _run_windows, predictor, case, loaded, settings_obj)
+                if not isinstance(stitched, CaseResult):
+                    collect_written()
+                    task = writer.submit(
+                        _finish_case, predictor, case, loaded, stitched, out, settings_obj, start
+                    )
+                    writing = (index, case, start, task)
+                    continue
+                result = stitched
+            elif isinstance(loaded, _Loaded):
+                result = _guarded(
+                    case,
+                    start,
+                    _predict_one,
+                    predictor,
+                    case,
+                    loaded.image,
+                    out,
+                    settings_obj,
+                    on_frames,
+                    prompts_for,
                 )
-            except MedattnError as error:
-                result = CaseResult(
-                    case.id, "failed", None, round(time.perf_counter() - start, 3), str(error)
-                )
-            except Exception as error:  # noqa: BLE001 - one case's bug must not stop the batch
-                message = f"internal error: {type(error).__name__}: {error}"
-                result = CaseResult(case.id, "failed", None, round(time.perf_counter() - start, 3), message)
-            results.append(result)
-            _write_reports(out, results, settings)
-            if on_case is not None:
-                on_case(result, index, len(todo))
+            else:
+                result = loaded
+            collect_written()
+            record(result, index)
+        collect_written()
     _write_reports(out, results, settings)
     return results
 
 
-def _load_case(predictor, case: Case):
+@dataclass
+class _Loaded:
+    """A case as the reader thread hands it over: the image (None for a video, which is streamed) and,
+    pipelined, its preprocessed form."""
+
+    image: object
+    preprocessed: object = None
+
+
+def _load_case(predictor, case: Case, preprocess: bool = False) -> _Loaded:
     """Read a case as the model needs it (all channels, spatial dims and channel count checked); videos are
-    not read ahead but streamed while they are segmented."""
+    not read ahead but streamed while they are segmented. With `preprocess`, also the package's
+    preprocessing (pipelined sliding-window cases)."""
     if case.kind == "video":
-        return None
-    return case.load_image(spatial_dims=predictor.input_spatial_dims, channels=predictor.plan.in_channels)
+        return _Loaded(None)
+    image = case.load_image(spatial_dims=predictor.input_spatial_dims, channels=predictor.plan.in_channels)
+    return _Loaded(image, predictor.preprocess(image) if preprocess else None)
+
+
+def _run_windows(predictor, case: Case, loaded: _Loaded, options: PredictOptions):
+    """The main thread's half of a pipelined case: the sliding window, its output brought to the CPU here
+    so the writer thread never touches the GPU."""
+    _check_format(case, options)
+    stitched = predictor.sliding_window(loaded.preprocessed, attention=options.save_attention)
+    if isinstance(stitched, tuple):
+        return tuple(volume.cpu() for volume in stitched)
+    return stitched.cpu()
+
+
+def _guarded(case: Case, start: float, function: Callable, *args):
+    """`function(*args)`, or a failed CaseResult for the case when it raises: one case's error (or bug)
+    must not stop the batch."""
+    try:
+        return function(*args)
+    except MedattnError as error:
+        return CaseResult(case.id, "failed", None, round(time.perf_counter() - start, 3), str(error))
+    except Exception as error:  # noqa: BLE001 - one case's bug must not stop the batch
+        message = f"internal error: {type(error).__name__}: {error}"
+        return CaseResult(case.id, "failed", None, round(time.perf_counter() - start, 3), message)
