@@ -11,6 +11,9 @@ seeded random weights) at overlap 0.5 with 4 windows per batch, float32 on CPU:
 2. medattn: `medattn.pipelines.predict.predict(folder, ...)`, what `medattn predict FOLDER OUT -m PKG` runs
    (discovery, read-ahead of the next case, prediction, masks, volumes.csv and predict.json per case).
 
+With `--pipelined`, a third arm forces the CUDA default on CPU: preprocessing on the reader thread and the
+way back to the input grid plus writing on a writer thread while the next case's windows run.
+
 The arms alternate round by round so machine load hits both alike. Against the sum of the network's
 forward alone on every case's windows, the pipeline's overhead is what a folder costs beyond the model
 (reading overlaps the previous case's prediction, so it is hidden where the model runs long enough).
@@ -60,6 +63,9 @@ def main() -> None:
     parser.add_argument(
         "--train", type=float, metavar="SECONDS", help="train the default AGUNet this long (1.5 mm) instead"
     )
+    parser.add_argument(
+        "--pipelined", action="store_true", help="also time medattn pipelined (the CUDA default) on CPU"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
     args = parser.parse_args()
     import medattn
@@ -85,6 +91,7 @@ def main() -> None:
             package = args.package or random_package(work / "package")
         network, config = load_package(package)
         plain_times, medattn_times, plain_memory, medattn_memory = [], [], [], []
+        pipelined_times, pipelined_memory = [], []
         for round_index in range(args.rounds):
             plain_out = work / f"plain_{round_index}"
             with PeakMemory() as memory:
@@ -101,9 +108,18 @@ def main() -> None:
             failed = [r for r in results if r.status != "done"]
             if failed:
                 raise SystemExit(f"medattn failed on {failed}")
+            if args.pipelined:
+                with PeakMemory() as memory:
+                    start = time.perf_counter()
+                    options = {"overlap": OVERLAP, "sw_batch_size": SW_BATCH, "pipelined": True}
+                    predict(folder, work / f"pipelined_{round_index}", package, device="cpu", **options)
+                    pipelined_times.append(time.perf_counter() - start)
+                pipelined_memory.append(memory.above_start_mb)
             print(
                 f"round {round_index + 1}: plain MONAI {plain_times[-1]:.2f} s, "
-                f"medattn {medattn_times[-1]:.2f} s for {len(paths)} cases"
+                f"medattn {medattn_times[-1]:.2f} s"
+                + (f", pipelined {pipelined_times[-1]:.2f} s" if args.pipelined else "")
+                + f" for {len(paths)} cases"
             )
         predictor = medattn.load_model(package, device="cpu", overlap=OVERLAP, sw_batch_size=SW_BATCH)
         forward = sum(forward_seconds(predictor, path) for path in paths)
@@ -129,6 +145,14 @@ def main() -> None:
             f"{max(plain_memory):.0f} |",
             f"| medattn predict FOLDER | {best_medattn:.2f} | {best_medattn / cases:.2f} | "
             f"{max(medattn_memory):.0f} |",
+            *(
+                [
+                    f"| medattn predict FOLDER, pipelined | {min(pipelined_times):.2f} | "
+                    f"{min(pipelined_times) / cases:.2f} | {max(pipelined_memory):.0f} |"
+                ]
+                if args.pipelined
+                else []
+            ),
             f"| network forward alone on every case's windows | {forward:.2f} | {forward / cases:.2f} | |",
         ]
     )
