@@ -54,6 +54,12 @@ def train(
         "memory", help="memory|disk|none: keep preprocessed cases so epochs re-read nothing."
     ),
     resume: bool = typer.Option(False, help="Continue from RUN/checkpoint_last.pt after an interruption."),
+    compile: bool = typer.Option(
+        False,
+        "--compile",
+        help="Run the training steps through torch.compile: faster steps after a one-off compilation (a "
+        "minute or more); pays on long runs, mostly on CUDA.",
+    ),
 ) -> None:
     """Train a segmentation model; the run folder becomes a model package for `medattn predict`."""
     from medattn.pipelines.train import train as run_training
@@ -112,6 +118,7 @@ def train(
             num_workers=num_workers,
             cache=cache,
             resume=resume,
+            compile=compile,
         )
     best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"
     Console().print(

@@ -54,6 +54,7 @@ class PredictOptions:
     keep_largest: bool = False
     fill_holes: bool = False
     min_lesion_ml: float | None = None
+    compile: bool = False  # torch.compile the network (the first windows wait for it; once per run)
     engine: str = "torch"  # torch | onnx (onnxruntime on an exported network, see medattn.inference.engines)
     overlay: bool = False  # 2D: also <case_id>_overlay.png, each label's contour drawn on the image
     # Prompts for the SAM family (pipelines/prompted.py), in pixels of the input image (x = first axis):
@@ -316,6 +317,7 @@ def predict(
         tta=settings_obj.tta,
         stitch_device=settings_obj.stitch_device,
         engine=settings_obj.engine,
+        compile=settings_obj.compile,
     )
     from medattn.pipelines.prompted import prompt_source
 

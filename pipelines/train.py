@@ -61,6 +61,9 @@ class TrainOptions:
     num_workers: int | None = None  # None: default_workers (augmentation beside the training step)
     cache: str = "memory"  # memory | disk | none
     resume: bool = False
+    # torch.compile the training forward (True: inductor; or a backend's name). Validation and the package
+    # use the plain network.
+    compile: bool | str = False
 
 
 @dataclass
@@ -75,6 +78,16 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
     trainable_parameters: int = 0
     frozen_parameters: int = 0  # e.g. a SAM encoder kept fixed while adapters train
+
+
+def _compiled(network, compile: bool | str):
+    """`network` for the training steps: through torch.compile when asked (the Trainer saves and validates
+    the module inside). Batches keep one shape (drop_last, fixed patches), so it compiles once."""
+    if not compile:
+        return network
+    import torch
+
+    return torch.compile(network, backend="inductor" if compile is True else compile, dynamic=False)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -301,7 +314,7 @@ def train(
     optimizer = create_optimizer(network.parameters(), settings.optimizer, lr=settings.lr)
     scheduler = create_scheduler(optimizer, settings.schedule, total_steps=steps * settings.epochs)
     trainer = Trainer(
-        network,
+        _compiled(network, settings.compile),
         loss,
         optimizer,
         scheduler,

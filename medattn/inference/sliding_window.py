@@ -117,8 +117,10 @@ class _WindowPredictor:
         with_attention: bool,
         progress: ProgressCallback | None,
         total_windows: int,
+        fixed_batch: int | None = None,
     ):
         self.network = network
+        self.fixed_batch = fixed_batch
         spatial_flips = itertools.chain.from_iterable(
             itertools.combinations(mirror_axes, r) for r in range(1, len(mirror_axes) + 1)
         )
@@ -132,24 +134,31 @@ class _WindowPredictor:
         self.done_windows = 0
 
     def __call__(self, window: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        windows = window.shape[0]
+        if self.fixed_batch is not None and windows < self.fixed_batch:
+            # A compiled network sees one batch shape only: the last, short batch is padded with empty
+            # windows instead of compiling the network a second time (a minute on CPU).
+            window = torch.cat([window, window.new_zeros((self.fixed_batch - windows, *window.shape[1:]))])
         if self.channels_last:
-            fmt = torch.channels_last_3d if window.ndim == 5 else torch.channels_last
-            window = window.contiguous(memory_format=fmt)
+            window = window.contiguous(memory_format=_memory_format(window))
         logits, attention = self._forward(window)
+        if window.shape[0] != windows:
+            logits = logits[:windows]
+            attention = None if attention is None else attention[:windows]
         # An inference tensor (AMP) is copied to float32 outside inference mode (the cast the bf16/fp16 logits
         # need anyway; also when autocast already gave float32); a no_grad output is used as it is.
         logits = logits.to(torch.float32, copy=True) if logits.is_inference() else logits.float()
         for dims in self.flips:
             flipped_logits, flipped_attention = self._forward(torch.flip(window, dims))
-            logits += torch.flip(flipped_logits, dims)
+            logits += torch.flip(flipped_logits[:windows], dims)
             if attention is not None:
-                attention = attention + torch.flip(flipped_attention, dims)
+                attention = attention + torch.flip(flipped_attention[:windows], dims)
         if self.flips:
             logits /= len(self.flips) + 1
             if attention is not None:
                 attention = attention / (len(self.flips) + 1)
         if self.progress is not None:
-            self.done_windows += window.shape[0]
+            self.done_windows += windows
             self.progress(min(self.done_windows, self.total_windows), self.total_windows)
         return (logits, attention) if self.with_attention else logits
 
@@ -200,6 +209,7 @@ def sliding_window_predict(
     channels_last: bool | None = None,
     return_attention: bool = False,
     progress: bool | ProgressCallback = False,
+    pad_last_batch: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Softmax probabilities of `network` over a whole image, from gaussian-blended overlapping windows.
 
@@ -232,6 +242,8 @@ def sliding_window_predict(
             (1, *spatial) volume; raises ConfigError when the network has none.
         progress: True for MONAI's tqdm bar over window batches, or a callable(done_windows, total_windows)
             called after each batch (for a rich progress bar).
+        pad_last_batch: run every batch at `sw_batch_size` windows, the last one padded with empty
+            windows: a `torch.compile`d network then sees one input shape and compiles once.
 
     Returns:
         probabilities (out_channels, *spatial) float32 on `stitch_device`, summing to 1 over channels
@@ -283,6 +295,7 @@ def sliding_window_predict(
         return_attention,
         callback,
         count_windows(batch.shape[2:], patch_size, overlap),
+        fixed_batch=sw_batch_size if pad_last_batch else None,
     )
     was_training = network.training
     network.eval()
@@ -325,6 +338,10 @@ def _softmax_(logits: torch.Tensor, slab_values: int = _SOFTMAX_SLAB_VALUES) -> 
     for start in range(0, logits.shape[1], rows):
         logits[:, start : start + rows] = torch.softmax(logits[:, start : start + rows], dim=0)
     return logits
+
+
+def _memory_format(tensor: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last_3d if tensor.ndim == 5 else torch.channels_last
 
 
 def in_channels_last(network: nn.Module, spatial_dims: int) -> bool:

@@ -81,3 +81,8 @@ def test_unknown_engine_and_missing_onnxruntime_are_clear_errors(package, monkey
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     with pytest.raises(MissingDependencyError, match=r"pip install 'medattn\[onnx\]'"):
         medattn.load_model(package, engine="onnx")
+
+
+def test_compile_with_the_onnx_engine_is_a_config_error(package):
+    with pytest.raises(ConfigError, match="--compile is for the torch engine"):
+        medattn.load_model(package, engine="onnx", device="cpu", compile=True)

@@ -12,6 +12,7 @@ from tiny_package import make_package  # tests/ is on sys.path (conftest)
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import medattn
+from medattn.inference import count_windows
 
 GRIDS = {
     **ALIGNED_GRIDS,
@@ -65,3 +66,35 @@ def test_network_property_is_the_unfused_network_and_changes_reach_prediction(pr
     after = predictor.predict(image)
     assert not torch.equal(before, after)
     assert torch.all(after == 1)  # the inference copy was rebuilt from the new weights
+
+
+def test_compiled_windows_compile_once_and_give_the_same_masks(tmp_path):
+    """`compile` with a backend that records the batch size each graph is compiled for and runs it as it
+    is: images whose last window batch is short still compile for one batch shape only (a recompilation
+    costs about a minute with inductor on CPU), and the masks equal the eager ones."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    compiled_batches = []
+
+    def recording_backend(graph_module, example_inputs):
+        compiled_batches.append(example_inputs[0].shape[0])
+        return graph_module.forward
+
+    package = make_package(tmp_path)
+    compiled = medattn.load_model(package, device="cpu", compile=recording_backend, sw_batch_size=5)
+    eager = medattn.load_model(package, device="cpu", sw_batch_size=5)
+    for shape in [(34, 30, 18), (23, 26, 21)]:
+        image = _ct_like(np.diag([1.2, 1.2, 2.5, 1.0]), shape)
+        assert count_windows(compiled.preprocess(image).shape[1:], compiled.plan.patch_size, 0.5) % 5
+        assert torch.equal(compiled.predict(image), eager.predict(image))
+    assert compiled_batches and set(compiled_batches) == {5}
+
+
+@pytest.mark.slow
+def test_inductor_compiled_windows_give_the_eager_mask(tmp_path):
+    """The real `--compile` (torch's inductor backend, C++ code generation on CPU; about a minute)."""
+    package = make_package(tmp_path)
+    image = _ct_like(np.diag([1.2, 1.2, 2.5, 1.0]))
+    compiled = medattn.load_model(package, device="cpu", compile=True).predict(image)
+    assert torch.equal(compiled, medattn.load_model(package, device="cpu").predict(image))

@@ -317,3 +317,34 @@ def test_a_network_is_given_back_in_the_memory_format_it_came_in():
     sliding_window_predict(network, torch.randn(1, 12, 12, 12), (8, 8, 8))
     weights = [p for p in network.parameters() if p.ndim == 5]
     assert all(p.is_contiguous(memory_format=torch.channels_last_3d) for p in weights)
+
+
+class _BatchRecorder(nn.Module):
+    """Wraps a network and records the batch size of every call."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+        self.batches: list[int] = []
+
+    def forward(self, x):
+        self.batches.append(x.shape[0])
+        return self.network(x)
+
+    def attention_maps(self):
+        return self.network.attention_maps()
+
+
+def test_padded_last_batch_changes_no_value_and_keeps_one_batch_shape():
+    """For a compiled network: every call gets sw_batch_size windows, the probabilities stay the same."""
+    image = torch.randn(1, 15, 12, 9)
+    options = {"sw_batch_size": 5, "mirror_axes": (0,), "return_attention": True}
+    assert count_windows((15, 12, 9), (8, 8, 8), 0.5) % 5  # the last batch is short
+    runs = {}
+    for pad in (False, True):
+        torch.manual_seed(0)
+        recorder = _BatchRecorder(_GatedNet().eval())
+        runs[pad] = sliding_window_predict(recorder, image, (8, 8, 8), pad_last_batch=pad, **options)
+        assert (set(recorder.batches) == {5}) == pad
+    for padded, unpadded in zip(runs[True], runs[False], strict=True):
+        torch.testing.assert_close(padded, unpadded)

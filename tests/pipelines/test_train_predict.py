@@ -198,6 +198,26 @@ def test_load_model_predict_returns_mask_on_input_grid(package, dataset):
     assert set(np.unique(mask.numpy())) <= {0, 1}
 
 
+def test_compiled_training_saves_the_plain_network_and_learns_the_same_weights(dataset, tmp_path):
+    """`compile` (here torch.compile's "eager" backend: Dynamo traces the steps, nothing is generated) saves
+    a package of the bare network, with the weights of the same run uncompiled."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    options = {**{k: v for k, v in TINY.items() if k != "model"}, "epochs": 1, "model": TINY["model"]}
+    plain = medattn.train(dataset, out=tmp_path / "plain", **options)
+    counters.clear()
+    compiled = medattn.train(dataset, out=tmp_path / "compiled", compile="eager", **options)
+    assert counters["stats"]["unique_graphs"] >= 1  # the steps did run through Dynamo
+    weights = torch.load(compiled.package / "model.pt", weights_only=True)
+    reference = torch.load(plain.package / "model.pt", weights_only=True)
+    assert weights.keys() == reference.keys() and not any("_orig_mod" in key for key in weights)
+    for key, value in reference.items():
+        torch.testing.assert_close(weights[key], value, msg=key)
+    assert json.loads((compiled.run / "train_options.json").read_text())["compile"] == "eager"
+
+
 class _Killed(Exception):
     """Stands in for a kill right after an epoch's checkpoint was written."""
 
