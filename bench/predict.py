@@ -158,6 +158,10 @@ def forward_seconds(predictor, path: Path) -> float:
     windows = [image[(slice(None), *s)] for s in dense_patch_slices(size, patch, interval)]
     windows = [w for w in windows if tuple(w.shape[1:]) == tuple(patch)]
     batches = [torch.stack(windows[i : i + SW_BATCH]) for i in range(0, len(windows), SW_BATCH)]
+    if predictor.compile and len(batches[-1]) < SW_BATCH:  # padded as the sliding window pads it
+        batches[-1] = torch.cat(
+            [batches[-1], batches[-1].new_zeros((SW_BATCH - len(batches[-1]), *patch))[:, None]]
+        )
     network = predictor._inference_network()  # what the sliding window runs (batch norms folded)
     start = time.perf_counter()
     with torch.inference_mode():
@@ -185,6 +189,11 @@ def main() -> None:
         "a trained network's smooth label maps, where the label-boundary shortcut back to the input grid "
         "applies (random weights give speckle, boundaries everywhere)",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="medattn with --compile (torch.compile, inductor); the compilation is timed apart, before",
+    )
     parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
     args = parser.parse_args()
     import medattn
@@ -206,7 +215,14 @@ def main() -> None:
         package = args.package or (
             run.package if args.train else random_package(work / "package", args.stem_stride)
         )
-        predictor = medattn.load_model(package, device="cpu", overlap=OVERLAP, sw_batch_size=SW_BATCH)
+        predictor = medattn.load_model(
+            package, device="cpu", overlap=OVERLAP, sw_batch_size=SW_BATCH, compile=args.compile
+        )
+        compile_seconds = None
+        if args.compile:
+            start = time.perf_counter()
+            predictor.predict(path)  # compiles on the first window batch
+            compile_seconds = time.perf_counter() - start
         network, config = load_package(package)
         shape = tuple(nib.load(path).shape)
         plain_times, medattn_times, all_stages, plain_memory, medattn_memory = [], [], [], [], []
@@ -270,7 +286,14 @@ def main() -> None:
             f"Case: sample brain MRI resampled to {args.spacing} mm ({shape} voxels); package: "
             f"{args.package or package_name}"
             "; "
-            f"overlap {OVERLAP}, {SW_BATCH} windows per batch, float32 on CPU.\n\n"
+            f"overlap {OVERLAP}, {SW_BATCH} windows per batch, float32 on CPU"
+            + (
+                f"; medattn with --compile (first prediction, compilation included: {compile_seconds:.0f} s; "
+                "not in the table)"
+                if args.compile
+                else ""
+            )
+            + ".\n\n"
             f"Machine: {machine()}.\n\n{table}\n\n{summary}\n"
         )
         append_section(section)
