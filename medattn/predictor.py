@@ -24,6 +24,7 @@ from medattn.errors import ConfigError
 from medattn.inference.postprocess import argmax_labels
 from medattn.inference.resample import resample_aligned, resample_labels_aligned
 from medattn.package import PackageConfig, load_package
+from medattn.transforms.normalize import zscore_channels_, zscore_parameters
 from medattn.transforms.presets import preprocessing
 
 
@@ -212,6 +213,8 @@ class Predictor:
         Resampling to the plan's spacing is separable on axis-aligned grids (`resample_aligned`): MONAI's
         Spacingd is asked for the output grid only (lazily), and the values are interpolated axis by axis,
         equal to Spacingd's to float rounding at about a third of its time. Oblique grids run Spacingd.
+        The z-score normalisation runs in place (`zscore_channels_`, equal to NormalizeIntensityd's, at a
+        tenth of its time).
 
         Raises:
             ConfigError: the image's spatial dims or channel count do not fit the model.
@@ -221,9 +224,17 @@ class Predictor:
         # copy so the caller's image (and the overlay drawn on it) keeps its values.
         data = {"image": image.clone()}
         for transform in self._preprocess.transforms:
+            current = data["image"]
             lazy_twin = self._lazy_spacing.get(id(transform))
-            resampled = None if lazy_twin is None else _separable_spacing(data["image"], lazy_twin)
-            data = transform(data) if resampled is None else {"image": resampled}
+            resampled = None if lazy_twin is None else _separable_spacing(current, lazy_twin)
+            nonzero = zscore_parameters(transform)
+            if resampled is not None:
+                data = {"image": resampled}
+            elif nonzero is not None and current.dtype == torch.float32:
+                # Our own copy (cloned or resampled above): normalised in place, metadata kept.
+                zscore_channels_(current.as_tensor(), nonzero)
+            else:
+                data = transform(data)
         return data["image"]
 
     def sliding_window(self, preprocessed: MetaTensor, attention: bool = False):

@@ -3,6 +3,8 @@ give what MONAI's Spacingd / Invertd + argmax and the unfused network give."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -42,6 +44,20 @@ def test_preprocessing_equals_the_monai_chain(predictor, name):
     np.testing.assert_allclose(np.asarray(result.affine), np.asarray(expected.affine), atol=1e-6)
     torch.testing.assert_close(result.as_tensor(), expected.as_tensor(), atol=1e-4, rtol=1e-4)
     assert torch.equal(image, _ct_like(GRIDS[name]))  # the caller's image is not normalised in place
+
+
+@pytest.mark.parametrize("name", list(GRIDS))
+def test_mr_preprocessing_equals_the_monai_chain(predictor, name):
+    """The MR preset's z-score over nonzero voxels (in place, `zscore_channels_`) as MONAI's chain has it."""
+    plan = dataclasses.replace(predictor.plan, preset="mr", clip_range=None)
+    mr = medattn.predictor.Predictor(predictor.network, dataclasses.replace(predictor.config, plan=plan))
+    image = _ct_like(GRIDS[name])
+    image[:, :3] = 0  # background
+    expected = mr._preprocess({"image": image.clone()})["image"]
+    result = mr.preprocess(image)
+    np.testing.assert_allclose(np.asarray(result.affine), np.asarray(expected.affine), atol=1e-6)
+    torch.testing.assert_close(result.as_tensor(), expected.as_tensor(), atol=1e-4, rtol=1e-4)
+    assert result.as_tensor().abs().max() < 10  # normalised, not raw intensities
 
 
 @pytest.mark.parametrize("name", list(GRIDS))
