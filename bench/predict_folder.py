@@ -33,7 +33,16 @@ import nibabel as nib
 import numpy as np
 import torch
 from inference import PeakMemory  # bench/inference.py
-from predict import OVERLAP, SAMPLE, SW_BATCH, forward_seconds, plain_monai, random_package, smallest_dice
+from predict import (
+    OVERLAP,
+    SAMPLE,
+    SW_BATCH,
+    forward_seconds,
+    plain_monai,
+    random_package,
+    smallest_dice,
+    trained_package,
+)
 from report import append_section, machine
 
 from medattn.io import load_image
@@ -77,16 +86,7 @@ def main() -> None:
         folder.mkdir()
         paths = [finer_int16_case(source, folder, args.spacing) for source in SAMPLES]
         if args.train:
-            package = medattn.train(
-                SAMPLE.parents[1],
-                model="agunet",
-                out=work / "trained",
-                device="cpu",
-                epochs=10_000,
-                max_time=args.train,
-                spacing=[1.5, 1.5, 1.5],
-                val_fraction=0.25,
-            ).package
+            package = trained_package(work / "trained", args.train)
         else:
             package = args.package or random_package(work / "package")
         network, config = load_package(package)
