@@ -11,6 +11,7 @@ grids use MONAI's. The returned mask has the input's affine and shape exactly.
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,9 @@ class Predictor:
         self.tta = tta
         self.stitch_device = torch.device(stitch_device) if stitch_device else self.device
         self._preprocess = Compose(preprocessing(config.plan, keys=("image",), load=False))
+        # MONAI's transforms keep call state on the object (an inverse turns tracing off while it runs):
+        # one thread at a time uses them, so a pipelined batch can preprocess and invert on two threads.
+        self._transforms_lock = threading.Lock()
         # Lazy copies of the (bilinear, border-padded) Spacingd steps: they compute the output grid only.
         self._lazy_spacing = {
             id(t): _lazy_copy(t) for t in self._preprocess.transforms if _separable_spacing_applies(t)
@@ -220,6 +224,10 @@ class Predictor:
             ConfigError: the image's spatial dims or channel count do not fit the model.
         """
         self._check(image)
+        with self._transforms_lock:
+            return self._run_preprocessing(image)
+
+    def _run_preprocessing(self, image: MetaTensor) -> MetaTensor:
         # MONAI's intensity transforms write into their input when no resampling copied it first: work on a
         # copy so the caller's image (and the overlay drawn on it) keeps its values.
         data = {"image": image.clone()}
@@ -358,7 +366,8 @@ class Predictor:
         tracked = MetaTensor(volume, affine=preprocessed.affine, meta=meta)
         tracked.applied_operations = list(preprocessed.applied_operations)
         inverter = Invertd("pred", transform=self._preprocess, orig_keys="image", nearest_interp=False)
-        inverted = inverter({"pred": tracked, "image": preprocessed})["pred"]
+        with self._transforms_lock:
+            inverted = inverter({"pred": tracked, "image": preprocessed})["pred"]
         if tuple(inverted.shape[1:]) != tuple(original.shape[1:]):
             raise ConfigError(
                 f"internal: inverted shape {tuple(inverted.shape[1:])} != input {tuple(original.shape[1:])}"
