@@ -176,12 +176,11 @@ def forward_seconds(predictor, path: Path) -> float:
     windows = [w for w in windows if tuple(w.shape[1:]) == tuple(patch)]
     batches = [torch.stack(windows[i : i + SW_BATCH]) for i in range(0, len(windows), SW_BATCH)]
     if predictor.compile and len(batches[-1]) < SW_BATCH:  # padded as the sliding window pads it
-        batches[-1] = torch.cat(
-            [batches[-1], batches[-1].new_zeros((SW_BATCH - len(batches[-1]), *patch))[:, None]]
-        )
+        last = batches[-1]
+        batches[-1] = torch.cat([last, last.new_zeros((SW_BATCH - len(last), *last.shape[1:]))])
     network = predictor._inference_network()  # what the sliding window runs (batch norms folded)
     start = time.perf_counter()
-    with torch.inference_mode():
+    with torch.no_grad():  # as the sliding window runs float32 windows (a compiled network: the same graph)
         for batch in batches:
             network(batch.to(memory_format=torch.channels_last_3d))
     return time.perf_counter() - start

@@ -112,9 +112,15 @@ def main() -> None:
                 with PeakMemory() as memory:
                     start = time.perf_counter()
                     options = {"overlap": OVERLAP, "sw_batch_size": SW_BATCH, "pipelined": True}
-                    predict(folder, work / f"pipelined_{round_index}", package, device="cpu", **options)
+                    pipelined_results = predict(
+                        folder, work / f"pipelined_{round_index}", package, device="cpu", **options
+                    )
                     pipelined_times.append(time.perf_counter() - start)
                 pipelined_memory.append(memory.above_start_mb)
+                failed = [r for r in pipelined_results if r.status != "done"]
+                if failed:
+                    raise SystemExit(f"medattn pipelined failed on {failed}")
+                results += pipelined_results  # its masks are compared with plain MONAI's too
             print(
                 f"round {round_index + 1}: plain MONAI {plain_times[-1]:.2f} s, "
                 f"medattn {medattn_times[-1]:.2f} s"
@@ -124,14 +130,13 @@ def main() -> None:
         predictor = medattn.load_model(package, device="cpu", overlap=OVERLAP, sw_batch_size=SW_BATCH)
         forward = sum(forward_seconds(predictor, path) for path in paths)
         labels = [value for value in config.plan.labels if value]
-        masks = {result.case: result.output for result in results}
         agreement = min(
             smallest_dice(
-                np.asarray(nib.load(masks[path.name.removesuffix("_0000.nii.gz")]).dataobj),
-                plain_masks[path.name],
+                np.asarray(nib.load(result.output).dataobj),
+                plain_masks[f"{result.case}_0000.nii.gz"],
                 labels,
             )
-            for path in paths
+            for result in results
         )
         shapes = [tuple(nib.load(path).shape) for path in paths]
     cases = len(paths)

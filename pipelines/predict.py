@@ -347,6 +347,7 @@ def predict(
         pipelined = predictor.device.type == "cuda"
     # Sliding-window cases only: prompted models and videos run their own loops, in turn.
     pipelined = pipelined and prompts_for is None and not predictor.accepts_prompts
+    settings["options"]["pipelined"] = pipelined  # what ran, in predict.json
     writing: tuple[int, Case, float, Future] | None = None
 
     def record(result: CaseResult, index: int) -> None:
@@ -380,6 +381,7 @@ def predict(
                         _finish_case, predictor, case, loaded, stitched, out, settings_obj, start
                     )
                     writing = (index, case, start, task)
+                    stitched = loaded = None  # the writer holds them now; freed as soon as it is done
                     continue
                 result = stitched
             elif isinstance(loaded, _Loaded):
