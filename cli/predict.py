@@ -97,6 +97,8 @@ def predict(
     from medattn.pipelines.predict import predict as run_prediction
 
     console = Console(stderr=True)
+    if compile:
+        console.print("--compile: the first window batch waits for torch.compile (about a minute, once)")
     failures = []
     with Progress(
         TextColumn("{task.description}"),

@@ -104,6 +104,11 @@ class Predictor:
         if isinstance(self._network, torch.nn.Module):
             self._network.to(memory_format=memory_format)
         self._fused: torch.nn.Module | None = None
+        if compile and self.accepts_prompts:
+            raise ConfigError(
+                f"--compile compiles sliding-window networks; {config.model} (SAM family) segments whole "
+                "images and runs uncompiled: leave --compile out"
+            )
         self.config = config
         self.overlap = overlap
         self.sw_batch_size = sw_batch_size

@@ -347,3 +347,8 @@ def test_train_sam_adapter_from_a_local_checkpoint_with_box_prompts_then_predict
                  "--format", "png", "--device", "cpu"])  # fmt: skip
     assert code == 0
     assert np.asarray(Image.open(tmp_path / "out" / "f0.png")).shape == (32, 32)
+
+
+def test_compile_of_a_prompted_model_is_a_clear_error(package):
+    with pytest.raises(ConfigError, match="--compile compiles sliding-window networks"):
+        medattn.load_model(package, device="cpu", compile=True)
