@@ -257,11 +257,13 @@ def save_probability_volume(volume, path: Path) -> Path:
     """A float volume (C, *spatial) on the input grid as NIfTI, channels last, for overlays in Slicer."""
     import nibabel as nib
 
+    from medattn.io.fast_gzip import save_nifti
+
     array = np.moveaxis(np.asarray(volume, dtype=np.float32), 0, -1)
     if array.shape[-1] == 1:
         array = array[..., 0]
     with atomic_path(path) as tmp:
-        nib.save(nib.Nifti1Image(array, np.asarray(volume.affine, dtype=np.float64)), tmp)
+        save_nifti(nib.Nifti1Image(array, np.asarray(volume.affine, dtype=np.float64)), tmp)
     return path
 
 

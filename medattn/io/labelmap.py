@@ -11,6 +11,7 @@ import SimpleITK as sitk
 from medattn.errors import WriteError
 from medattn.io.atomic import atomic_path
 from medattn.io.dicom_geometry import LPS_TO_RAS
+from medattn.io.fast_gzip import save_nifti
 
 # NIfTI xform code 1 = scanner-based anatomical coordinates: what dcm2niix and nnU-Net write.
 NIFTI_XFORM_SCANNER = 1
@@ -33,7 +34,7 @@ def write_nifti(labels: np.ndarray, affine_ras: np.ndarray, path: Path) -> None:
     image.header.set_xyzt_units(xyz="mm")
     image.header.set_intent("label")  # NIFTI_INTENT_LABEL: viewers show it as a label map
     with atomic_path(path) as tmp:
-        nib.save(image, tmp)
+        save_nifti(image, tmp)
 
 
 def itk_geometry(affine_ras: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:

@@ -169,11 +169,11 @@ def _nifti_variants():
 @pytest.mark.parametrize("name", list(_nifti_variants()))
 def test_gzipped_nifti_read_through_isal_equals_nibabel(tmp_path, name):
     """.nii.gz goes through ISA-L's gzip (faster than zlib): the same voxels (scaled) and affine."""
-    from medattn.io.volume import _read_gzipped_fast
+    from medattn.io.fast_gzip import read_gzipped_nifti
 
     path = tmp_path / "scan.nii.gz"
     nib.save(_nifti_variants()[name], path)
-    fast = _read_gzipped_fast(path)
+    fast = read_gzipped_nifti(path)
     assert fast is not None  # the fast path read it, nothing fell back
     reference = nib.load(path)
     np.testing.assert_array_equal(fast[1], np.asanyarray(reference.dataobj))
