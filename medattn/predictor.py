@@ -24,6 +24,8 @@ from monai.transforms import Compose, Invertd, Spacingd
 from medattn.errors import ConfigError
 from medattn.inference.postprocess import argmax_labels
 from medattn.inference.resample import resample_aligned, resample_labels_aligned
+from medattn.inference.sliding_window import channels_last_format
+from medattn.models.base import compiled
 from medattn.package import PackageConfig, load_package
 from medattn.transforms.normalize import zscore_channels_, zscore_parameters
 from medattn.transforms.presets import preprocessing
@@ -100,9 +102,8 @@ class Predictor:
         self._network = network.to(self.device).eval()
         # Channels-last once here: the sliding window runs in it (faster convolutions on CPU and CUDA) and
         # then converts nothing per call.
-        memory_format = torch.channels_last_3d if config.plan.spatial_dims == 3 else torch.channels_last
         if isinstance(self._network, torch.nn.Module):
-            self._network.to(memory_format=memory_format)
+            self._network.to(memory_format=channels_last_format(config.plan.spatial_dims))
         self._fused: torch.nn.Module | None = None
         if compile and self.accepts_prompts:
             raise ConfigError(
@@ -142,9 +143,7 @@ class Predictor:
             from medattn.inference.fuse import fuse_for_inference
 
             self._fused = fuse_for_inference(self._network)
-            if self.compile:
-                backend = "inductor" if self.compile is True else self.compile
-                self._fused = torch.compile(self._fused, backend=backend, dynamic=False)
+            self._fused = compiled(self._fused, self.compile)
         return self._fused
 
     @property
@@ -206,10 +205,10 @@ class Predictor:
         """
         if not isinstance(image, MetaTensor):
             image = self.load(image)
-        self._check(image)
         if prompts is not None or self.accepts_prompts:
+            self._check(image)
             return self._predict_prompted(image, prompts, probabilities, attention)
-        preprocessed = self.preprocess(image)
+        preprocessed = self.preprocess(image)  # checks the image
         stitched = self.sliding_window(preprocessed, attention=attention)
         return self.finish(stitched, preprocessed, image, probabilities=probabilities)
 

@@ -80,16 +80,6 @@ class RunResult:
     frozen_parameters: int = 0  # e.g. a SAM encoder kept fixed while adapters train
 
 
-def _compiled(network, compile: bool | str):
-    """`network` for the training steps: through torch.compile when asked (the Trainer saves and validates
-    the module inside). Batches keep one shape (drop_last, fixed patches), so it compiles once."""
-    if not compile:
-        return network
-    import torch
-
-    return torch.compile(network, backend="inductor" if compile is True else compile, dynamic=False)
-
-
 def _write_json(path: Path, data: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, default=str))
@@ -232,6 +222,7 @@ def train(
 
     from medattn.losses import DeepSupervisionLoss, create_loss
     from medattn.models import create, describe
+    from medattn.models.base import compiled
     from medattn.pipelines.validation import lesion_labels, make_validate_fn
     from medattn.predictor import resolve_amp, resolve_device
     from medattn.training import (
@@ -314,7 +305,9 @@ def train(
     optimizer = create_optimizer(network.parameters(), settings.optimizer, lr=settings.lr)
     scheduler = create_scheduler(optimizer, settings.schedule, total_steps=steps * settings.epochs)
     trainer = Trainer(
-        _compiled(network, settings.compile),
+        # The Trainer saves and validates the module inside; batches keep one shape (drop_last, fixed
+        # patches), so the steps compile once.
+        compiled(network, settings.compile),
         loss,
         optimizer,
         scheduler,

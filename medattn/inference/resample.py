@@ -79,21 +79,13 @@ def resample_aligned(
     axes = aligned_axis_map(source_affine, target_affine)
     if axes is None or volume.ndim != 4:
         return None
-    volume = _interpolate_axes(volume, axes, target_shape)
-    return volume.permute(0, *(axis + 1 for axis in _source_order(axes))).contiguous()
-
-
-def _interpolate_axes(
-    volume: torch.Tensor, axes: list[tuple[int, float, float]], target_shape: Sequence[int], skip: int = -1
-) -> torch.Tensor:
-    """Interpolate along each source axis in turn (but the one of target axis `skip`), placing the result
-    at that target axis's size; the axes stay in source order."""
+    # Interpolate along each source axis in turn (placing the result at that target axis's size), then
+    # permute the source axes into target order.
     for target_axis, (source_axis, scale, offset) in enumerate(axes):
-        if target_axis != skip:
-            volume = _interpolate_axis(
-                volume, source_axis + 1, _positions(scale, offset, target_shape[target_axis])
-            )
-    return volume
+        volume = _interpolate_axis(
+            volume, source_axis + 1, _positions(scale, offset, target_shape[target_axis])
+        )
+    return volume.permute(0, *(axis + 1 for axis in _source_order(axes))).contiguous()
 
 
 def _source_order(axes: list[tuple[int, float, float]]) -> list[int]:
@@ -166,7 +158,7 @@ def resample_labels_aligned(
     # The label of each target voxel's lower corner and whether its cell mixes labels, gathered together:
     # packed into one signed integer whose sign bit marks a mixed cell.
     mixed_cells = _mixed_cells(source_labels)
-    if mixed_cells.float().mean() > _MIXED_LIMIT:
+    if int(mixed_cells.sum()) > _MIXED_LIMIT * mixed_cells.numel():
         # Boundaries everywhere (an untrained network's speckle): the dense resampling is cheaper.
         return argmax_labels(resample_aligned(probabilities, source_affine, target_affine, target_shape))
     packed_dtype, sign_bit = (torch.int16, 15) if source_labels.dtype == torch.uint8 else (torch.int64, 63)

@@ -140,7 +140,7 @@ class _WindowPredictor:
             # windows instead of compiling the network a second time (a minute on CPU).
             window = torch.cat([window, window.new_zeros((self.fixed_batch - windows, *window.shape[1:]))])
         if self.channels_last:
-            window = window.contiguous(memory_format=_memory_format(window))
+            window = window.contiguous(memory_format=channels_last_format(window.ndim - 2))
         logits, attention = self._forward(window)
         if window.shape[0] != windows:
             logits = logits[:windows]
@@ -283,7 +283,7 @@ def sliding_window_predict(
         network.to(device)
     converted = channels_last and not in_channels_last(network, spatial_dims)
     if converted:
-        network.to(memory_format=torch.channels_last_3d if spatial_dims == 3 else torch.channels_last)
+        network.to(memory_format=channels_last_format(spatial_dims))
 
     callback = progress if callable(progress) else None
     predictor = _WindowPredictor(
@@ -340,13 +340,14 @@ def _softmax_(logits: torch.Tensor, slab_values: int = _SOFTMAX_SLAB_VALUES) -> 
     return logits
 
 
-def _memory_format(tensor: torch.Tensor) -> torch.memory_format:
-    return torch.channels_last_3d if tensor.ndim == 5 else torch.channels_last
+def channels_last_format(spatial_dims: int) -> torch.memory_format:
+    """The channels-last memory format of a (B, C, *spatial) tensor with `spatial_dims` axes (2 or 3)."""
+    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
 
 
 def in_channels_last(network: nn.Module, spatial_dims: int) -> bool:
     """Whether every convolution weight of `network` is already stored channels-last(-3d)."""
-    memory_format = torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+    memory_format = channels_last_format(spatial_dims)
     weights = [p for p in network.parameters() if p.ndim == spatial_dims + 2]
     return all(p.is_contiguous(memory_format=memory_format) for p in weights)
 

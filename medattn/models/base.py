@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -14,6 +15,15 @@ from medattn.errors import ConfigError, GeometryError
 
 # Name of the attribute where attention modules leave the last forward's map (detached, shape (B, 1, *grid)).
 ATTENTION_ATTRIBUTE = "last_attention_map"
+
+
+def compiled(network: nn.Module, compile: bool | str | Callable) -> nn.Module:
+    """`network` through ``torch.compile`` when `compile` asks for it (True: the inductor backend; or a
+    backend, by name or as a callable), else `network` itself. One input shape only (``dynamic=False``):
+    callers keep their batches the same shape, so it compiles once."""
+    if not compile:
+        return network
+    return torch.compile(network, backend="inductor" if compile is True else compile, dynamic=False)
 
 
 def record_attention(module: nn.Module, coefficients: torch.Tensor) -> None:
