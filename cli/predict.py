@@ -25,7 +25,9 @@ def predict(
     device: str = typer.Option("auto", help="auto|cpu|cuda[:N]."),
     amp: str = typer.Option("auto", help="bf16|fp16|off; auto = bf16 on CUDA where supported, off on CPU."),
     stitch_device: str = typer.Option(
-        None, help="Where stitched logits live, e.g. cpu for a big CT on a small GPU."
+        "auto",
+        help="auto|cpu|cuda[:N]: where the stitched logits live. auto: on the GPU while they fit in half "
+        "its free memory, else on the CPU (a big CT with many classes on a small GPU).",
     ),
     save_probabilities: bool = typer.Option(False, help="Also write <case>_probabilities.nii.gz."),
     save_attention: bool = typer.Option(

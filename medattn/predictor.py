@@ -24,7 +24,7 @@ from monai.transforms import Compose, Invertd, Spacingd
 from medattn.errors import ConfigError
 from medattn.inference.postprocess import argmax_labels
 from medattn.inference.resample import resample_aligned, resample_labels_aligned
-from medattn.inference.sliding_window import channels_last_format
+from medattn.inference.sliding_window import channels_last_format, choose_stitch_device
 from medattn.models.base import compiled
 from medattn.package import PackageConfig, load_package
 from medattn.transforms.normalize import zscore_channels_, zscore_parameters
@@ -76,7 +76,9 @@ class Predictor:
         overlap: sliding-window overlap (0-1).
         sw_batch_size: windows per forward pass.
         tta: mirror test-time augmentation over every spatial axis (2^dims passes).
-        stitch_device: where the stitched logits live ('cpu' lets a large CT fit a small GPU).
+        stitch_device: where the stitched logits live: 'auto' (default) keeps them on the GPU while they
+            fit in half its available memory and stitches on the CPU otherwise (`choose_stitch_device`,
+            decided per image); 'cpu' always lets a large CT fit a small GPU.
         compile: run the windows through ``torch.compile`` (True: its default inductor backend; or a
             backend, by name or as a callable). The first windows wait for the compilation (about a
             minute for AGUNet on CPU); every batch is then padded to `sw_batch_size` windows so it
@@ -114,7 +116,7 @@ class Predictor:
         self.overlap = overlap
         self.sw_batch_size = sw_batch_size
         self.tta = tta
-        self.stitch_device = torch.device(stitch_device) if stitch_device else self.device
+        self.stitch_device = _resolve_stitch_device(stitch_device)
         self._preprocess = Compose(preprocessing(config.plan, keys=("image",), load=False))
         # MONAI's transforms keep call state on the object (an inverse turns tracing off while it runs):
         # one thread at a time uses them, so a pipelined batch can preprocess and invert on two threads.
@@ -249,6 +251,15 @@ class Predictor:
                 data = transform(data)
         return data["image"]
 
+    def stitch_device_for(self, preprocessed: MetaTensor, attention: bool = False) -> torch.device:
+        """Where `sliding_window` stitches this image: the chosen stitch device, or with 'auto' the GPU
+        while the stitched volumes fit in half its available memory, else the CPU."""
+        if self.stitch_device is not None:
+            return self.stitch_device
+        return choose_stitch_device(
+            self.device, preprocessed.shape[1:], self.plan.num_classes, self.plan.in_channels, attention
+        )
+
     def sliding_window(self, preprocessed: MetaTensor, attention: bool = False):
         """Class probabilities (C, *model grid) of a preprocessed image; with `attention`, also the map."""
         from medattn.inference import sliding_window_predict
@@ -262,7 +273,7 @@ class Predictor:
             mirror_axes=tuple(range(self.plan.spatial_dims)) if self.tta else None,
             amp_dtype=self.amp_dtype,
             device=self.device,
-            stitch_device=self.stitch_device,
+            stitch_device=self.stitch_device_for(preprocessed, attention),
             return_attention=attention,
             pad_last_batch=bool(self.compile),
         )
@@ -377,6 +388,16 @@ class Predictor:
                 f"internal: inverted shape {tuple(inverted.shape[1:])} != input {tuple(original.shape[1:])}"
             )
         return MetaTensor(inverted.as_tensor(), affine=original.affine)
+
+
+def _resolve_stitch_device(stitch_device: str | torch.device | None) -> torch.device | None:
+    """A fixed stitch device, or None for 'auto' (chosen per image by `choose_stitch_device`)."""
+    if stitch_device is None or str(stitch_device) == "auto":
+        return None
+    try:
+        return torch.device(stitch_device)
+    except RuntimeError as error:
+        raise ConfigError(f"unknown stitch device {stitch_device!r}; use auto, cpu or cuda[:N]") from error
 
 
 def _separable_spacing_applies(transform) -> bool:

@@ -48,7 +48,7 @@ class PredictOptions:
     tta: bool = False
     device: str = "auto"
     amp: str = "auto"
-    stitch_device: str | None = None
+    stitch_device: str | None = "auto"  # auto: the GPU while the stitched logits fit, else the CPU
     save_probabilities: bool = False
     save_attention: bool = False
     keep_largest: bool = False

@@ -7,6 +7,7 @@ from medattn.inference.postprocess import (
     remove_small_components,
 )
 from medattn.inference.sliding_window import (
+    choose_stitch_device,
     count_windows,
     importance_map,
     sliding_window_predict,
@@ -15,6 +16,7 @@ from medattn.inference.sliding_window import (
 
 __all__ = [
     "argmax_labels",
+    "choose_stitch_device",
     "count_windows",
     "fill_holes",
     "importance_map",

@@ -50,6 +50,9 @@ SIGMA_SCALE = 0.125
 BLEND_MODES = ("gaussian", "constant")
 # Floats per softmax slab (16 MB): the stitched logits are normalised slab by slab, never copied whole.
 _SOFTMAX_SLAB_VALUES = 1 << 22
+#: Share of a GPU's available memory the stitched volumes may take before `choose_stitch_device` moves the
+#: stitching to the host: the rest is for the network's activations on a window batch.
+STITCH_MEMORY_SHARE = 0.5
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -84,6 +87,44 @@ def count_windows(image_size: Sequence[int], patch_size: Sequence[int], overlap:
         step = patch if image == patch else max(int(patch * (1 - overlap)), 1)
         total *= math.ceil((image - patch) / step) + 1 if image > patch else 1
     return total
+
+
+def gpu_available_bytes(device: torch.device | str) -> int:
+    """Bytes a new allocation on CUDA `device` can take: the driver's free memory plus what torch's caching
+    allocator holds reserved but unused (it hands that out first)."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+
+
+def choose_stitch_device(
+    device: torch.device | str,
+    spatial_shape: Sequence[int],
+    out_channels: int,
+    in_channels: int = 1,
+    return_attention: bool = False,
+    available_bytes: int | None = None,
+) -> torch.device:
+    """Where to stitch an image: on the GPU the windows run on while the stitched volumes fit, else the CPU.
+
+    The stitched logits grow with the image and the classes (`stitched_bytes`: 1.9 GB for a 512 x 512 x 300
+    CT with 4 classes, 40 GB with 105), the window batch does not. They stay on the GPU (no copy of every
+    window's logits back to the host) when they take at most `STITCH_MEMORY_SHARE` of its available memory,
+    leaving the rest to the network's activations; otherwise the GPU holds only the network and one window
+    batch, and the logits are stitched in host memory (nnU-Net v2 makes the same choice, by catching the
+    out-of-memory error instead of predicting it). Any other device stitches where it computes.
+
+    Args:
+        device: where the windows run.
+        spatial_shape, out_channels, in_channels, return_attention: as for `stitched_bytes`.
+        available_bytes: the GPU memory free for the stitch; default: `gpu_available_bytes(device)`.
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return device
+    if available_bytes is None:
+        available_bytes = gpu_available_bytes(device)
+    needed = stitched_bytes(spatial_shape, out_channels, in_channels, return_attention)
+    return device if needed <= STITCH_MEMORY_SHARE * available_bytes else torch.device("cpu")
 
 
 def stitched_bytes(

@@ -114,3 +114,26 @@ def test_inductor_compiled_windows_give_the_eager_mask(tmp_path):
     image = _ct_like(np.diag([1.2, 1.2, 2.5, 1.0]))
     compiled = medattn.load_model(package, device="cpu", compile=True).predict(image)
     assert torch.equal(compiled, medattn.load_model(package, device="cpu").predict(image))
+
+
+def test_auto_stitch_device_is_chosen_per_image_from_the_gpu_memory(tmp_path, monkeypatch):
+    """`stitch_device='auto'` (the default) asks, per image, whether its stitched volumes fit half the GPU's
+    available memory; a fixed choice is kept; a misspelt one is a clear error."""
+    import medattn.inference.sliding_window as sliding_window
+    from medattn.errors import ConfigError
+    from medattn.inference import stitched_bytes
+
+    package = make_package(tmp_path / "package")
+    predictor = medattn.load_model(package, device="cpu")
+    image = MetaTensor(torch.zeros(1, 40, 30, 20))
+    assert predictor.stitch_device is None and predictor.stitch_device_for(image) == torch.device("cpu")
+    predictor.device = torch.device("cuda")  # as on a GPU machine: only the memory query is faked
+    needed = stitched_bytes((40, 30, 20), predictor.plan.num_classes, predictor.plan.in_channels)
+    monkeypatch.setattr(sliding_window, "gpu_available_bytes", lambda device: 2 * needed)
+    assert predictor.stitch_device_for(image) == torch.device("cuda")
+    assert predictor.stitch_device_for(image, attention=True) == torch.device("cpu")  # 2 more volumes
+    pinned = medattn.load_model(package, device="cpu", stitch_device="cpu")
+    pinned.device = torch.device("cuda")
+    assert pinned.stitch_device_for(image) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="stitch device"):
+        medattn.load_model(package, device="cpu", stitch_device="gpu0")

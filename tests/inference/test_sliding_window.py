@@ -13,7 +13,13 @@ from monai.networks.nets import UNet
 from torch import nn
 
 from medattn.errors import ConfigError, GeometryError
-from medattn.inference import count_windows, importance_map, sliding_window_predict
+from medattn.inference import (
+    choose_stitch_device,
+    count_windows,
+    importance_map,
+    sliding_window_predict,
+    stitched_bytes,
+)
 from medattn.inference.sliding_window import _softmax_
 
 
@@ -278,6 +284,20 @@ def test_bad_options_are_named(kwargs, error):
     options = {"patch_size": (8, 8, 8), **kwargs}
     with pytest.raises(error):
         sliding_window_predict(_unet(3), torch.randn(1, 1, 10, 10, 10), **options)
+
+
+def test_stitching_stays_on_the_gpu_only_while_it_fits_half_its_free_memory():
+    """A 512 x 512 x 300 CT with 4 classes (1.9 GB stitched) stays on a GPU with 8 GB free; with 105 classes
+    (TotalSegmentator's, 33 GB) the logits are stitched on the host and the GPU holds one window batch."""
+    ct, gib = (512, 512, 300), 2**30
+    cuda = torch.device("cuda", 1)
+    assert choose_stitch_device("cuda:1", ct, 4, available_bytes=8 * gib) == cuda
+    assert choose_stitch_device("cuda:1", ct, 105, available_bytes=8 * gib) == torch.device("cpu")
+    assert choose_stitch_device("cuda:1", ct, 105, available_bytes=80 * gib) == cuda
+    needed = stitched_bytes(ct, 4, in_channels=2, return_attention=True)
+    assert choose_stitch_device(cuda, ct, 4, 2, True, available_bytes=2 * needed) == cuda
+    assert choose_stitch_device(cuda, ct, 4, 2, True, available_bytes=2 * needed - 2) == torch.device("cpu")
+    assert choose_stitch_device("cpu", ct, 105, available_bytes=0) == torch.device("cpu")
 
 
 @pytest.mark.gpu
