@@ -24,7 +24,7 @@ from monai.transforms import Compose, Invertd, Spacingd
 from medattn.errors import ConfigError
 from medattn.inference.postprocess import argmax_labels
 from medattn.inference.resample import resample_aligned, resample_labels_aligned
-from medattn.inference.sliding_window import channels_last_format, choose_stitch_device
+from medattn.inference.sliding_window import channels_last_format, choose_stitch_device, to_host
 from medattn.models.base import compiled
 from medattn.package import PackageConfig, load_package
 from medattn.transforms.normalize import zscore_channels_, zscore_parameters
@@ -311,7 +311,7 @@ class Predictor:
         """
         if not keep_probabilities and self.plan.spatial_dims == 3:
             labels = resample_labels_aligned(
-                probs.to("cpu", torch.float32),
+                to_host(probs),
                 np.asarray(preprocessed.affine),
                 np.asarray(image.affine),
                 image.shape[1:],
@@ -367,7 +367,7 @@ class Predictor:
         self, volume: torch.Tensor, preprocessed: MetaTensor, original: MetaTensor
     ) -> MetaTensor:
         """Undo orientation and resampling (MONAI Invertd, bilinear on probabilities) onto the input grid."""
-        volume = volume.to("cpu", torch.float32)
+        volume = to_host(volume)
         if self.plan.spatial_dims == 2:
             return MetaTensor(volume, affine=original.affine)
         # Reorientation and new spacing keep the grids axis-aligned: separable trilinear resampling gives

@@ -429,12 +429,14 @@ def _load_case(predictor, case: Case, preprocess: bool = False) -> _Loaded:
 
 def _run_windows(predictor, case: Case, loaded: _Loaded, options: PredictOptions):
     """The main thread's half of a pipelined case: the sliding window, its output brought to the CPU here
-    so the writer thread never touches the GPU."""
+    (through pinned memory from a GPU) so the writer thread never touches the GPU."""
+    from medattn.inference.sliding_window import to_host
+
     _check_format(case, options)
     stitched = predictor.sliding_window(loaded.preprocessed, attention=options.save_attention)
     if isinstance(stitched, tuple):
-        return tuple(volume.cpu() for volume in stitched)
-    return stitched.cpu()
+        return tuple(to_host(volume) for volume in stitched)
+    return to_host(stitched)
 
 
 def _guarded(case: Case, start: float, function: Callable, *args):

@@ -381,6 +381,21 @@ def _softmax_(logits: torch.Tensor, slab_values: int = _SOFTMAX_SLAB_VALUES) -> 
     return logits
 
 
+def to_host(volume: torch.Tensor) -> torch.Tensor:
+    """`volume` in host memory, as float32; from a GPU through a pinned (page-locked) buffer.
+
+    A plain ``.cpu()`` copies into pageable memory, which the driver stages through a pinned bounce buffer
+    at a fraction of the bus speed; a non-blocking copy gets a pinned destination from torch's caching
+    host allocator and runs as one DMA transfer. The stream is synchronised before returning, so the
+    values are there for any thread to read. Host tensors come back as they are (no copy when float32).
+    """
+    if volume.device.type != "cuda":
+        return volume.float()
+    host = volume.to("cpu", torch.float32, non_blocking=True)
+    torch.cuda.current_stream(volume.device).synchronize()
+    return host
+
+
 def channels_last_format(spatial_dims: int) -> torch.memory_format:
     """The channels-last memory format of a (B, C, *spatial) tensor with `spatial_dims` axes (2 or 3)."""
     return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last

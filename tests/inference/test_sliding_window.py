@@ -20,7 +20,7 @@ from medattn.inference import (
     sliding_window_predict,
     stitched_bytes,
 )
-from medattn.inference.sliding_window import _softmax_
+from medattn.inference.sliding_window import _softmax_, to_host
 
 
 @pytest.fixture(autouse=True)
@@ -368,3 +368,18 @@ def test_padded_last_batch_changes_no_value_and_keeps_one_batch_shape():
         assert (set(recorder.batches) == {5}) == pad
     for padded, unpadded in zip(runs[True], runs[False], strict=True):
         torch.testing.assert_close(padded, unpadded)
+
+
+def test_to_host_keeps_a_float32_host_tensor_and_casts_others():
+    volume = torch.randn(3, 4, 5)
+    assert to_host(volume) is volume
+    assert to_host(volume.half()).dtype == torch.float32
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_to_host_from_the_gpu_is_pinned_and_complete():
+    volume = torch.randn(4, 64, 64, 64, device="cuda")
+    host = to_host(volume * 2)  # the product is still being computed when the copy is queued
+    assert host.device.type == "cpu" and host.is_pinned()
+    torch.testing.assert_close(host, (volume * 2).cpu(), rtol=0, atol=0)
