@@ -53,3 +53,8 @@ class MissingDependencyError(MedattnError, ImportError):
 
 class ExportError(MedattnError, RuntimeError):
     """A network cannot be exported to a deployment format (an operator or shape the format cannot hold)."""
+
+
+class InputWarning(UserWarning):
+    """Something odd in an input that medattn worked around and the user should know of (non-finite voxels
+    replaced, a duplicate DICOM file ignored); the CLI prints each as one line naming the file."""

@@ -6,6 +6,8 @@ folder (or a file without a suffix) is DICOM.
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import numpy as np
 from monai.data import MetaTensor
 from numpy.typing import DTypeLike
 
-from medattn.errors import GeometryError, InputNotFoundError, UnreadableImageError
+from medattn.errors import GeometryError, InputNotFoundError, InputWarning, UnreadableImageError
 from medattn.io.atomic import full_suffix
 
 IMAGE2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -105,7 +107,35 @@ def load_image(
         )
     if dtype is not None and image.dtype != np.dtype(dtype):
         image = image.to(dtype=_torch_dtype(dtype))
+    _replace_nonfinite_(image, source)
     return image
+
+
+def _replace_nonfinite_(image: MetaTensor, source: Path) -> None:
+    """NaN and infinite voxels (outside the field of view of a resampled scan, as in nibabel's own test
+    data, or a broken export) replaced in place, per channel: NaN and -inf by the smallest finite value,
+    +inf by the largest; with an InputWarning naming the file and `meta["nonfinite_voxels"]` the count.
+
+    Left in, one NaN makes the z-score NaN everywhere and the mask silently empty. The check is one
+    float64 sum (finite exactly when every voxel is), so clean scans pay one pass.
+    """
+    import torch
+
+    if not image.is_floating_point() or math.isfinite(float(image.sum(dtype=torch.float64))):
+        return
+    values = image.as_tensor()
+    bad = int((~torch.isfinite(values)).sum())
+    for channel in values:
+        finite = channel[torch.isfinite(channel)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.numel() else (0.0, 0.0)
+        torch.nan_to_num_(channel, nan=low, posinf=high, neginf=low)
+    image.meta["nonfinite_voxels"] = bad
+    warnings.warn(
+        f"{source}: {bad} NaN or infinite voxel(s) replaced by the image's smallest (NaN, -inf) and largest "
+        "(+inf) finite value",
+        InputWarning,
+        stacklevel=3,
+    )
 
 
 def _torch_dtype(dtype: DTypeLike):

@@ -182,3 +182,28 @@ def test_gzipped_nifti_read_through_isal_equals_nibabel(tmp_path, name):
     image = load_image(path, dtype=None)
     expected = np.moveaxis(np.asanyarray(reference.dataobj).reshape(*reference.shape[:3], -1), -1, 0)
     np.testing.assert_array_equal(image.numpy(), expected)
+
+
+def test_nan_and_infinite_voxels_are_replaced_with_a_warning_naming_the_file(tmp_path):
+    """A resampled scan's NaN outside its field of view must not turn the whole z-score (and mask) into NaN."""
+    import warnings
+
+    from medattn.errors import InputWarning
+
+    data = np.arange(60, dtype=np.float32).reshape(3, 4, 5) - 10
+    data[0, 0, :2] = np.nan
+    data[1, 1, 1] = np.inf
+    data[2, 2, 2] = -np.inf
+    path = tmp_path / "resampled.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    with pytest.warns(InputWarning, match=r"resampled\.nii\.gz: 4 NaN or infinite"):
+        image = load_image(path)
+    values = image[0].numpy()
+    assert np.isfinite(values).all() and image.meta["nonfinite_voxels"] == 4
+    assert values[0, 0, 0] == values[2, 2, 2] == -8 and values[1, 1, 1] == 49  # finite min / max
+    np.testing.assert_array_equal(values[0, 1], data[0, 1])  # finite voxels untouched
+    clean = tmp_path / "clean.nii.gz"
+    nib.save(nib.Nifti1Image(np.nan_to_num(data, nan=0, posinf=0, neginf=0), np.eye(4)), clean)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert "nonfinite_voxels" not in load_image(clean).meta
