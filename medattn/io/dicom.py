@@ -8,6 +8,7 @@ means dense as in MONOCHROME2, palette colour expanded to RGB, YBR converted to 
 
 from __future__ import annotations
 
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,13 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_rescale
 
-from medattn.errors import InputNotFoundError, NoCasesFoundError, UnreadableImageError, UnsupportedDicomError
+from medattn.errors import (
+    InputNotFoundError,
+    InputWarning,
+    NoCasesFoundError,
+    UnreadableImageError,
+    UnsupportedDicomError,
+)
 from medattn.io.dicom_geometry import SlicePlane, affine_2d, affine_ras, stack_geometry
 
 # Objects that carry no image of their own (our own SEG outputs among them): never read as scans.
@@ -368,15 +375,35 @@ def _read_dicom_object(path: Path) -> MetaTensor:
     if frames == 1:
         pixels = pixels[None]
     values = _rescaled(_monochrome1_inverted(pixels, ds), ds)
+    if "DoseGridScaling" in ds:  # RT dose: stored integers times the scaling are Gy
+        values *= float(ds.DoseGridScaling)
     plane = plane_of(ds, path)
     if plane is not None and frames == 1:
         affine = affine_ras(plane, spacing_fallback(ds) or 1.0)
         return MetaTensor(_channel_first(values, samples), affine=affine, meta=_meta(ds, path, affine, 3))
+    offsets = ds.get("GridFrameOffsetVector")
+    if plane is not None and offsets is not None and len(offsets) == frames:
+        # RT dose (and other multi-frame grids): frame k lies offsets[k] - offsets[0] mm along the normal
+        # from the first frame's ImagePositionPatient (relative and absolute offset vectors alike).
+        steps = np.asarray(offsets, dtype=float) - float(offsets[0])
+        planes = [
+            SlicePlane(plane.position + step * plane.normal, plane.orientation, plane.pixel_spacing)
+            for step in steps
+        ]
+        order, affine = stack_geometry(planes, path)
+        array = _channel_first(values[order], samples)
+        return MetaTensor(array, affine=affine, meta=_meta(ds, path, affine, 3))
     spacing = _pixel_spacing_2d(ds)
     if frames > 1 and str(ds.get("Modality", "")) in VOLUME_MODALITIES:
         affine = affine_2d(spacing)
         affine[2, 2] = spacing_fallback(ds) or 1.0
         meta = _meta(ds, path, affine, 3, geometry="unknown: no plane position in the file")
+        warnings.warn(
+            f"{path}: multi-frame {ds.get('Modality')} without plane positions: read on an identity grid "
+            "(orientation and origin unknown), so masks will not overlay the scan in other software",
+            InputWarning,
+            stacklevel=4,
+        )
         return MetaTensor(_channel_first(values, samples), affine=affine, meta=meta)
     affine = affine_2d(spacing)
     array = _channel_first(values, samples)

@@ -174,3 +174,21 @@ def test_folder_without_dicom_is_a_clear_error(tmp_path):
     (tmp_path / "notes.txt").write_text("hello")
     with pytest.raises(NoCasesFoundError, match="no DICOM image files"):
         load_image(tmp_path)
+
+
+def test_rt_dose_grid_is_placed_by_its_frame_offsets_as_simpleitk_places_it():
+    """pydicom's rtdose.dcm: 15 frames 5 mm apart (GridFrameOffsetVector) from ImagePositionPatient, values
+    in Gy after DoseGridScaling; before, it was read on an identity grid 762 mm away."""
+    import pydicom
+
+    path = get_testdata_file("rtdose.dcm")
+    image = load_image(path)
+    reference = sitk.ReadImage(path)
+    assert image.shape[1:] == reference.GetSize()
+    for index in [(0, 0, 0), (1, 2, 3), (9, 9, 14)]:
+        x, y, z = reference.TransformIndexToPhysicalPoint(index)
+        np.testing.assert_allclose((np.asarray(image.affine) @ [*index, 1])[:3], (-x, -y, z), atol=1e-4)
+    scaling = float(pydicom.dcmread(path, stop_before_pixels=True).DoseGridScaling)
+    np.testing.assert_allclose(
+        image[0].numpy(), sitk.GetArrayFromImage(reference).transpose(2, 1, 0) * scaling, rtol=1e-6
+    )
