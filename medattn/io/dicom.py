@@ -339,6 +339,9 @@ def _read_classic_series(files: Sequence[Path], source: Path) -> MetaTensor:
     the size of the result. The result is a transposed view of that buffer (no copy).
     """
     headers = [_dcmread(f, pixels=False) for f in files]
+    files, headers = _without_duplicates(list(files), headers, source)
+    if len(files) == 1:  # copies of one image: read as the single file it is
+        return _read_dicom_object(files[0])
     planes = []
     for ds, path in zip(headers, files, strict=True):
         plane = plane_of(ds, path)
@@ -359,6 +362,32 @@ def _read_classic_series(files: Sequence[Path], source: Path) -> MetaTensor:
     first = headers[order[0]]
     array = np.transpose(buffer, (3, 2, 1, 0))  # (C, i = column, j = row, k = slice), a view
     return MetaTensor(array, affine=affine, meta=_meta(first, source, affine, 3))
+
+
+def _without_duplicates(
+    files: list[Path], headers: list[Dataset], source: Path
+) -> tuple[list[Path], list[Dataset]]:
+    """The files of a series minus copies of an instance already seen (the same SOPInstanceUID: a file
+    copied twice into the folder, or one image saved in several transfer syntaxes); warns naming them."""
+    seen: dict[str, Path] = {}
+    kept_files, kept_headers, copies = [], [], []
+    for path, header in zip(files, headers, strict=True):
+        uid = str(header.get("SOPInstanceUID", "")) or None
+        if uid is not None and uid in seen:
+            copies.append(f"{path.name} (= {seen[uid].name})")
+            continue
+        if uid is not None:
+            seen[uid] = path
+        kept_files.append(path)
+        kept_headers.append(header)
+    if copies:
+        warnings.warn(
+            f"{source}: {len(copies)} file(s) repeat an image already in the series (same SOPInstanceUID) "
+            f"and are left out: {', '.join(copies[:3])}{', ...' if len(copies) > 3 else ''}",
+            InputWarning,
+            stacklevel=4,
+        )
+    return kept_files, kept_headers
 
 
 def _read_dicom_object(path: Path) -> MetaTensor:

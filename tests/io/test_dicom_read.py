@@ -192,3 +192,19 @@ def test_rt_dose_grid_is_placed_by_its_frame_offsets_as_simpleitk_places_it():
     np.testing.assert_allclose(
         image[0].numpy(), sitk.GetArrayFromImage(reference).transpose(2, 1, 0) * scaling, rtol=1e-6
     )
+
+
+def test_a_file_copied_twice_into_a_series_is_left_out_with_a_warning(tmp_path):
+    import shutil
+
+    from medattn.errors import InputWarning
+
+    series = tmp_path / "series"
+    write_series(series, _volume())
+    expected = load_image(series)
+    first = sorted(series.iterdir())[3]
+    shutil.copy(first, series / "copy_of_slice.dcm")
+    with pytest.warns(InputWarning, match=r"1 file\(s\) repeat an image .*copy_of_slice\.dcm"):
+        image = load_image(series)
+    np.testing.assert_array_equal(image.numpy(), expected.numpy())
+    np.testing.assert_allclose(np.asarray(image.affine), np.asarray(expected.affine))
