@@ -9,7 +9,9 @@ else goes through SimpleITK, whose LPS geometry is converted to RAS. A fourth ax
 from __future__ import annotations
 
 import gzip
+import warnings
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -17,7 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 from monai.data import MetaTensor
 
-from medattn.errors import UnreadableImageError
+from medattn.errors import InputWarning, UnreadableImageError
 from medattn.io.atomic import full_suffix
 from medattn.io.dicom_geometry import LPS_TO_RAS
 from medattn.io.fast_gzip import read_gzipped_nifti
@@ -70,7 +72,74 @@ def read_nifti(path: str | Path) -> MetaTensor:
     if not array.dtype.isnative:  # big-endian files: torch accepts native byte order only
         array = array.astype(array.dtype.newbyteorder("="))
     affine = np.asarray(image.affine, dtype=np.float64)
-    return MetaTensor(np.ascontiguousarray(array), affine=affine, meta=_meta(path, affine, 3))
+    meta = _meta(path, affine, 3)
+    forms = ambiguous_forms(image.header, affine, path)
+    if forms is not None:
+        meta["nifti_forms"] = forms
+    return MetaTensor(np.ascontiguousarray(array), affine=affine, meta=meta)
+
+
+@dataclass(frozen=True)
+class NiftiForms:
+    """The geometry of a NIfTI file whose readers disagree on it, as the file holds it.
+
+    A header with a qform and an sform that differ, or with neither coded, places the scan differently in
+    nibabel (sform first, else the qform, else a centred guess from the voxel size) and in ITK / 3D Slicer
+    (qform first; the raw voxel size at the origin when neither is coded). medattn reads nibabel's
+    placement; the mask writers use these to put a mask wherever each reader puts the scan: NIfTI masks
+    copy both forms and their codes, NRRD / MHA / .seg.nrrd masks (read by ITK) take ITK's placement.
+    """
+
+    qform: np.ndarray
+    qform_code: int
+    sform: np.ndarray
+    sform_code: int
+    nibabel_affine: np.ndarray  # voxel -> RAS, as nibabel (and medattn) read the file
+    itk_affine: np.ndarray  # voxel -> RAS, as ITK reads the file
+
+
+def ambiguous_forms(header, affine: np.ndarray, path: Path) -> NiftiForms | None:
+    """`NiftiForms` of a header whose readers disagree (both forms coded and different, or neither coded),
+    with an InputWarning naming the file; None for an ordinary header."""
+    qform_code, sform_code = int(header["qform_code"]), int(header["sform_code"])
+    qform, sform = header.get_qform(), header.get_sform()
+    both_coded, neither_coded = qform_code > 0 and sform_code > 0, qform_code == sform_code == 0
+    if not (neither_coded or (both_coded and not np.allclose(qform, sform, atol=1e-3))):
+        return None
+    try:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()  # the header only
+    except RuntimeError:
+        return None  # ITK cannot read it at all: nothing to agree with
+    itk_affine = _itk_header_affine_ras(reader)
+    if itk_affine is None or np.allclose(itk_affine, affine, atol=1e-3):
+        return None
+    if neither_coded:
+        problem = "has neither a qform nor an sform (both codes 0): its orientation is unknown"
+    else:
+        shift = float(np.linalg.norm(qform[:3, 3] - sform[:3, 3]))
+        problem = f"has a qform and an sform that disagree (origins {shift:.1f} mm apart)"
+    warnings.warn(
+        f"{path}: the header {problem}, and nibabel-based tools (and medattn) place the scan differently "
+        "from ITK and 3D Slicer; masks are written so that each reader places them where it places the scan",
+        InputWarning,
+        stacklevel=4,
+    )
+    return NiftiForms(qform, qform_code, sform, sform_code, np.asarray(affine, dtype=np.float64), itk_affine)
+
+
+def _itk_header_affine_ras(reader: sitk.ImageFileReader) -> np.ndarray | None:
+    """The voxel -> RAS affine of the first three axes of an image ITK has read the header of."""
+    if reader.GetDimension() < 3:
+        return None
+    dims = reader.GetDimension()
+    direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(dims, dims)[:3, :3]
+    flip = LPS_TO_RAS[:3, :3]
+    affine = np.eye(4)
+    affine[:3, :3] = flip @ direction @ np.diag(reader.GetSpacing()[:3])
+    affine[:3, 3] = flip @ np.asarray(reader.GetOrigin()[:3], dtype=np.float64)
+    return affine
 
 
 def _read_with_nibabel(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:

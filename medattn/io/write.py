@@ -93,19 +93,22 @@ def save_mask(
         affine = own_affine if own_affine is not None else np.eye(4)
     labels_array = as_label_array(array, path)
     table = label_table(labels, present_values(labels_array), path)
+    # A NIfTI reference whose readers disagree on its placement (medattn.io.volume.NiftiForms).
+    forms = image.meta.get("nifti_forms") if image is not None else None
 
     if suffix in (".nii.gz", ".nii"):
         from medattn.io.labelmap import write_nifti
 
-        write_nifti(labels_array, affine, path)
+        write_nifti(labels_array, affine, path, forms)
     elif suffix in (".nrrd", ".mha"):
-        from medattn.io.labelmap import write_itk
+        from medattn.io.labelmap import itk_affine, write_itk
 
-        write_itk(labels_array, affine, path)
+        write_itk(labels_array, itk_affine(affine, forms), path)
     elif suffix == ".seg.nrrd":
+        from medattn.io.labelmap import itk_affine
         from medattn.io.seg_nrrd import write_seg_nrrd
 
-        write_seg_nrrd(labels_array, affine, table, path)
+        write_seg_nrrd(labels_array, itk_affine(affine, forms), table, path)
     elif overlay:
         from medattn.io.png import write_overlay_png
 

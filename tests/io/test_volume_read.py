@@ -185,7 +185,7 @@ def test_gzipped_nifti_read_through_isal_equals_nibabel(tmp_path, name):
 
 
 def test_nan_and_infinite_voxels_are_replaced_with_a_warning_naming_the_file(tmp_path):
-    """A resampled scan's NaN outside its field of view must not turn the whole z-score (and mask) into NaN."""
+    """NaN outside a resampled scan's field of view must not turn the z-score (and mask) into NaN."""
     import warnings
 
     from medattn.errors import InputWarning

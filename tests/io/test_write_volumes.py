@@ -6,12 +6,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 from dicom_factory import rotation
 from monai.data import MetaTensor
 from monai.transforms import Orientation, Spacing
 
 from medattn.errors import GeometryError, WriteError
-from medattn.io import save_mask
+from medattn.io import load_image, save_mask
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 SHAPE = (9, 7, 5)
@@ -183,3 +184,34 @@ def test_float_and_tensor_labels_are_accepted(tmp_path):
         reference=_reference(AFFINES["ras"]),
     )
     np.testing.assert_array_equal(np.asarray(nib.load(out).dataobj), mask)
+
+
+def _placement(image: sitk.Image) -> np.ndarray:
+    return np.array([*image.GetOrigin(), *image.GetSpacing(), *image.GetDirection()])
+
+
+@pytest.mark.parametrize("codes", [(1, 2), (0, 0)], ids=["qform and sform differ", "neither coded"])
+@pytest.mark.parametrize("suffix", [".nii.gz", ".seg.nrrd", ".mha"])
+def test_a_mask_lands_where_each_reader_puts_an_ambiguous_nifti(tmp_path, codes, suffix):
+    """nibabel reads the sform (or a centred guess), ITK the qform (or the bare voxel size): the mask must
+    overlay the scan in both, so it carries the input's forms (NIfTI) or ITK's placement (NRRD, MHA)."""
+    from medattn.errors import InputWarning
+
+    qform_code, sform_code = codes
+    qform = np.diag([2.0, 2.0, 2.0, 1.0])
+    qform[:3, 3] = (-59.0, -147.0, -59.0)
+    sform = qform.copy()
+    sform[:3, 3] = (-89.0, -127.0, -69.0)
+    scan = nib.Nifti1Image(np.random.default_rng(0).random((9, 8, 7)).astype(np.float32), None)
+    scan.set_qform(qform, code=qform_code)
+    scan.set_sform(sform, code=sform_code)
+    source = tmp_path / "scan.nii.gz"
+    nib.save(scan, source)
+    with pytest.warns(InputWarning, match="scan.nii.gz: the header has"):
+        image = load_image(source)
+    out = save_mask((image[0] > 0.5).to(torch.uint8), tmp_path / f"mask{suffix}", reference=image)
+    np.testing.assert_allclose(
+        _placement(sitk.ReadImage(str(out))), _placement(sitk.ReadImage(str(source))), atol=1e-5
+    )
+    if suffix == ".nii.gz":
+        np.testing.assert_allclose(nib.load(out).affine, nib.load(source).affine)
