@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from medattn import __version__
-from medattn.errors import ConfigError, MedattnError
+from medattn.errors import ConfigError, GeometryError, MedattnError
 from medattn.io import discover, save_mask
 from medattn.io.atomic import atomic_path
 from medattn.io.discovery import Case
@@ -197,7 +197,7 @@ def _predict_video(predictor, case: Case, out: Path, options: PredictOptions, on
 def _predict_one(
     predictor, case: Case, image, out: Path, options: PredictOptions, on_frames=None, prompts_for=None
 ) -> CaseResult:
-    if case.kind == "video":
+    if case.kind == "video" or image is None:  # a video file, or another clip of 2D frames
         if prompts_for is not None:
             raise ConfigError(
                 "prompts (--box, --point, --prior-mask, --box-model) are for images and volumes, not videos"
@@ -328,12 +328,16 @@ def predict(
     settings = _settings(Path(model), predictor, settings_obj, Path(inputs))
     results: list[CaseResult] = []
     todo = []
+    from medattn.pipelines.predict_video import video_done, video_outputs
+
     for case in cases:
         target = _target(out, case, settings_obj)
+        if case.kind != "video" and not settings_obj.overwrite and video_done(out, case.id):
+            # A clip that is not a video file (ultrasound cine, multi-page TIFF) left video outputs.
+            results.append(CaseResult(case.id, "skipped", str(video_outputs(out, case.id)["masks"])))
+            continue
         if target.exists() and not settings_obj.overwrite:
             if case.kind == "video":
-                from medattn.pipelines.predict_video import video_done
-
                 if video_done(out, case.id):  # else a partial earlier output: predicted again
                     results.append(CaseResult(case.id, "skipped", str(target)))
                     continue
@@ -423,8 +427,28 @@ def _load_case(predictor, case: Case, preprocess: bool = False) -> _Loaded:
     preprocessing (pipelined sliding-window cases)."""
     if case.kind == "video":
         return _Loaded(None)
-    image = case.load_image(spatial_dims=predictor.input_spatial_dims, channels=predictor.plan.in_channels)
+    try:
+        image = case.load_image(
+            spatial_dims=predictor.input_spatial_dims, channels=predictor.plan.in_channels
+        )
+    except GeometryError:
+        if _is_clip_for_2d_model(predictor, case):
+            return _Loaded(None)  # ultrasound cine, multi-page TIFF: segmented frame by frame, as a video
+        raise
     return _Loaded(image, predictor.preprocess(image) if preprocess else None)
+
+
+def _is_clip_for_2d_model(predictor, case: Case) -> bool:
+    """Whether a case that is not a video file is still a clip of 2D frames (a multi-frame ultrasound
+    DICOM, a multi-page TIFF) and the model segments 2D images by sliding windows."""
+    if predictor.plan.spatial_dims != 2 or predictor.accepts_prompts or len(case.images) != 1:
+        return False
+    from medattn.io import load_image
+
+    try:
+        return bool(load_image(case.images[0]).meta.get("time_axis"))
+    except MedattnError:
+        return False
 
 
 def _run_windows(predictor, case: Case, loaded: _Loaded, options: PredictOptions):

@@ -19,14 +19,14 @@ import csv
 import math
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from medattn.errors import ConfigError, WriteError
+from medattn.errors import ConfigError, GeometryError, WriteError
 from medattn.io.atomic import atomic_path
 
 FRAME_COLUMNS = ("case", "frame", "time_s", "label", "name", "pixels", "area_fraction")
@@ -49,18 +49,22 @@ def video_done(out: Path, case_id: str) -> bool:
 
 
 def frame_image(frame, in_channels: int, source: Path, fps: float):
-    """One decoded frame (3, W, H) as the 2D MetaTensor a 2D model reads (RGB, or luma for 1 channel)."""
+    """One frame (3 or 1, W, H) as the 2D MetaTensor a 2D model reads: RGB as it is or as luma for a
+    1-channel model, grey as it is or repeated into RGB for a 3-channel one."""
     import torch
     from monai.data import MetaTensor
 
     array = frame.as_tensor() if hasattr(frame, "as_tensor") else torch.as_tensor(frame)
-    if in_channels == 1:
-        array = torch.einsum("c...,c->...", array.float(), torch.from_numpy(_LUMA))[None]
-    elif in_channels != 3:
+    if in_channels not in (1, 3) or array.shape[0] not in (1, 3):
         raise ConfigError(
-            f"the model takes {in_channels} channels; video frames have 3 (RGB) or, converted, 1 (gray)",
+            f"the model takes {in_channels} channels, the frames have {array.shape[0]}; frames are "
+            "segmented as RGB (3 channels) or grey (1)",
             source,
         )
+    if in_channels == 1 and array.shape[0] == 3:
+        array = torch.einsum("c...,c->...", array.float(), torch.from_numpy(_LUMA))[None]
+    elif in_channels == 3 and array.shape[0] == 1:
+        array = array.expand(3, *array.shape[1:])
     meta = {"filename_or_obj": str(source), "modality": "RGB", "spacing": (1.0, 1.0), "fps": fps}
     return MetaTensor(array.float(), affine=torch.eye(3, dtype=torch.float64), meta=meta)
 
@@ -144,14 +148,13 @@ def predict_video(
     """
     from medattn.io.label_table import label_table
     from medattn.io.png import display_rgb, write_label_png
-    from medattn.io.video import iter_video_frames, video_info
 
     if predictor.plan.spatial_dims != 2:
         raise ConfigError(
             f"the model is {predictor.plan.spatial_dims}D; a video is segmented frame by frame by a 2D model",
             path,
         )
-    info = video_info(path)
+    info, chunks = clip_chunks(path, chunk_size)
     fps = float(info["fps"] or 0.0)
     if not math.isfinite(fps):
         fps = 0.0  # unknown: frames.csv leaves time_s empty
@@ -168,7 +171,7 @@ def predict_video(
             with closing(overlay), open(csv_tmp, "w", newline="") as handle:
                 rows = csv.DictWriter(handle, fieldnames=FRAME_COLUMNS, lineterminator="\n")
                 rows.writeheader()
-                for chunk in iter_video_frames(path, chunk_size=chunk_size):
+                for chunk in chunks:
                     for t in range(chunk.shape[-1]):
                         frame = chunk[..., t].as_tensor()
                         image = frame_image(frame, predictor.plan.in_channels, path, fps)
@@ -194,6 +197,31 @@ def predict_video(
         "fps": round(count / seconds, 2) if seconds > 0 else None,
         "video_fps": fps,
     }
+
+
+def clip_chunks(path: Path, chunk_size: int) -> tuple[dict, Iterator]:
+    """What a clip holds (fps, n_frames, width, height) and its frames in chunks (C, W, H, t).
+
+    A video file is decoded as it is read (`medattn.io.video`); any other 2D+t image, an ultrasound cine
+    DICOM or a multi-page TIFF, is read whole by `load_image` and cut into chunks.
+    """
+    from medattn.io.atomic import full_suffix
+    from medattn.io.load import VIDEO_SUFFIXES, load_image
+    from medattn.io.video import iter_video_frames, video_info
+
+    if full_suffix(path) in VIDEO_SUFFIXES:
+        return video_info(path), iter_video_frames(path, chunk_size=chunk_size)
+    clip = load_image(path)
+    if not clip.meta.get("time_axis") or clip.ndim != 4:
+        raise GeometryError(f"expected a clip of 2D frames (2D+t), found shape {tuple(clip.shape)}", path)
+    frames = clip.shape[-1]
+    info = {
+        "fps": clip.meta.get("fps"),
+        "n_frames": frames,
+        "width": clip.shape[1],
+        "height": clip.shape[2],
+    }
+    return info, (clip[..., start : start + chunk_size] for start in range(0, frames, chunk_size))
 
 
 def _frame_rows(

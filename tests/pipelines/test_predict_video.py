@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 from fractions import Fraction
+from pathlib import Path
 
 import av
 import numpy as np
@@ -147,3 +148,36 @@ def test_png_masks_with_overlay_for_still_images(package, tmp_path):
     changed = (overlay != photo).any(axis=-1)
     # Only contour pixels of the mask are painted (green), and only inside the mask.
     assert changed.any() and mask[changed].all() and (overlay[changed] == [0, 255, 0]).all()
+
+
+def test_a_multipage_tiff_and_an_ultrasound_cine_are_segmented_frame_by_frame(package, tmp_path):
+    """Clips that are not video files (the README's ultrasound cine, a multi-page TIFF) get the video outputs:
+    one mask per frame equal to that frame's own prediction; a re-run skips them."""
+    from pydicom.data import get_testdata_file
+
+    from medattn.io import load_image
+
+    pages = [np.full((12, 16, 3), 40 * k, dtype=np.uint8) for k in range(3)]
+    pages[1][3:9, 4:12] = 250
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    Image.fromarray(pages[0]).save(
+        clips / "stack.tif", save_all=True, append_images=[Image.fromarray(p) for p in pages[1:]]
+    )
+    cine = get_testdata_file("examples_ybr_color.dcm")  # pydicom's 30-frame ultrasound cine (YBR)
+    (clips / "cine.dcm").write_bytes(Path(cine).read_bytes())
+    out = tmp_path / "out"
+    results = medattn.predict(clips, out, model=package, device="cpu")
+    assert sorted((r.case, r.status, r.frames) for r in results) == [
+        ("cine", "done", 30),
+        ("stack", "done", 3),
+    ]
+    predictor = medattn.load_model(package, device="cpu")
+    clip = load_image(clips / "stack.tif")
+    for t in range(3):
+        written = np.asarray(Image.open(out / "stack" / f"frame_{t:06d}.png"))
+        expected = predictor.predict(frame_image(clip[..., t], 3, clips, 0.0))[0].numpy()
+        np.testing.assert_array_equal(written, expected.T)
+    assert len(list((out / "cine").glob("frame_*.png"))) == 30
+    again = medattn.predict(clips, out, model=package, device="cpu")
+    assert [r.status for r in again] == ["skipped", "skipped"]
