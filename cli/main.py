@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import typer
 from rich.console import Console
@@ -57,10 +58,23 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _show_input_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings about the user's inputs (medattn's InputWarning, and other UserWarnings such as a reader's)
+    as one yellow line naming the file, not Python's source-line format; others as Python shows them."""
+    if not issubclass(category, UserWarning) or issubclass(category, DeprecationWarning):
+        _python_showwarning(message, category, filename, lineno, file, line)
+        return
+    Console(stderr=True).print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; a MedattnError becomes one red line on stderr and exit code 1 (traceback with --debug)."""
     args = sys.argv[1:] if argv is None else argv
     _state["debug"] = "--debug" in args
+    warnings.showwarning = _show_input_warning
     try:
         app(args=args, standalone_mode=True)
     except SystemExit as exit_:
@@ -86,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             soft_wrap=True,
         )
         return 2
+    finally:
+        warnings.showwarning = _python_showwarning
     return 0
 
 

@@ -47,3 +47,13 @@ def test_missing_path_prints_one_line_and_no_traceback(tmp_path):
 def test_debug_shows_the_traceback(tmp_path):
     result = _run("--debug", "info", str(tmp_path / "missing"))
     assert result.returncode != 0 and "Traceback" in result.stderr
+
+
+def test_input_warnings_print_as_one_line_naming_the_file(tmp_path, capsys):
+    data = np.ones((6, 5, 4), dtype=np.float32)
+    data[0, 0, 0] = np.nan
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "scan.nii.gz")
+    assert main(["info", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "scan.nii.gz: 1 NaN or infinite voxel(s) replaced" in err
+    assert "InputWarning" not in err and "warnings.warn" not in err  # not Python's source-line format
