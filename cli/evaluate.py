@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -119,7 +120,8 @@ def evaluate(
 
     A reference case without a prediction is scored as an empty prediction and reported (--strict: error).
 
-    Exit code 1 on any error.
+    A case that cannot be scored (unreadable, non-integer labels, another grid) is reported and the others
+    are scored; exit code 1 when any case failed or on any error.
     """
     from medattn.pipelines.evaluate import evaluate as run_evaluation
 
@@ -152,4 +154,9 @@ def evaluate(
         errors.print(
             f"[yellow]warning:[/] predictions without a reference, ignored: {names}", highlight=False
         )
+    for failure in result.failed:
+        errors.print(f"[red]{escape(failure.case)} failed:[/] {escape(failure.error)}", highlight=False)
     console.print(f"wrote {', '.join(path.name for path in result.files.values())} to {out}", highlight=False)
+    if result.failed:
+        errors.print(f"[red]{len(result.failed)} case(s) could not be scored[/] (listed in summary.json)")
+        raise typer.Exit(1)

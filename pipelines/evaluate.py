@@ -86,6 +86,16 @@ class EvaluationResult:
     missing_predictions: list[str] = field(default_factory=list)
     unmatched_predictions: list[str] = field(default_factory=list)
     files: dict[str, Path] = field(default_factory=dict)
+    failed: list[CaseFailure] = field(default_factory=list)
+
+
+@dataclass
+class CaseFailure:
+    """A case that could not be scored (unreadable file, non-integer labels, another grid): named with the
+    reason, left out of metrics.csv and the summary statistics, listed in summary.json."""
+
+    case: str
+    error: str
 
 
 def case_id(path: str | Path) -> str:
@@ -220,17 +230,32 @@ def _evaluate_case(
     )
 
 
+def _evaluate_case_guarded(
+    key: str, pred_path: Path | None, ref_path: Path, labels: list[int] | None, settings: EvaluateSettings
+) -> CaseResult | CaseFailure:
+    """`_evaluate_case`, or the case's failure: one bad file must not stop the others (as in predict)."""
+    try:
+        return _evaluate_case(key, pred_path, ref_path, labels, settings)
+    except MedattnError as error:
+        return CaseFailure(key, str(error))
+    except Exception as error:  # noqa: BLE001 - a bug on one case's data must not lose the others
+        return CaseFailure(key, f"internal error: {type(error).__name__}: {error}")
+
+
 def _run_cases(
     pairs: list[tuple[str, Path | None, Path]],
     settings: EvaluateSettings,
     progress: Callable[[str], None] | None,
-) -> list[CaseResult]:
-    """Evaluate every pair, here or in `settings.workers` spawned processes; results in `pairs` order."""
+    guarded: bool = True,
+) -> list[CaseResult | CaseFailure]:
+    """Evaluate every pair, here or in `settings.workers` spawned processes; results in `pairs` order.
+    `guarded`: a case's error becomes its CaseFailure (folders); else it is raised (two files)."""
     workers = settings.workers
     if workers <= 1 or len(pairs) <= 1:
+        run = _evaluate_case_guarded if guarded else _evaluate_case
         results = []
         for key, pred_path, ref_path in pairs:
-            results.append(_evaluate_case(key, pred_path, ref_path, settings.labels, settings))
+            results.append(run(key, pred_path, ref_path, settings.labels, settings))
             if progress is not None:
                 progress(key)
         return results
@@ -238,10 +263,10 @@ def _run_cases(
     # The server imports the readers once (torch, MONAI: seconds), and every worker forks from it.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["medattn.pipelines.evaluate", "medattn.io.load"])
-    done: dict[str, CaseResult] = {}
+    done: dict[str, CaseResult | CaseFailure] = {}
     with ProcessPoolExecutor(max_workers=min(workers, len(pairs)), mp_context=context) as pool:
         futures = {
-            pool.submit(_evaluate_case, key, pred_path, ref_path, settings.labels, settings): key
+            pool.submit(_evaluate_case_guarded, key, pred_path, ref_path, settings.labels, settings): key
             for key, pred_path, ref_path in pairs
         }
         try:
@@ -319,6 +344,8 @@ def evaluate(
 
     Returns:
         EvaluationResult with per-case/label rows, lesion rows, the summary dict and the written files.
+        A case that cannot be scored (unreadable, non-integer labels, another grid without `resample`) is
+        listed in `.failed` and summary.json's failed_cases with the reason; the others are scored.
     """
     settings = EvaluateSettings(
         labels=None if labels is None else sorted({int(label) for label in labels}),
@@ -339,7 +366,10 @@ def evaluate(
     missing = [key for key, pred_path, _ in pairs if pred_path is None]
     if missing and strict:
         raise InputNotFoundError(f"no prediction for reference case(s) {', '.join(missing)}", pred)
-    results = _run_cases(pairs, settings, progress)
+    two_files = Path(pred).is_file() and Path(ref).is_file()  # one case: its error is the run's error
+    outcomes = _run_cases(pairs, settings, progress, guarded=not two_files)
+    failed = [outcome for outcome in outcomes if isinstance(outcome, CaseFailure)]
+    results = [outcome for outcome in outcomes if not isinstance(outcome, CaseFailure)]
     all_labels = settings.labels or sorted({row.label for result in results for row in result.metrics})
     metrics = _fill_absent_labels(results, all_labels)
     lesions = [lesion for result in results for lesion in result.lesions]
@@ -348,12 +378,14 @@ def evaluate(
         "settings": asdict(settings),
         "definitions": DEFINITIONS,
         "n_cases": len(pairs),
+        "n_scored": len(results),
+        "failed_cases": [asdict(failure) for failure in failed],
         "missing_predictions": missing,
         "unmatched_predictions": unmatched,
         "labels": summarize(metrics, lesions),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    result = EvaluationResult(metrics, lesions, summary, missing, unmatched)
+    result = EvaluationResult(metrics, lesions, summary, missing, unmatched, failed=failed)
     if out is not None:
         result.files = write_outputs(result, Path(out), plot)
     return result

@@ -109,3 +109,14 @@ def test_plot_writes_pngs(folders):
     assert main(["evaluate", str(folders / "pred"), str(folders / "ref"), "--out", str(out), "--plot"]) == 0
     for name in ("dice_boxplot.png", "volume_bland_altman.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_bad_case_is_reported_and_the_others_are_scored(folders, capsys):
+    _write(folders / "pred" / "b.nii.gz", np.zeros((5, 5, 5), np.uint8))  # another shape
+    out = folders / "out"
+    assert main(["evaluate", str(folders / "pred"), str(folders / "ref"), "--out", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert "b failed:" in error and "b.nii.gz" in error and "Traceback" not in error
+    cases = {row[0] for row in _read_csv(out / "metrics.csv")[1:]}
+    assert cases == {"a", "c"}
+    assert json.loads((out / "summary.json").read_text())["failed_cases"][0]["case"] == "b"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import nibabel as nib
@@ -66,7 +67,8 @@ def test_resample_is_exact_for_a_flipped_or_finer_grid(tmp_path):
     flipped[0, 0], flipped[0, 3] = -0.8, -40.0 + 0.8 * 17  # same voxels, stored in reverse order along i
     _nifti(tmp_path / "flip" / "x.nii.gz", _labels()[::-1].copy(), flipped)
     with pytest.raises(GeometryError, match="--resample"):
-        medattn.evaluate(tmp_path / "flip", ref.parent)
+        medattn.evaluate(tmp_path / "flip" / "x.nii.gz", ref)
+    assert "--resample" in medattn.evaluate(tmp_path / "flip", ref.parent).failed[0].error
     rows = medattn.evaluate(tmp_path / "flip", ref.parent, resample=True).metrics
     assert [row.dice for row in rows] == [1.0, 1.0]
     # Three times finer in-plane: each reference voxel centre is a fine voxel centre, so nearest is exact.
@@ -105,8 +107,30 @@ def test_errors_name_the_problem(tmp_path):
     with pytest.raises(NoCasesFoundError, match="matches"):
         medattn.evaluate(tmp_path / "other", tmp_path / "ref")
     _nifti(tmp_path / "prob" / "a.nii.gz", _labels().astype(np.float32) * 0.4)
-    with pytest.raises(UnreadableImageError, match="non-integer"):
-        medattn.evaluate(tmp_path / "prob", tmp_path / "ref")
+    with pytest.raises(UnreadableImageError, match="non-integer"):  # two files: the case's error is raised
+        medattn.evaluate(tmp_path / "prob" / "a.nii.gz", tmp_path / "ref" / "a.nii.gz")
+
+
+def test_a_case_that_cannot_be_scored_fails_alone(tmp_path):
+    """Non-integer labels, another grid, another shape: each case is named with its reason in summary.json,
+    the good case is scored, and nothing stops at the first bad file."""
+    shifted = AFFINE.copy()
+    shifted[0, 3] += 2.0
+    for name in ("good", "float", "grid", "shape"):
+        _nifti(tmp_path / "ref" / f"{name}.nii.gz", _labels())
+    _nifti(tmp_path / "pred" / "good.nii.gz", _labels(1))
+    _nifti(tmp_path / "pred" / "float.nii.gz", _labels().astype(np.float32) * 0.4)
+    _nifti(tmp_path / "pred" / "grid.nii.gz", _labels(), shifted)
+    _nifti(tmp_path / "pred" / "shape.nii.gz", _labels()[:-1])
+    result = medattn.evaluate(tmp_path / "pred", tmp_path / "ref", tmp_path / "out")
+    assert {row.case for row in result.metrics} == {"good"}
+    reasons = {failure.case: failure.error for failure in result.failed}
+    assert set(reasons) == {"float", "grid", "shape"}
+    assert "non-integer" in reasons["float"] and "float.nii.gz" in reasons["float"]
+    assert "--resample" in reasons["grid"] and "shape" in reasons["shape"]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n_cases"] == 4 and summary["n_scored"] == 1
+    assert [failure["case"] for failure in summary["failed_cases"]] == ["float", "grid", "shape"]
 
 
 def test_summary_has_no_nan(tmp_path):
