@@ -108,6 +108,13 @@ def read_config(folder: str | Path) -> PackageConfig:
     folder = Path(folder)
     if not folder.exists():
         raise InputNotFoundError("no such model package", folder)
+    if folder.is_file() and folder.name != CONFIG_NAME:
+        hint = (
+            f"; did you mean its folder {folder.parent}?"
+            if (folder.parent / CONFIG_NAME).is_file()
+            else f" ({CONFIG_NAME}, {WEIGHTS_NAME}), as `medattn train` writes it"
+        )
+        raise ConfigError(f"a model package is a folder, not a file{hint}", folder)
     path = folder / CONFIG_NAME if folder.is_dir() else folder
     if not path.is_file():
         raise ConfigError(f"not a medattn model package: {CONFIG_NAME} is missing", folder)

@@ -214,6 +214,18 @@ def _predict_one(
     return _write_case(predictor, case, image, result, out, options, start)
 
 
+def _check_options(options: PredictOptions) -> None:
+    """Options wrong for every case fail once, before any case runs (not once per case)."""
+    if options.format not in FORMATS:
+        raise ConfigError(f"unknown --format {options.format!r}; choose {', '.join(FORMATS)}")
+    if not 0 <= options.overlap < 1:
+        raise ConfigError(f"--overlap must be in [0, 1), got {options.overlap}")
+    if options.sw_batch_size < 1:
+        raise ConfigError(f"--sw-batch must be at least 1, got {options.sw_batch_size}")
+    if options.min_lesion_ml is not None and options.min_lesion_ml < 0:
+        raise ConfigError(f"--min-lesion-ml must be 0 or more, got {options.min_lesion_ml}")
+
+
 def _check_format(case: Case, options: PredictOptions) -> None:
     if options.format == "dicom-seg" and not case.dicom:
         raise ConfigError("--format dicom-seg needs DICOM input (the SEG references the source series)")
@@ -306,9 +318,12 @@ def predict(
     from medattn.predictor import load_model
 
     settings_obj = PredictOptions(**options)
-    if settings_obj.format not in FORMATS:
-        raise ConfigError(f"unknown --format {settings_obj.format!r}; choose {', '.join(FORMATS)}")
+    _check_options(settings_obj)
     out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            "the output is a file; give a folder for the masks, volumes.csv and predict.json", out
+        )
     out.mkdir(parents=True, exist_ok=True)
     predictor = load_model(
         model,
@@ -321,6 +336,11 @@ def predict(
         engine=settings_obj.engine,
         compile=settings_obj.compile,
     )
+    if settings_obj.format == "png" and predictor.plan.spatial_dims == 3:
+        raise ConfigError(
+            f"--format png writes 2D masks; the model {Path(model).name} is 3D: "
+            "use nii.gz, seg.nrrd or dicom-seg"
+        )
     from medattn.pipelines.prompted import prompt_source
 
     prompts_for = prompt_source(settings_obj, predictor)

@@ -298,3 +298,33 @@ def test_train_cli_makes_a_package_and_predict_cli_uses_it(dataset, tmp_path):
 def test_unknown_model_and_bad_device_are_one_line_errors(dataset, tmp_path, capsys):
     assert main(["train", str(dataset), "--out", str(tmp_path), "--model", "agunett"]) == 1
     assert "Did you mean agunet" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--overlap", "1.5"], "--overlap must be in"),
+        (["--sw-batch", "0"], "--sw-batch must be at least 1"),
+        (["--min-lesion-ml", "-1"], "--min-lesion-ml must be 0 or more"),
+        (["--format", "png"], "--format png writes 2D masks"),
+    ],
+)
+def test_options_wrong_for_every_case_fail_once_before_any_case(
+    package, dataset, tmp_path, capsys, options, message
+):
+    out = tmp_path / "out"
+    assert main(["predict", str(dataset / "imagesTs"), str(out), "-m", str(package.package), *options]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count(message) == 1 and "failed" not in err
+    assert not (out / "volumes.csv").exists()
+
+
+def test_an_output_that_is_a_file_or_a_package_file_is_a_clear_error(package, dataset, tmp_path, capsys):
+    (tmp_path / "masks").write_text("")
+    assert (
+        main(["predict", str(dataset / "imagesTs"), str(tmp_path / "masks"), "-m", str(package.package)]) == 1
+    )
+    assert "the output is a file" in capsys.readouterr().err
+    weights = str(package.package / "model.pt")
+    assert main(["predict", str(dataset / "imagesTs"), str(tmp_path / "out"), "-m", weights]) == 1
+    assert f"did you mean its folder {package.package}" in capsys.readouterr().err
