@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from pathlib import Path
 
 from monai.data import MetaTensor
 
-from medattn.errors import InputNotFoundError, MedattnError, NoCasesFoundError
+from medattn.errors import InputNotFoundError, InputWarning, MedattnError, NoCasesFoundError
 from medattn.io.atomic import full_suffix
 from medattn.io.dicom import DicomSeries, find_dicom_series, looks_like_dicom
 from medattn.io.load import VIDEO_SUFFIXES, load_image, supported_suffix
@@ -30,6 +31,8 @@ LABEL_TAILS = ("_mask", "_masks", "_label", "_labels", "_seg", "_gt", "_segmenta
 IMAGE_FOLDERS = ("images", "image", "imgs", "img")
 LABEL_FOLDERS = ("labels", "label", "masks", "mask", "segmentations", "gt")
 MAX_DEPTH = 4
+# Image formats met in research folders that medattn does not read: named in a warning, not skipped silently.
+UNREAD_IMAGE_SUFFIXES = (".mgz", ".mgh", ".hdr", ".img", ".mnc", ".gif", ".jp2", ".webp", ".heic")
 
 
 @dataclass
@@ -305,6 +308,27 @@ def _unique_ids(cases: list[Case]) -> None:
             case.id = f"{case.id}_{seen[case.id]}"
 
 
+def _warn_unreadable_images(folder: Path) -> None:
+    """One InputWarning for image files of formats medattn does not read (FreeSurfer .mgz, Analyze or
+    NIfTI pairs .hdr/.img, MINC, GIF, ...), so that they are not left out of a batch without a word."""
+    skipped = sorted(
+        p
+        for depth in range(MAX_DEPTH + 1)
+        for p in folder.glob("/".join(["*"] * (depth + 1)))
+        if p.suffix.lower() in UNREAD_IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
+    )
+    if skipped:
+        names = ", ".join(str(p.relative_to(folder)) for p in skipped[:3]) + (
+            ", ..." if len(skipped) > 3 else ""
+        )
+        warnings.warn(
+            f"{folder}: {len(skipped)} image file(s) in formats medattn does not read are left out "
+            f"({names}); convert them to NIfTI (.nii.gz), NRRD, MHA, DICOM or PNG",
+            InputWarning,
+            stacklevel=3,
+        )
+
+
 def discover(path: str | Path) -> Dataset:
     """Find every case under `path` (a folder in any layout above, or one file / one DICOM series folder).
 
@@ -330,6 +354,7 @@ def discover(path: str | Path) -> Dataset:
     except PermissionError as error:
         raise MedattnError("permission denied while searching for cases", error.filename or path) from error
     cases = [case for dataset in datasets for case in dataset.cases]
+    _warn_unreadable_images(path)
     if not cases:
         raise NoCasesFoundError(
             "no images found (looked for NIfTI, NRRD, MHA, DICOM, PNG/JPG/TIFF and video files, "

@@ -107,3 +107,18 @@ def test_missing_and_empty_folders_are_clear_errors(tmp_path):
     (tmp_path / "empty" / "readme.txt").write_text("no scans here")
     with pytest.raises(NoCasesFoundError, match="no images found"):
         discover(tmp_path / "empty")
+
+
+def test_image_files_of_formats_not_read_are_named_in_one_warning(tmp_path):
+    import nibabel as nib
+    import numpy as np
+
+    from medattn.errors import InputWarning
+
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / "a.nii.gz")
+    (tmp_path / "sub").mkdir()
+    nib.save(nib.MGHImage(np.zeros((4, 4, 4), np.float32), np.eye(4)), tmp_path / "sub" / "brain.mgz")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.warns(InputWarning, match=r"1 image file\(s\) in formats .* not read .*sub/brain\.mgz"):
+        dataset = discover(tmp_path)
+    assert [case.id for case in dataset] == ["a"]
