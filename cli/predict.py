@@ -16,7 +16,7 @@ def predict(
     ),
     output: Path = typer.Argument(..., metavar="OUTPUT", help="Folder for masks, volumes.csv, predict.json."),
     model: Path = typer.Option(..., "--model", "-m", help="Model package folder (from `medattn train`)."),
-    format: str = typer.Option("nii.gz", "--format", help="nii.gz|seg.nrrd|dicom-seg|png."),
+    format: str = typer.Option("nii.gz", "--format", help="nii.gz, seg.nrrd, dicom-seg or png."),
     overlap: float = typer.Option(
         0.5, help="Sliding-window overlap (0-1); lower is faster, slightly less smooth."
     ),
@@ -29,17 +29,25 @@ def predict(
         help="auto|cpu|cuda[:N]: where the stitched logits live. auto: on the GPU while they fit in half "
         "its free memory, else on the CPU (a big CT with many classes on a small GPU).",
     ),
-    save_probabilities: bool = typer.Option(False, help="Also write <case>_probabilities.nii.gz."),
-    save_attention: bool = typer.Option(
-        False, help="Also write <case>_attention.nii.gz (where the model looked)."
+    save_probabilities: bool = typer.Option(
+        False, "--save-probabilities", help="Also write the class probabilities, <case>_probabilities.nii.gz."
     ),
-    keep_largest: bool = typer.Option(False, help="Keep the largest connected component per label."),
-    fill_holes: bool = typer.Option(False, help="Fill enclosed holes per label."),
+    save_attention: bool = typer.Option(
+        False, "--save-attention", help="Also write <case>_attention.nii.gz (where the model looked)."
+    ),
+    keep_largest: bool = typer.Option(
+        False, "--keep-largest", help="Keep the largest connected component per label."
+    ),
+    fill_holes: bool = typer.Option(False, "--fill-holes", help="Fill enclosed holes per label."),
     min_lesion_ml: float = typer.Option(None, help="Remove components smaller than this volume (mL)."),
     overlay: bool = typer.Option(
-        False, help="2D images: also write <case>_overlay.png with each label's contour on the image."
+        False,
+        "--overlay",
+        help="2D images: also write <case>_overlay.png with each label's contour on the image.",
     ),
-    overwrite: bool = typer.Option(False, help="Predict cases whose output already exists (default: skip)."),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Predict cases whose output already exists (default: skip)."
+    ),
     pipelined: bool = typer.Option(
         None,
         "--pipelined/--no-pipelined",

@@ -28,7 +28,9 @@ def train(
     spacing: str = typer.Option(None, help="Target spacing in mm, e.g. 1,1,3 (default: from the data)."),
     patch: str = typer.Option(None, help="Patch size in voxels, e.g. 128,128,64 (default: from the data)."),
     batch: int = typer.Option(None, help="Batch size (default: 2 in 3D, 8-12 in 2D)."),
-    preset: str = typer.Option(None, help="Intensity preset ct|mr|rgb (default: from modality/intensities)."),
+    preset: str = typer.Option(
+        None, help="Intensity preset: ct, mr or rgb (default: from the modality and intensities)."
+    ),
     device: str = typer.Option("auto", help="auto|cpu|cuda[:N]."),
     amp: str = typer.Option("auto", help="bf16|fp16|off; auto = bf16 on CUDA where supported, off on CPU."),
     epochs: int = typer.Option(50, help="Epochs."),
@@ -43,7 +45,7 @@ def train(
     optimizer: str = typer.Option("adamw", help="adamw|sgd."),
     schedule: str = typer.Option("poly", help="poly|cosine learning-rate schedule."),
     loss: str = typer.Option(
-        None, help="dice_ce|dice_paper|focal_region|structure (default: the model's, else dice_ce)."
+        None, help="dice_ce, dice_paper, focal_region or structure (default: the model's, else dice_ce)."
     ),
     deep_supervision: bool = typer.Option(True, help="Deep-supervision losses where the model has heads."),
     model_kwargs: str = typer.Option("{}", help="Model options as JSON, e.g. '{\"base_channels\": 8}'."),
@@ -51,9 +53,11 @@ def train(
         None, help="Data loader processes (default: CPU cores - 1, at most 4 on CPU, 8 with CUDA)."
     ),
     cache: str = typer.Option(
-        "memory", help="memory|disk|none: keep preprocessed cases so epochs re-read nothing."
+        "memory", help="memory, disk or none: keep preprocessed cases so epochs re-read nothing."
     ),
-    resume: bool = typer.Option(False, help="Continue from RUN/checkpoint_last.pt after an interruption."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue from RUN/checkpoint_last.pt after an interruption."
+    ),
     compile: bool = typer.Option(
         False,
         "--compile",
