@@ -131,10 +131,26 @@ def volume_rows(case_id: str, mask, affine, names: dict[int, str]) -> list[dict]
     ]
 
 
-def _write_reports(out: Path, results: list[CaseResult], settings: dict) -> None:
+def _earlier_volume_rows(out: Path, case_ids: set[str]) -> list[dict]:
+    """Rows of volumes.csv from an earlier run into `out` for cases this run does not have (a run on a
+    subset of the inputs must not drop the others' volumes); none when the file is absent or foreign."""
+    try:
+        with open(out / "volumes.csv", newline="") as handle:
+            reader = csv.DictReader(handle)
+            if tuple(reader.fieldnames or ()) != VOLUME_COLUMNS:
+                return []
+            return [row for row in reader if row["case"] not in case_ids]
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+
+
+def _write_reports(
+    out: Path, results: list[CaseResult], settings: dict, earlier_rows: list[dict] = ()
+) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=VOLUME_COLUMNS, lineterminator="\n")
     writer.writeheader()
+    writer.writerows(earlier_rows)
     for result in results:
         writer.writerows(result.volumes)
     with atomic_path(out / "volumes.csv") as tmp:
@@ -345,6 +361,7 @@ def predict(
 
     prompts_for = prompt_source(settings_obj, predictor)
     cases = list(discover(inputs))
+    earlier_rows = _earlier_volume_rows(out, {case.id for case in cases})
     settings = _settings(Path(model), predictor, settings_obj, Path(inputs))
     results: list[CaseResult] = []
     todo = []
@@ -378,7 +395,7 @@ def predict(
 
     def record(result: CaseResult, index: int) -> None:
         results.append(result)
-        _write_reports(out, results, settings)
+        _write_reports(out, results, settings, earlier_rows)
         if on_case is not None:
             on_case(result, index, len(todo))
 
@@ -428,7 +445,7 @@ def predict(
             collect_written()
             record(result, index)
         collect_written()
-    _write_reports(out, results, settings)
+    _write_reports(out, results, settings, earlier_rows)
     return results
 
 

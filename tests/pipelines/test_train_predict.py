@@ -132,6 +132,13 @@ def test_rerun_skips_done_cases_and_a_corrupt_case_fails_alone(package, dataset,
     assert (out / "t_000.nii.gz").stat().st_mtime_ns == before
     statuses = {c["case"]: c["status"] for c in json.loads((out / "predict.json").read_text())["cases"]}
     assert statuses == {"t_000": "skipped", "t_001": "skipped"}
+    volumes = (out / "volumes.csv").read_text()
+    one = inputs / "one"
+    one.mkdir()
+    (inputs / "t_001_0000.nii.gz").rename(one / "t_001_0000.nii.gz")
+    assert main(["predict", str(one), str(out), "--model", str(package.package), "--overwrite"]) == 0
+    rows = (out / "volumes.csv").read_text().splitlines()
+    assert sorted(rows) == sorted(volumes.splitlines())  # a run on a subset keeps the other cases' rows
 
 
 def test_pipelined_prediction_writes_the_same_outputs_in_the_same_order(
