@@ -207,3 +207,20 @@ def test_nan_and_infinite_voxels_are_replaced_with_a_warning_naming_the_file(tmp
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert "nonfinite_voxels" not in load_image(clean).meta
+
+
+def test_monai_loadimage_reads_a_nifti_whose_forms_disagree(tmp_path):
+    """Training reads through MONAI's LoadImage, which turns every meta value into a tensor: the forms kept
+    for writing masks must not reach it (they raised 'Unknown type: NiftiForms')."""
+    from medattn.errors import InputWarning
+
+    qform = np.diag([1.5, 1.5, 2.0, 1.0])
+    sform = qform.copy()
+    sform[0, 3] = 10.0
+    image = nib.Nifti1Image(np.ones((6, 5, 4), np.float32), None)
+    image.set_qform(qform, code=1)
+    image.set_sform(sform, code=2)
+    nib.save(image, tmp_path / "scan.nii.gz")
+    with pytest.warns(InputWarning, match="disagree"):
+        loaded = LoadImage(reader=MedattnReader(), image_only=True)(str(tmp_path / "scan.nii.gz"))
+    np.testing.assert_allclose(np.asarray(loaded.affine), sform)  # nibabel's choice, as load_image reads it
