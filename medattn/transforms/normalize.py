@@ -9,6 +9,8 @@ nothing to the sum and are masked out of the squared deviations), and the result
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from monai.transforms import NormalizeIntensityd
@@ -33,9 +35,19 @@ def zscore_channels_(image: torch.Tensor, nonzero: bool) -> torch.Tensor:
         channel.sub_(mean)
         if mask is not None:
             channel.mul_(mask)
-        std = (float(channel.square().sum(dtype=torch.float64)) / count) ** 0.5
+        std = _standard_deviation(channel, count)
         channel.div_(std if std > 0 else 1.0)
     return image
+
+
+def _standard_deviation(centred: torch.Tensor, count: int) -> float:
+    """sqrt(sum(centred^2) / count), also for values whose squares overflow float32 (above ~1.8e19, as in
+    a scan stored with a huge scale factor): those are squared after dividing by the largest magnitude."""
+    std = (float(centred.square().sum(dtype=torch.float64)) / count) ** 0.5
+    if math.isfinite(std):
+        return std
+    peak = float(centred.abs().max())
+    return peak * (float((centred / peak).square().sum(dtype=torch.float64)) / count) ** 0.5
 
 
 def zscore_parameters(transform) -> bool | None:

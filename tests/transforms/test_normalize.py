@@ -43,3 +43,14 @@ def test_only_transforms_it_reproduces_are_taken_over():
     )
     assert zscore_parameters(NormalizeIntensityd("image", channel_wise=True, dtype=np.float64)) is None
     assert zscore_parameters(ScaleIntensityRanged("image", 0, 1, 0, 1)) is None
+
+
+@pytest.mark.parametrize("nonzero", [True, False])
+def test_huge_values_normalise_as_their_scaled_copy(nonzero):
+    """A scan stored with a huge scale factor (values ~1e32, whose squares overflow float32) normalises to
+    the same z-scores as the same scan at ordinary magnitude, instead of all zeros."""
+    image = _image()[:1]
+    huge = zscore_channels_(image.clone() * 1e30, nonzero)
+    ordinary = zscore_channels_(image.clone(), nonzero)
+    assert torch.isfinite(huge).all()
+    torch.testing.assert_close(huge, ordinary, atol=1e-4, rtol=1e-4)
