@@ -24,16 +24,23 @@ def as_volume(array: np.ndarray) -> np.ndarray:
 
 
 def write_nifti(
-    labels: np.ndarray, affine_ras: np.ndarray, path: Path, forms: NiftiForms | None = None
+    labels: np.ndarray,
+    affine_ras: np.ndarray,
+    path: Path,
+    forms: NiftiForms | None = None,
+    keep_2d: bool = False,
 ) -> None:
     """A NIfTI label map whose sform and qform both hold `affine_ras` (voxel -> RAS mm), units mm.
+
+    A 2D `labels` array is stored as a one-slice volume, or with `keep_2d` as a 2D NIfTI (for a 2D NIfTI
+    input, so that the mask's shape is the input's in every reader).
 
     Both forms are set because readers differ in which one they trust (ITK prefers the qform, nibabel the
     sform); the qform is exact for any rotation plus spacing, i.e. every affine a scanner produces.
     With `forms` (the input's header, where its readers disagree), the mask gets the input's own two
     forms and codes instead, so every reader places it where it places the input.
     """
-    image = nib.Nifti1Image(as_volume(labels), affine_ras)
+    image = nib.Nifti1Image(labels if keep_2d and labels.ndim == 2 else as_volume(labels), affine_ras)
     set_forms(image, affine_ras, forms)
     image.header.set_xyzt_units(xyz="mm")
     image.header.set_intent("label")  # NIFTI_INTENT_LABEL: viewers show it as a label map

@@ -50,8 +50,8 @@ class MedattnReader(ImageReader):
         arrays = [np.asarray(i.array) for i in images]
         array = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
         # MONAI's LoadImage converts every meta value to a tensor: keep those it can, drop the rest (the
-        # NiftiForms of an ambiguous NIfTI header only matter for writing masks next to that file).
-        meta = {k: v for k, v in images[0].meta.items() if k != "nifti_forms"}
+        # NiftiForms of an ambiguous NIfTI header and the 2D NIfTI flag only matter for writing masks).
+        meta = {k: v for k, v in images[0].meta.items() if k not in ("nifti_forms", "nifti_2d")}
         meta["affine"] = np.asarray(images[0].affine)
         meta["original_affine"] = np.asarray(images[0].affine)
         meta["spatial_shape"] = np.asarray(array.shape[1:])

@@ -64,6 +64,7 @@ def read_nifti(path: str | Path) -> MetaTensor:
         raise UnreadableImageError(
             f"a NIfTI image needs at least 2 dimensions, found shape {data.shape}", path
         )
+    file_dims = data.ndim
     while data.ndim < 3:
         data = data[..., None]
     # NIfTI stores extra dimensions after the three spatial ones (5D for vectors: x, y, z, t=1, c).
@@ -76,6 +77,8 @@ def read_nifti(path: str | Path) -> MetaTensor:
     forms = ambiguous_forms(image.header, affine, path)
     if forms is not None:
         meta["nifti_forms"] = forms
+    if file_dims == 2:  # a 2D NIfTI: masks written as NIfTI for it keep its two dimensions
+        meta["nifti_2d"] = True
     return MetaTensor(np.ascontiguousarray(array), affine=affine, meta=meta)
 
 

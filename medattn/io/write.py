@@ -99,7 +99,11 @@ def save_mask(
     if suffix in (".nii.gz", ".nii"):
         from medattn.io.labelmap import write_nifti
 
-        write_nifti(labels_array, affine, path, forms)
+        from_2d_nifti = image is not None and bool(image.meta.get("nifti_2d"))
+        keep_2d = from_2d_nifti and labels_array.shape[2:] in ((), (1,))
+        if keep_2d:  # the mask of a 2D NIfTI is a 2D NIfTI of the same shape
+            labels_array = labels_array.reshape(labels_array.shape[:2])
+        write_nifti(labels_array, affine, path, forms, keep_2d=keep_2d)
     elif suffix in (".nrrd", ".mha"):
         from medattn.io.labelmap import itk_affine, write_itk
 

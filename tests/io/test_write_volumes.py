@@ -215,3 +215,22 @@ def test_a_mask_lands_where_each_reader_puts_an_ambiguous_nifti(tmp_path, codes,
     )
     if suffix == ".nii.gz":
         np.testing.assert_allclose(nib.load(out).affine, nib.load(source).affine)
+
+
+@pytest.mark.parametrize("mask_dims", [2, 3])
+def test_the_mask_of_a_2d_nifti_is_a_2d_nifti_of_its_shape(tmp_path, mask_dims):
+    """A 2D NIfTI input (an ultrasound frame, a slice) gets a mask of its own shape in nibabel and ITK,
+    not one with an extra axis that broadcasts against the image; other formats and 3D inputs keep 3 axes."""
+    affine = AFFINES["lps"]
+    nib.save(nib.Nifti1Image(np.zeros(SHAPE[:2], np.float32), affine), tmp_path / "frame.nii.gz")
+    image = load_image(tmp_path / "frame.nii.gz", spatial_dims=mask_dims)  # as a 2D or a 3D model reads it
+    labels = _mask()[:, :, 0]
+    mask = labels if mask_dims == 2 else labels[:, :, None]
+    out = save_mask(mask, tmp_path / "mask.nii.gz", reference=image)
+    written = nib.load(out)
+    assert written.shape == SHAPE[:2]
+    np.testing.assert_array_equal(np.asarray(written.dataobj), labels)
+    np.testing.assert_allclose(written.affine, affine, atol=1e-5)
+    assert sitk.ReadImage(str(out)).GetSize() == sitk.ReadImage(str(tmp_path / "frame.nii.gz")).GetSize()
+    nrrd = save_mask(mask, tmp_path / "mask.nrrd", reference=image)
+    assert sitk.ReadImage(str(nrrd)).GetSize() == (*SHAPE[:2], 1)
