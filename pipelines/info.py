@@ -68,13 +68,23 @@ def describe_case(case: Case) -> CaseInfo:
     info.shape = [int(s) for s in spatial]
     info.spacing = [round(s, 6) for s in spacing_from_affine(affine, len(spatial))]
     info.affine = np.round(affine, 6).tolist()
-    info.orientation = "".join(aff2axcodes(affine)) if len(spatial) == 3 else None
+    info.orientation = _orientation(image.meta, affine, len(spatial))
     info.modality = image.meta.get("modality") or None
     info.dtype = str(image.dtype).replace("torch.", "")
     values = image.as_tensor()
     info.intensity_min = float(values.min())
     info.intensity_max = float(values.max())
     return info
+
+
+def _orientation(meta: dict, affine: np.ndarray, spatial_dims: int) -> str | None:
+    """Axis codes of a volume ("RAS", "LPS", ...); "unknown" where the file gave no orientation (a multi-frame
+    DICOM without plane positions, read on an identity grid that only looks like RAS); None for 2D."""
+    if spatial_dims != 3:
+        return None
+    if str(meta.get("geometry", "")).startswith("unknown"):
+        return "unknown"
+    return "".join(aff2axcodes(affine))
 
 
 def _describe_video(case: Case, info: CaseInfo) -> CaseInfo:

@@ -57,3 +57,18 @@ def test_input_warnings_print_as_one_line_naming_the_file(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "warning: " in err and "scan.nii.gz: 1 NaN or infinite voxel(s) replaced" in err
     assert "InputWarning" not in err and "warnings.warn" not in err  # not Python's source-line format
+
+
+def test_a_volume_without_plane_positions_has_an_unknown_orientation(tmp_path, capsys):
+    """A multi-frame DICOM volume without ImagePositionPatient/ImageOrientationPatient is read on an
+    identity grid; info must not call that grid RAS."""
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    dataset = pydicom.dcmread(get_testdata_file("rtdose.dcm"))
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient"):
+        delattr(dataset, keyword)
+    dataset.save_as(tmp_path / "dose.dcm")
+    assert main(["info", str(tmp_path), "--json"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["orientation"] == "unknown" and len(row["shape"]) == 3
