@@ -14,7 +14,8 @@ input grid -> argmax -> write NIfTI, interleaved round by round so machine load 
    windows, so the pipeline's overhead over the model is visible.
 
 Also: agreement of the masks (Dice per label, medattn vs plain), peak resident memory above the start of
-each stage (sampled every 5 ms). Appends a section to BENCHMARKS.md (``--no-write`` skips it).
+each arm and stage (sampled every 5 ms, in one untimed round before the timed ones: the sampling thread
+slows a 2-core machine's forward). Appends a section to BENCHMARKS.md (``--no-write`` skips it).
 Run: .venv/bin/python bench/predict.py [--rounds 3] [--spacing 1.0] [--package PKG]
 """
 
@@ -136,21 +137,36 @@ def plain_monai(network: torch.nn.Module, config: PackageConfig, path: Path, out
     return labels[0].numpy()
 
 
-def medattn_stages(predictor, path: Path, out: Path) -> tuple[np.ndarray, dict[str, tuple[float, float]]]:
+class NoMemory:
+    """Stands in for PeakMemory in timed rounds: its sampling thread wakes every 5 ms, and on 2 cores each
+    wake stalls one of torch's two threads (measured: +3 to +18 % on the end-to-end time of this case)."""
+
+    above_start_mb = float("nan")
+
+    def __enter__(self) -> NoMemory:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def medattn_stages(
+    predictor, path: Path, out: Path, memory: bool = False
+) -> tuple[np.ndarray, dict[str, tuple[float, float]]]:
     """`predictor.predict(path)` + save_mask, stage by stage: {stage: (seconds, peak MB above start)}.
 
     The stages are the Predictor's own (`preprocess`, `sliding_window`, `to_input_labels`), so this times
-    exactly what `predict` runs.
+    exactly what `predict` runs. Memory is sampled only with `memory` (then the times are not clean).
     """
     from monai.data import MetaTensor
 
     stages: dict[str, tuple[float, float]] = {}
 
     def timed(name, function):
-        with PeakMemory() as memory:
+        with PeakMemory() if memory else NoMemory() as sampled:
             start = time.perf_counter()
             result = function()
-            stages[name] = (time.perf_counter() - start, memory.above_start_mb)
+            stages[name] = (time.perf_counter() - start, sampled.above_start_mb)
         return result
 
     image = timed("read", lambda: predictor.load(path))
@@ -232,19 +248,22 @@ def main() -> None:
             compile_seconds = time.perf_counter() - start
         network, config = load_package(package)
         shape = tuple(nib.load(path).shape)
-        plain_times, medattn_times, all_stages, plain_memory, medattn_memory = [], [], [], [], []
+        # Memory first, in one untimed round per arm (the sampling thread slows what it watches).
+        with PeakMemory() as memory:
+            plain_monai(network, config, path, work)
+        plain_memory = memory.above_start_mb
+        with PeakMemory() as memory:
+            _, memory_stages = medattn_stages(predictor, path, work, memory=True)
+        medattn_memory = memory.above_start_mb
+        plain_times, medattn_times, all_stages = [], [], []
         forwards = []  # the bare forward, timed in each round next to the arms (the machine's load varies)
         for round_index in range(args.rounds):
-            with PeakMemory() as memory:
-                start = time.perf_counter()
-                plain_mask = plain_monai(network, config, path, work)
-                plain_times.append(time.perf_counter() - start)
-            plain_memory.append(memory.above_start_mb)
-            with PeakMemory() as memory:
-                start = time.perf_counter()
-                mask, stages = medattn_stages(predictor, path, work)
-                medattn_times.append(time.perf_counter() - start)
-            medattn_memory.append(memory.above_start_mb)
+            start = time.perf_counter()
+            plain_mask = plain_monai(network, config, path, work)
+            plain_times.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            mask, stages = medattn_stages(predictor, path, work)
+            medattn_times.append(time.perf_counter() - start)
             all_stages.append(stages)
             forwards.append(forward_seconds(predictor, path))
             print(
@@ -265,8 +284,8 @@ def main() -> None:
     agreement = smallest_dice(mask, plain_mask, labels)
     best = int(np.argmin(medattn_times))
     stage_rows = "\n".join(
-        f"| medattn: {name} | {seconds:.2f} | {memory:.0f} |"
-        for name, (seconds, memory) in all_stages[best].items()
+        f"| medattn: {name} | {seconds:.2f} | | {memory_stages[name][1]:.0f} |"
+        for name, (seconds, _) in all_stages[best].items()
     )
     pipeline = medattn_times[best] - all_stages[best]["sliding window"][0]
     table = "\n".join(
@@ -274,9 +293,9 @@ def main() -> None:
             "| what | best s | median s | peak RSS above start MB |",
             "| --- | ---: | ---: | ---: |",
             f"| plain MONAI script | {min(plain_times):.2f} | {statistics.median(plain_times):.2f} | "
-            f"{max(plain_memory):.0f} |",
+            f"{plain_memory:.0f} |",
             f"| medattn load_model().predict + save_mask | {min(medattn_times):.2f} | "
-            f"{statistics.median(medattn_times):.2f} | {max(medattn_memory):.0f} |",
+            f"{statistics.median(medattn_times):.2f} | {medattn_memory:.0f} |",
             stage_rows,
             f"| network forward alone on the same windows | {forward:.2f} | "
             f"{statistics.median(forwards):.2f} | |",
