@@ -37,6 +37,8 @@ def write_series(
     series_uid: str | None = None,
     series_number: int = 1,
     seed: int = 0,
+    image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "AXIAL"),
+    name_prefix: str = "",
 ) -> dict:
     """Write `volume` (i = column, j = row, k = slice) as one file per slice, named in shuffled order.
 
@@ -60,11 +62,15 @@ def write_series(
         meta.MediaStorageSOPInstanceUID = generate_uid()
         meta.TransferSyntaxUID = ExplicitVRLittleEndian
         ds = FileDataset(
-            str(folder / f"S{series_number}IM{names[k]:04d}"), {}, file_meta=meta, preamble=b"\0" * 128
+            str(folder / f"{name_prefix}S{series_number}IM{names[k]:04d}"),
+            {},
+            file_meta=meta,
+            preamble=b"\0" * 128,
         )
         ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
         ds.PatientName, ds.PatientID, ds.Modality = "Doe^Jane", "PID123", modality
+        ds.ImageType = list(image_type)
         ds.SeriesNumber, ds.InstanceNumber = series_number, int(names[k]) + 1
         ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
         ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*row_dir, *col_dir)]

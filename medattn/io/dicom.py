@@ -47,6 +47,7 @@ _HEADER_TAGS = [
     "PatientName",
     "PatientID",
     "ImagePositionPatient",
+    "ImageType",
 ]
 
 
@@ -60,6 +61,7 @@ class DicomSeries:
     series_number: int | None
     description: str
     patient_tokens: tuple[str, ...]  # patient name/ID parts, only to keep them out of case ids
+    localizer: bool = False  # every image is a localizer (scout, surview): planning images, not a scan
 
     @property
     def folder(self) -> Path:
@@ -107,6 +109,34 @@ def _int_tag(ds: Dataset, keyword: str, default: int) -> int:
         return default
 
 
+def is_localizer(header: Dataset) -> bool:
+    """A localizer (scout, topogram, surview): ImageType says LOCALIZER, as CT and MR scanners of every
+    vendor write it for the planning images they put beside (or inside) the series of a study."""
+    image_type = header.get("ImageType") or []
+    values = [image_type] if isinstance(image_type, str) else list(image_type)
+    return any(str(value).strip().upper() == "LOCALIZER" for value in values)
+
+
+def without_localizers(series: Sequence[DicomSeries], folder: Path) -> list[DicomSeries]:
+    """`series` minus its localizer series, with an InputWarning naming them; all of it when it is nothing
+    but localizers (then they are what the user pointed at)."""
+    kept = [s for s in series if not s.localizer]
+    dropped = [s for s in series if s.localizer]
+    if not kept or not dropped:
+        return list(series)
+    listing = ", ".join(
+        f"#{s.series_number} {s.description!r}" if s.description else f"#{s.series_number}"
+        for s in dropped[:3]
+    )
+    warnings.warn(
+        f"{folder}: {len(dropped)} localizer series left out ({listing}{', ...' if len(dropped) > 3 else ''})"
+        ": planning images, not scans to segment",
+        InputWarning,
+        stacklevel=3,
+    )
+    return kept
+
+
 def _stackable(header: Dataset) -> bool:
     """A single-frame slice with a patient position stacks with its series; anything else stands alone."""
     return "ImagePositionPatient" in header and _int_tag(header, "NumberOfFrames", 1) == 1
@@ -146,6 +176,7 @@ def scan_dicom_files(files: Iterable[Path]) -> list[DicomSeries]:
                 series_number=number if number >= 0 else None,
                 description=str(header.get("SeriesDescription", "")),
                 patient_tokens=tokens,
+                localizer=all(is_localizer(h) for _, h in members),
             )
         )
     return sorted(series, key=lambda s: (str(s.folder), s.series_number or 0, s.files[0]))
@@ -181,6 +212,8 @@ def read_dicom(source: str | Path | Sequence[str | Path], series_uid: str | None
             _dcmread(damaged[0].files[0])  # raises, naming the file
         if not found:
             raise NoCasesFoundError("no DICOM image files found in this folder", path)
+        if series_uid is None:
+            found = without_localizers(found, path)
         if series_uid is not None:
             found = [s for s in found if s.uid == series_uid][:1]
             if not found:
@@ -339,7 +372,7 @@ def _read_classic_series(files: Sequence[Path], source: Path) -> MetaTensor:
     the size of the result. The result is a transposed view of that buffer (no copy).
     """
     headers = [_dcmread(f, pixels=False) for f in files]
-    files, headers = _without_duplicates(list(files), headers, source)
+    files, headers = series_slices(files, headers, source)
     if len(files) == 1:  # copies of one image: read as the single file it is
         return _read_dicom_object(files[0])
     planes = []
@@ -362,6 +395,16 @@ def _read_classic_series(files: Sequence[Path], source: Path) -> MetaTensor:
     first = headers[order[0]]
     array = np.transpose(buffer, (3, 2, 1, 0))  # (C, i = column, j = row, k = slice), a view
     return MetaTensor(array, affine=affine, meta=_meta(first, source, affine, 3))
+
+
+def series_slices(
+    files: Sequence[Path], headers: list[Dataset], source: Path
+) -> tuple[list[Path], list[Dataset]]:
+    """The files (and headers) of a classic series that make its volume: copies of one instance and stray
+    localizer images left out, with an InputWarning each. The reader and the DICOM SEG writer both call
+    this, so a SEG's frames are the slices the image was read from."""
+    files, headers = _without_duplicates(list(files), headers, source)
+    return _without_strays(files, headers, source)
 
 
 def _without_duplicates(
@@ -388,6 +431,51 @@ def _without_duplicates(
             stacklevel=4,
         )
     return kept_files, kept_headers
+
+
+# At most this many images in another orientation or size inside a series are left out as strays (the
+# one to three localizers some scanners put into the series they plan); more is a series to split.
+MAX_STRAY_IMAGES = 3
+
+
+def _without_strays(
+    files: list[Path], headers: list[Dataset], source: Path
+) -> tuple[list[Path], list[Dataset]]:
+    """A series' slices minus the localizer images inside it and up to `MAX_STRAY_IMAGES` images in another
+    orientation or size than the rest (left out with an InputWarning naming them); the series unchanged
+    when there is no such clear majority, so that `stack_geometry` names the problem."""
+    localizer = [is_localizer(h) for h in headers]
+    keep = [not flag for flag in localizer] if any(localizer) and not all(localizer) else [True] * len(files)
+
+    def grid(header: Dataset) -> tuple:
+        orientation = header.get("ImageOrientationPatient")
+        try:
+            rounded = tuple(round(float(v), 2) for v in orientation) if orientation else None
+        except (TypeError, ValueError):
+            rounded = None
+        return rounded, header.get("Rows"), header.get("Columns")
+
+    grids = [grid(h) for h in headers]
+    counts: dict[tuple, int] = defaultdict(int)
+    for g, kept in zip(grids, keep, strict=True):
+        if kept:
+            counts[g] += 1
+    main_grid, main_count = max(counts.items(), key=lambda item: item[1])
+    others = sum(counts.values()) - main_count
+    if others and others <= MAX_STRAY_IMAGES and main_count > MAX_STRAY_IMAGES:
+        keep = [kept and g == main_grid for g, kept in zip(grids, keep, strict=True)]
+    left_out = [f.name for f, kept in zip(files, keep, strict=True) if not kept]
+    if not left_out:
+        return files, headers
+    warnings.warn(
+        f"{source}: {len(left_out)} image(s) in another orientation or size than the series' "
+        f"{len(files) - len(left_out)} slices (localizers) are left out: {', '.join(left_out[:3])}"
+        f"{', ...' if len(left_out) > 3 else ''}",
+        InputWarning,
+        stacklevel=4,
+    )
+    kept_pairs = [(f, h) for f, h, kept in zip(files, headers, keep, strict=True) if kept]
+    return [f for f, _ in kept_pairs], [h for _, h in kept_pairs]
 
 
 def _read_dicom_object(path: Path) -> MetaTensor:

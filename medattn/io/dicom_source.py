@@ -7,6 +7,7 @@ onto the right source frames.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ from monai.data import MetaTensor
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from medattn.errors import UnsupportedDicomError, WriteError
+from medattn.errors import InputWarning, UnsupportedDicomError, WriteError
 
 # The reader's own plane and spacing functions: reader and writer must agree on the grid to the voxel.
 from medattn.io.dicom import (
@@ -25,6 +26,7 @@ from medattn.io.dicom import (
     find_dicom_series,
     plane_of,
     scan_dicom_files,
+    series_slices,
     spacing_fallback,
 )
 from medattn.io.dicom_geometry import SlicePlane, stack_geometry
@@ -148,6 +150,9 @@ def _planes(ds: Dataset, where: Path, frame_items: list[Dataset | None]) -> list
 
 
 def _classic_source(datasets: list[Dataset], files: Sequence[Path], location: Path) -> DicomSource:
+    with warnings.catch_warnings():  # the reader warned about the same files when the image was read
+        warnings.simplefilter("ignore", InputWarning)
+        files, datasets = series_slices(files, datasets, location)
     planes = [_planes(ds, file, [None])[0] for ds, file in zip(datasets, files, strict=True)]
     sizes = {(int(ds.Rows), int(ds.Columns)) for ds in datasets}
     if len(sizes) > 1:

@@ -22,7 +22,7 @@ from monai.data import MetaTensor
 
 from medattn.errors import InputNotFoundError, InputWarning, MedattnError, NoCasesFoundError
 from medattn.io.atomic import full_suffix
-from medattn.io.dicom import DicomSeries, find_dicom_series, looks_like_dicom
+from medattn.io.dicom import DicomSeries, find_dicom_series, looks_like_dicom, without_localizers
 from medattn.io.load import VIDEO_SUFFIXES, load_image, supported_suffix
 
 ANONYMOUS = "dicom"  # placeholder id of a series whose folder names the patient; numbered at the end
@@ -278,7 +278,7 @@ def _discover_folder(folder: Path, root: Path, depth: int) -> list[Dataset]:
     dicom_here = [p for p in folder.iterdir() if p.is_file() and looks_like_dicom(p)]
     if dicom_here or (subfolders and depth >= MAX_DEPTH):
         # A DICOM tree: series anywhere below; grouped by SeriesInstanceUID, one case each.
-        series = find_dicom_series(folder)
+        series = without_localizers(find_dicom_series(folder), folder)
         if series:
             found.append(Dataset(root=folder, layout="dicom", cases=_dicom_cases(root, series, group)))
         return found

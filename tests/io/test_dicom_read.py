@@ -208,3 +208,78 @@ def test_a_file_copied_twice_into_a_series_is_left_out_with_a_warning(tmp_path):
         image = load_image(series)
     np.testing.assert_array_equal(image.numpy(), expected.numpy())
     np.testing.assert_allclose(np.asarray(image.affine), np.asarray(expected.affine))
+
+
+LOCALIZER = ("ORIGINAL", "PRIMARY", "LOCALIZER")
+
+
+def test_a_localizer_inside_the_series_is_left_out_with_a_warning(tmp_path):
+    """Some scanners put the planning image(s) into the series they plan: same SeriesInstanceUID, another
+    orientation and size, ImageType LOCALIZER. The volume reads as without them, with a warning."""
+    from medattn.errors import InputWarning
+
+    uid = "1.2.826.0.1.3680043.8.498.77"
+    written = write_series(tmp_path / "axial", _volume(), series_uid=uid)
+    alone = load_image(tmp_path / "axial")
+    write_series(
+        tmp_path / "axial",
+        _volume((16, 9, 1)),
+        series_uid=uid,
+        direction=rotation(90, 0),
+        image_type=LOCALIZER,
+        name_prefix="LOC",
+        origin=(0, 0, 0),
+    )
+    with pytest.warns(InputWarning, match=r"1 image\(s\) in another orientation .* left out: LOCS1IM0000"):
+        image = load_image(tmp_path / "axial")
+    assert image.shape == alone.shape
+    np.testing.assert_allclose(image.affine, alone.affine)
+    np.testing.assert_allclose(image[0].numpy(), written["values"])
+
+
+def test_a_few_images_in_another_orientation_are_strays_many_are_an_error(tmp_path):
+    from medattn.errors import InputWarning
+
+    uid = "1.2.826.0.1.3680043.8.498.78"
+    write_series(tmp_path / "s", _volume(), series_uid=uid)
+    write_series(
+        tmp_path / "s",
+        _volume((12, 10, 2)),
+        series_uid=uid,
+        direction=rotation(90, 0),
+        name_prefix="X",
+        origin=(0, 0, 0),
+    )  # no LOCALIZER in ImageType: found by orientation
+    with pytest.warns(InputWarning, match=r"2 image\(s\) in another orientation"):
+        assert load_image(tmp_path / "s").shape == (1, 12, 10, 7)
+    write_series(
+        tmp_path / "s",
+        _volume((12, 10, 2)),
+        series_uid=uid,
+        direction=rotation(90, 0),
+        name_prefix="Y",
+        origin=(0, 0, 40),
+    )  # now 4 of them: a second stack, not strays
+    with pytest.raises(UnsupportedDicomError, match="mixes slice orientations"):
+        load_image(tmp_path / "s")
+
+
+def test_a_localizer_series_beside_the_scan_is_not_a_case(tmp_path):
+    """A study exported whole: the scout series beside the axial one. discover() and load_image(folder)
+    take the scan and say that the localizer series was left out."""
+    from medattn.errors import InputWarning
+
+    write_series(tmp_path / "study", _volume(), series_number=2)
+    write_series(
+        tmp_path / "study",
+        _volume((16, 9, 1)),
+        series_number=1,
+        direction=rotation(90, 0),
+        image_type=LOCALIZER,
+        origin=(0, 0, 0),
+    )
+    with pytest.warns(InputWarning, match="1 localizer series left out"):
+        dataset = discover(tmp_path)
+    assert len(dataset.cases) == 1 and len(dataset.cases[0].images) == 7
+    with pytest.warns(InputWarning, match="localizer series left out"):
+        assert load_image(tmp_path / "study").shape == (1, 12, 10, 7)

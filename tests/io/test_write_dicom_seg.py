@@ -180,3 +180,24 @@ def test_dicom_seg_needs_the_source_series(ct_series, tmp_path):
     with pytest.raises(WriteError, match="at least one segment"):
         save_mask(mask, tmp_path / "seg.dcm", reference=ct_series)
     assert not (tmp_path / "seg.dcm").exists()
+
+
+def test_a_stray_localizer_in_the_source_series_gets_no_frame(ct_series, tmp_path):
+    """The SEG's frames are the slices the image was read from: a localizer inside the series is left out
+    by the reader and by the writer alike."""
+    series = tmp_path / "series"
+    shutil.copytree(ct_series, series)
+    uid = str(pydicom.dcmread(next(series.iterdir())).SeriesInstanceUID)
+    write_series(
+        series,
+        np.zeros((20, 12, 1), np.int16),
+        series_uid=uid,
+        direction=np.eye(3),
+        image_type=("ORIGINAL", "PRIMARY", "LOCALIZER"),
+        name_prefix="LOC",
+        origin=(0, 0, 0),
+    )
+    with pytest.warns(match="left out"):
+        image = load_image(series)
+    out = save_mask(_mask_on(image), tmp_path / "seg.dcm", reference=image, labels=LABELS)
+    _check_against_sources(out, sorted(ct_series.iterdir()))
