@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 import warnings
 
@@ -53,6 +54,28 @@ def _register_commands() -> None:
     app.command("demo")(demo.demo)
     app.command("export")(export.export)
     # Other commands register here, one line each: app.command("NAME")(module.function)
+    for typer_app in (app, models.app):
+        for command in typer_app.registered_commands:
+            if command.help is None and command.callback is not None:
+                command.help = unwrapped_help(command.callback.__doc__)
+
+
+def unwrapped_help(docstring: str | None) -> str:
+    """A command's docstring with each paragraph on one line (list items, "- ...", on a line each).
+
+    typer's rich help joins the lines of the first paragraph only; later paragraphs kept the docstring's
+    110-column line breaks and showed as ragged half-lines on an 80-column terminal.
+    """
+    paragraphs = []
+    for paragraph in inspect.cleandoc(docstring or "").split("\n\n"):
+        lines: list[str] = []
+        for line in paragraph.splitlines():
+            if lines and not line.lstrip().startswith(("- ", "* ")):
+                lines[-1] += " " + line.strip()
+            else:
+                lines.append(line.strip())
+        paragraphs.append("\n".join(lines))
+    return "\n\n".join(paragraphs)
 
 
 _register_commands()
