@@ -104,8 +104,34 @@ def predict(
     size, volumes slice by slice, with the prompts given (--box/--point, --prior-mask or --box-model); with
     none, in SAM's no-prompt mode.
     """
+    from medattn.pipelines.predict import check_options
     from medattn.pipelines.predict import predict as run_prediction
 
+    options = dict(
+        overlay=overlay,
+        format=format,
+        overwrite=overwrite,
+        pipelined=pipelined,
+        overlap=overlap,
+        sw_batch_size=sw_batch,
+        tta=tta,
+        device=device,
+        amp=amp,
+        stitch_device=stitch_device,
+        save_probabilities=save_probabilities,
+        save_attention=save_attention,
+        keep_largest=keep_largest,
+        fill_holes=fill_holes,
+        min_lesion_ml=min_lesion_ml,
+        engine=engine,
+        compile=compile,
+        box=box or None,
+        points=point or None,
+        slice_index=slice_index,
+        prior_mask=None if prior_mask is None else str(prior_mask),
+        box_model=None if box_model is None else str(box_model),
+    )
+    check_options(output, **options)
     console = Console(stderr=True)
     if compile:
         console.print("--compile: the first window batch waits for torch.compile (about a minute, once)")
@@ -131,35 +157,7 @@ def predict(
         def on_frames(case: str, done: int, total: int | None) -> None:
             bar.update(task, description=f"{case}: frame {done}" + (f"/{total}" if total else ""))
 
-        results = run_prediction(
-            inputs,
-            output,
-            model,
-            on_case=on_case,
-            on_frames=on_frames,
-            overlay=overlay,
-            format=format,
-            overwrite=overwrite,
-            pipelined=pipelined,
-            overlap=overlap,
-            sw_batch_size=sw_batch,
-            tta=tta,
-            device=device,
-            amp=amp,
-            stitch_device=stitch_device,
-            save_probabilities=save_probabilities,
-            save_attention=save_attention,
-            keep_largest=keep_largest,
-            fill_holes=fill_holes,
-            min_lesion_ml=min_lesion_ml,
-            engine=engine,
-            compile=compile,
-            box=box or None,
-            points=point or None,
-            slice_index=slice_index,
-            prior_mask=None if prior_mask is None else str(prior_mask),
-            box_model=None if box_model is None else str(box_model),
-        )
+        results = run_prediction(inputs, output, model, on_case=on_case, on_frames=on_frames, **options)
     done = sum(r.status == "done" for r in results)
     skipped = sum(r.status == "skipped" for r in results)
     Console().print(f"{done} predicted, {skipped} skipped (already done), {len(failures)} failed -> {output}")

@@ -302,6 +302,20 @@ def _existing(case: Case, target: Path, names: dict[int, str]) -> CaseResult:
     return CaseResult(case.id, "skipped", str(target), volumes=volume_rows(case.id, mask, mask.affine, names))
 
 
+def check_options(output: str | Path, **options) -> PredictOptions:
+    """The options of `predict` (see there), checked before any work: an unknown option, a value wrong for
+    every case, or an output path that is a file raise ConfigError. The CLI calls it before its progress
+    bar appears."""
+    settings = PredictOptions(**options)
+    _check_options(settings)
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(
+            "the output is a file; give a folder for the masks, volumes.csv and predict.json", out
+        )
+    return settings
+
+
 def predict(
     inputs: str | Path,
     output: str | Path,
@@ -333,13 +347,8 @@ def predict(
     """
     from medattn.predictor import load_model
 
-    settings_obj = PredictOptions(**options)
-    _check_options(settings_obj)
+    settings_obj = check_options(output, **options)
     out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(
-            "the output is a file; give a folder for the masks, volumes.csv and predict.json", out
-        )
     out.mkdir(parents=True, exist_ok=True)
     predictor = load_model(
         model,
