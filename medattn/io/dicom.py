@@ -28,7 +28,14 @@ from medattn.errors import (
     UnreadableImageError,
     UnsupportedDicomError,
 )
-from medattn.io.dicom_geometry import SlicePlane, affine_2d, affine_ras, stack_geometry
+from medattn.io.dicom_geometry import (
+    SlicePlane,
+    affine_2d,
+    affine_ras,
+    shift_slices_,
+    stack_geometry,
+    tilted_stack_geometry,
+)
 
 # Objects that carry no image of their own (our own SEG outputs among them): never read as scans.
 NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "ECG", "DOC"}
@@ -384,7 +391,7 @@ def _read_classic_series(files: Sequence[Path], source: Path) -> MetaTensor:
     shapes = {(int(ds.Rows), int(ds.Columns), _int_tag(ds, "SamplesPerPixel", 1)) for ds in headers}
     if len(shapes) > 1:
         raise UnsupportedDicomError(f"slices differ in size {sorted(shapes)}", source)
-    order, affine = stack_geometry(planes, source, spacing_fallback(headers[0]))
+    order, affine, tilt = tilted_stack_geometry(planes, source, spacing_fallback(headers[0]))
     rows, columns, samples = shapes.pop()
     buffer = np.empty((len(files), rows, columns, samples), dtype=np.float32)
     for k, index in enumerate(order):
@@ -393,8 +400,19 @@ def _read_classic_series(files: Sequence[Path], source: Path) -> MetaTensor:
         buffer[k] = _rescaled(stored, ds).reshape(rows, columns, samples)
         del ds, stored
     first = headers[order[0]]
+    extra = {}
+    if tilt is not None:
+        shift_slices_(buffer, tilt, forward=True, order=1, fill=float(buffer.min()))
+        extra["gantry_tilt_degrees"] = round(tilt.degrees, 3)
+        warnings.warn(
+            f"{source}: gantry tilt of {tilt.degrees:.1f} degrees: the slices were resampled sideways onto "
+            "an orthogonal grid (as dcm2niix and 3D Slicer do); masks lie on that grid, DICOM SEG frames "
+            "are shifted back onto the original slices",
+            InputWarning,
+            stacklevel=4,
+        )
     array = np.transpose(buffer, (3, 2, 1, 0))  # (C, i = column, j = row, k = slice), a view
-    return MetaTensor(array, affine=affine, meta=_meta(first, source, affine, 3))
+    return MetaTensor(array, affine=affine, meta=_meta(first, source, affine, 3, **extra))
 
 
 def series_slices(

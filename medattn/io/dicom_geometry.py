@@ -6,6 +6,11 @@ DICOM positions are in LPS millimetres. A slice's ImageOrientationPatient holds 
     IPP_0 + i * dc * X + j * dr * Y + k * ds * N,      N = X x Y,
 once slices are sorted by their position along N. This is what SimpleITK/GDCM and dcm2niix do; medattn
 refuses (instead of silently resampling) the cases where no single affine describes the slices.
+
+The one exception is a gantry tilt: each slice's position also steps sideways in its own plane, by the same
+offset per slice (a sheared stack, as CT scanners acquire heads with a tilted gantry). Like dcm2niix and
+3D Slicer, the reader then resamples each slice sideways onto the orthogonal grid above (`GantryTilt`),
+and the DICOM SEG writer shifts each mask slice back onto its source slice.
 """
 
 from __future__ import annotations
@@ -39,6 +44,15 @@ class SlicePlane:
         return np.cross(self.orientation[:3], self.orientation[3:])
 
 
+@dataclass(frozen=True)
+class GantryTilt:
+    """A sheared stack: slice k's pixels lie k * `per_slice` voxels (along i = column, j = row) off the
+    orthogonal grid of the first slice; `degrees` between the slice normal and the stacking direction."""
+
+    degrees: float
+    per_slice: tuple[float, float]  # (i, j) voxels per slice
+
+
 def check_same_orientation(planes: Sequence[SlicePlane], source: str | Path) -> None:
     """All slices must share one orientation and pixel spacing, or no affine can describe them."""
     first = planes[0]
@@ -70,8 +84,26 @@ def slice_spacing(
         source: file or folder named in errors.
         fallback: spacing for a single slice (SpacingBetweenSlices or SliceThickness), mm.
     """
+    spacing, tilt = slice_steps(sorted_planes, source, fallback)
+    if tilt is not None:
+        raise UnsupportedDicomError(
+            f"slices are sheared {tilt.degrees:.1f} degrees from the slice normal (gantry tilt); "
+            "correct the tilt first (e.g. dcm2niix writes a tilt-corrected NIfTI)",
+            source,
+        )
+    return spacing
+
+
+def slice_steps(
+    sorted_planes: Sequence[SlicePlane], source: str | Path, fallback: float | None = None
+) -> tuple[float, GantryTilt | None]:
+    """Distance between consecutive slices along the normal, and the stack's gantry tilt (None when the
+    slices stack along their normal); refuse duplicated or irregular stacks, tilted ones included.
+
+    Args: as for `slice_spacing`.
+    """
     if len(sorted_planes) == 1:
-        return float(fallback) if fallback and fallback > 0 else 1.0
+        return (float(fallback) if fallback and fallback > 0 else 1.0), None
     normal = sorted_planes[0].normal
     positions = np.stack([plane.position for plane in sorted_planes])
     steps = np.diff(positions, axis=0)
@@ -82,15 +114,6 @@ def slice_spacing(
             "(echoes, phases, time points or b-values); split it into one series per volume",
             source,
         )
-    span = positions[-1] - positions[0]
-    cosine = abs(float(np.dot(span, normal))) / float(np.linalg.norm(span))
-    tilt = float(np.degrees(np.arccos(min(1.0, cosine))))
-    if tilt > TILT_TOLERANCE_DEGREES:
-        raise UnsupportedDicomError(
-            f"slices are sheared {tilt:.1f} degrees from the slice normal (gantry tilt); "
-            "correct the tilt first (e.g. dcm2niix writes a tilt-corrected NIfTI)",
-            source,
-        )
     spacing = float(np.median(along))
     if np.abs(along - spacing).max() > SPACING_RELATIVE_TOLERANCE * spacing + 0.01:
         raise UnsupportedDicomError(
@@ -98,7 +121,29 @@ def slice_spacing(
             "slices are missing or the series mixes acquisitions",
             source,
         )
-    return spacing
+    span = positions[-1] - positions[0]
+    cosine = abs(float(np.dot(span, normal))) / float(np.linalg.norm(span))
+    degrees = float(np.degrees(np.arccos(min(1.0, cosine))))
+    if degrees <= TILT_TOLERANCE_DEGREES:
+        return spacing, None
+    sideways = steps - np.outer(along, normal)  # each step's offset within the slice plane, mm
+    mean_sideways = sideways.mean(axis=0)
+    if np.abs(sideways - mean_sideways).max() > SPACING_RELATIVE_TOLERANCE * spacing + 0.01:
+        raise UnsupportedDicomError(
+            f"slices are sheared {degrees:.1f} degrees from the slice normal by uneven offsets: "
+            "no gantry tilt a scanner acquires; the series mixes acquisitions",
+            source,
+        )
+    first = sorted_planes[0]
+    spacing_between_rows, spacing_between_columns = first.pixel_spacing
+    per_slice = (
+        float(mean_sideways @ first.orientation[:3]) / spacing_between_columns,
+        float(mean_sideways @ first.orientation[3:]) / spacing_between_rows,
+    )
+    # Positions rounded in the file leave ~1e-7 voxel of offset along the untilted axis: zero, or the far
+    # edge of every slice would be read as lying outside it.
+    per_slice = tuple(0.0 if abs(v) < 1e-4 else v for v in per_slice)
+    return spacing, GantryTilt(degrees, per_slice)
 
 
 def affine_ras(first_plane: SlicePlane, slice_step: float) -> np.ndarray:
@@ -134,3 +179,30 @@ def stack_geometry(
     order = sort_planes(planes)
     sorted_planes = [planes[i] for i in order]
     return order, affine_ras(sorted_planes[0], slice_spacing(sorted_planes, source, fallback))
+
+
+def tilted_stack_geometry(
+    planes: Sequence[SlicePlane], source: str | Path, fallback: float | None = None
+) -> tuple[np.ndarray, np.ndarray, GantryTilt | None]:
+    """`stack_geometry` that accepts a gantry tilt: the slice order, the RAS affine of the orthogonal grid
+    of the first slice (the grid `correct_gantry_tilt` resamples onto) and the tilt (None if untilted)."""
+    check_same_orientation(planes, source)
+    order = sort_planes(planes)
+    sorted_planes = [planes[i] for i in order]
+    spacing, tilt = slice_steps(sorted_planes, source, fallback)
+    return order, affine_ras(sorted_planes[0], spacing), tilt
+
+
+def shift_slices_(stack: np.ndarray, tilt: GantryTilt, forward: bool, order: int, fill: float) -> np.ndarray:
+    """Each slice k of `stack` (k, rows, columns[, samples]) moved sideways by k * the tilt's offset, in
+    place (one slice of extra memory): `forward` from the sheared slices onto the orthogonal grid (the
+    reader: order 1, linear, as dcm2niix), else back (the DICOM SEG writer: order 0 for labels). Pixels
+    moved in from outside the slice get `fill`."""
+    from scipy import ndimage
+
+    sign = 1.0 if forward else -1.0
+    per_column, per_row = tilt.per_slice
+    for k in range(1, stack.shape[0]):  # slice 0 defines the grid
+        offset = [sign * k * per_row, sign * k * per_column] + [0.0] * (stack.ndim - 3)
+        stack[k] = ndimage.shift(stack[k], offset, order=order, mode="constant", cval=fill, prefilter=False)
+    return stack

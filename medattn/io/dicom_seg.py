@@ -18,6 +18,7 @@ from pydicom.sr.codedict import codes
 import medattn
 from medattn.errors import WriteError
 from medattn.io.atomic import atomic_path
+from medattn.io.dicom_geometry import shift_slices_
 from medattn.io.dicom_source import DicomSource, dicom_source
 from medattn.io.geometry import onto_grid, split_channel
 from medattn.io.label_table import Label, LabelSpec, as_label_array, label_table, present_values
@@ -72,7 +73,10 @@ def segment_frames(labels_ijk: np.ndarray, source: DicomSource, table: list[Labe
     for number, label in enumerate(table, start=1):
         if label.value < lookup.size:
             lookup[label.value] = number
-    frames = np.transpose(labels_ijk, (2, 1, 0))[source.frame_slice]  # (k, j = row, i = column)
+    slices = np.transpose(labels_ijk, (2, 1, 0))  # (k, j = row, i = column)
+    if source.tilt is not None:  # from the reader's orthogonal grid back onto the sheared source slices
+        slices = shift_slices_(slices.copy(), source.tilt, forward=False, order=0, fill=0)
+    frames = slices[source.frame_slice]
     dtype = np.uint8 if len(table) <= 255 else np.uint16
     return lookup[frames].astype(dtype)
 

@@ -29,7 +29,7 @@ from medattn.io.dicom import (
     series_slices,
     spacing_fallback,
 )
-from medattn.io.dicom_geometry import SlicePlane, stack_geometry
+from medattn.io.dicom_geometry import GantryTilt, SlicePlane, stack_geometry, tilted_stack_geometry
 
 NEEDS_SOURCE = (
     "DICOM SEG needs the source DICOM series: pass reference= the series folder (or its files, or the "
@@ -48,6 +48,8 @@ class DicomSource:
         affine: voxel -> RAS mm affine of the grid, as `load_image` gives for this series.
         frame_slice: for each source frame, in highdicom's frame order, its slice index k.
         location: the folder or file the series was found in, named in errors.
+        tilt: the gantry tilt of a sheared classic series (the mask's slices are shifted back onto the
+            source slices), else None.
     """
 
     datasets: list[Dataset]
@@ -55,6 +57,7 @@ class DicomSource:
     affine: np.ndarray
     frame_slice: np.ndarray
     location: Path
+    tilt: GantryTilt | None = None  # a gantry-tilted stack: `affine` is the reader's orthogonal grid
 
 
 def dicom_source(
@@ -157,7 +160,7 @@ def _classic_source(datasets: list[Dataset], files: Sequence[Path], location: Pa
     sizes = {(int(ds.Rows), int(ds.Columns)) for ds in datasets}
     if len(sizes) > 1:
         raise UnsupportedDicomError(f"source slices differ in size {sorted(sizes)}", location)
-    order, affine = stack_geometry(planes, location, spacing_fallback(datasets[0]))
+    order, affine, tilt = tilted_stack_geometry(planes, location, spacing_fallback(datasets[0]))
     rows, columns = sizes.pop()
     return DicomSource(
         datasets=[datasets[i] for i in order],
@@ -165,6 +168,7 @@ def _classic_source(datasets: list[Dataset], files: Sequence[Path], location: Pa
         affine=affine,
         frame_slice=np.arange(len(datasets)),
         location=location,
+        tilt=tilt,
     )
 
 
