@@ -436,7 +436,7 @@ def _separable_spacing(image: MetaTensor, lazy_spacing) -> MetaTensor | None:
 
 
 def _plain_meta(image: MetaTensor) -> dict:
-    keep = ("filename_or_obj", "modality", "spacing", "series_uid", "space")
+    keep = ("filename_or_obj", "modality", "spacing", "series_uid", "first_slice_file", "space")
     return {k: image.meta[k] for k in keep if k in image.meta}
 
 

@@ -39,6 +39,7 @@ def write_series(
     seed: int = 0,
     image_type: tuple[str, ...] = ("ORIGINAL", "PRIMARY", "AXIAL"),
     name_prefix: str = "",
+    attributes: dict | None = None,
 ) -> dict:
     """Write `volume` (i = column, j = row, k = slice) as one file per slice, named in shuffled order.
 
@@ -71,6 +72,8 @@ def write_series(
         ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.FrameOfReferenceUID = study_uid, series_uid, frame_uid
         ds.PatientName, ds.PatientID, ds.Modality = "Doe^Jane", "PID123", modality
         ds.ImageType = list(image_type)
+        for keyword, value in (attributes or {}).items():
+            setattr(ds, keyword, value)
         ds.SeriesNumber, ds.InstanceNumber = series_number, int(names[k]) + 1
         ds.ImagePositionPatient = [f"{v:.6f}" for v in position]
         ds.ImageOrientationPatient = [f"{v:.8f}" for v in (*row_dir, *col_dir)]

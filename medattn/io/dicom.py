@@ -55,7 +55,24 @@ _HEADER_TAGS = [
     "PatientID",
     "ImagePositionPatient",
     "ImageType",
+    "SOPInstanceUID",
+    # What tells apart the volumes of a series that holds several (echoes, phases, b-values, ...).
+    "EchoNumbers",
+    "TemporalPositionIdentifier",
+    "DiffusionBValue",
+    "TriggerTime",
+    "AcquisitionNumber",
 ]
+# Tags that split a series holding several volumes at the same slice positions, in the order tried, with
+# the case-id suffix each volume gets (dcm2niix's _e1/_e2 for echoes; magnitude/phase by ImageType).
+VOLUME_TAGS = {
+    "EchoNumbers": "e",
+    "TemporalPositionIdentifier": "t",
+    "DiffusionBValue": "b",
+    "TriggerTime": "trigger",
+    "AcquisitionNumber": "acq",
+    "ImageType": "type",
+}
 
 
 @dataclass(frozen=True)
@@ -69,6 +86,7 @@ class DicomSeries:
     description: str
     patient_tokens: tuple[str, ...]  # patient name/ID parts, only to keep them out of case ids
     localizer: bool = False  # every image is a localizer (scout, surview): planning images, not a scan
+    volume: str = ""  # one of several volumes in the series (echo, phase, b-value, ...): e.g. "e2", "t3"
 
     @property
     def folder(self) -> Path:
@@ -170,23 +188,82 @@ def scan_dicom_files(files: Iterable[Path]) -> list[DicomSeries]:
         key = uid if _stackable(header) else f"{uid}#{path}"
         grouped[key].append((path, header))
     series = []
-    for key, members in grouped.items():
-        header = members[0][1]
-        number = _int_tag(header, "SeriesNumber", -1)
-        patient = " ".join(str(header.get(k, "")) for k in ("PatientName", "PatientID"))
-        tokens = tuple(t.lower() for t in patient.replace("^", " ").split() if len(t) >= 3)
-        series.append(
-            DicomSeries(
-                uid=key.split("#", 1)[0],
-                files=tuple(sorted(p for p, _ in members)),
-                modality=str(header.get("Modality", "")),
-                series_number=number if number >= 0 else None,
-                description=str(header.get("SeriesDescription", "")),
-                patient_tokens=tokens,
-                localizer=all(is_localizer(h) for _, h in members),
+    for key, all_members in grouped.items():
+        for volume, members in split_volumes(all_members):
+            header = members[0][1]
+            number = _int_tag(header, "SeriesNumber", -1)
+            patient = " ".join(str(header.get(k, "")) for k in ("PatientName", "PatientID"))
+            tokens = tuple(t.lower() for t in patient.replace("^", " ").split() if len(t) >= 3)
+            series.append(
+                DicomSeries(
+                    uid=key.split("#", 1)[0],
+                    files=tuple(sorted(p for p, _ in members)),
+                    modality=str(header.get("Modality", "")),
+                    series_number=number if number >= 0 else None,
+                    description=str(header.get("SeriesDescription", "")),
+                    patient_tokens=tokens,
+                    localizer=all(is_localizer(h) for _, h in members),
+                    volume=volume,
+                )
             )
-        )
-    return sorted(series, key=lambda s: (str(s.folder), s.series_number or 0, s.files[0]))
+    return sorted(series, key=lambda s: (str(s.folder), s.series_number or 0, s.volume, s.files[0]))
+
+
+def split_volumes(members: list[tuple[Path, Dataset]]) -> list[tuple[str, list[tuple[Path, Dataset]]]]:
+    """A series' (path, header) pairs as one or more volumes: [("", all)] when no two images share a
+    position; else split by the first of `VOLUME_TAGS` whose values part the images into volumes without
+    repeated positions (MR echoes, dynamic phases, b-values, magnitude and phase), each labelled by the
+    tag's suffix and its value ("e2", "t3", "b1000"), as dcm2niix writes one file per echo. When no tag
+    parts them, [("", all)], and reading names the problem."""
+
+    def position(header: Dataset) -> tuple | None:
+        try:
+            return tuple(round(float(v), 2) for v in header.get("ImagePositionPatient") or ())
+        except (TypeError, ValueError):
+            return None
+
+    positions = [position(h) for _, h in members]
+    if len(members) < 2 or None in positions or len(set(positions)) == len(positions):
+        return [("", members)]
+    copies = {str(h.get("SOPInstanceUID", "")) for _, h in members}
+    if len(copies) < len(members):  # copies of one instance: the reader leaves them out
+        return [("", members)]
+    for tag, suffix in VOLUME_TAGS.items():
+        groups: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
+        for member in members:
+            groups[_volume_value(member[1], tag)].append(member)
+        if len(groups) < 2:
+            continue
+        if all(len({position(h) for _, h in group}) == len(group) for group in groups.values()):
+            ordered = sorted(groups.items(), key=lambda item: _natural_key(item[0]))
+            if tag == "ImageType":  # long values: number the kinds instead
+                return [(f"{suffix}{n + 1}", group) for n, (_, group) in enumerate(ordered)]
+            return [(f"{suffix}{_safe_value(value)}", group) for value, group in ordered]
+    return [("", members)]
+
+
+def _volume_value(header: Dataset, tag: str) -> str:
+    value = header.get(tag)
+    if value is None:
+        return ""
+    if tag == "ImageType":
+        return "\\".join(str(v) for v in (value if not isinstance(value, str) else [value]))
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    return f"{number:g}"
+
+
+def _natural_key(value: str) -> tuple:
+    try:
+        return (0, float(value), value)
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def _safe_value(value: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in value) or "none"
 
 
 def find_dicom_series(folder: str | Path) -> list[DicomSeries]:
@@ -222,12 +299,15 @@ def read_dicom(source: str | Path | Sequence[str | Path], series_uid: str | None
         if series_uid is None:
             found = without_localizers(found, path)
         if series_uid is not None:
-            found = [s for s in found if s.uid == series_uid][:1]
+            found = [s for s in found if s.uid == series_uid]
+            if not any(s.volume for s in found):  # several volumes of the series: the error below lists them
+                found = found[:1]
             if not found:
                 raise NoCasesFoundError(f"no series with SeriesInstanceUID {series_uid}", path)
         if len(found) > 1:
             listing = "; ".join(
-                f"#{s.series_number} {s.modality} {s.description!r} ({len(s.files)} files, uid {s.uid})"
+                f"#{s.series_number}{' ' + s.volume if s.volume else ''} {s.modality} {s.description!r} "
+                f"({len(s.files)} files, uid {s.uid})"
                 for s in found
             )
             raise UnsupportedDicomError(
@@ -411,6 +491,8 @@ def _read_classic_series(files: Sequence[Path], source: Path) -> MetaTensor:
             InputWarning,
             stacklevel=4,
         )
+    # The first slice's file tells the DICOM SEG writer which volume of a series with several this is.
+    extra["first_slice_file"] = str(files[order[0]])
     array = np.transpose(buffer, (3, 2, 1, 0))  # (C, i = column, j = row, k = slice), a view
     return MetaTensor(array, affine=affine, meta=_meta(first, source, affine, 3, **extra))
 

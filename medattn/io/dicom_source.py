@@ -75,9 +75,10 @@ def dicom_source(
     Raises:
         WriteError: no reference, or a reference that is not DICOM, or an ambiguous folder.
     """
-    series_uid = None
+    series_uid = first_slice = None
     if isinstance(reference, MetaTensor):
         series_uid = reference.meta.get("series_uid") or None
+        first_slice = reference.meta.get("first_slice_file") or None
         reference = reference.meta.get("filename_or_obj")
         if not reference:
             raise WriteError(NEEDS_SOURCE + "; this image carries no source path", path)
@@ -94,6 +95,8 @@ def dicom_source(
         found = scan_dicom_files(files)
     else:
         raise WriteError(f"{NEEDS_SOURCE}; got {type(reference).__name__}", path)
+    if first_slice is not None and len(found) > 1:  # one volume of a series with several (echoes, ...)
+        found = [s for s in found if Path(first_slice) in s.files] or found
     series = _pick_series(found, series_uid, mask_shape, location, path)
     datasets = [_read_header(f) for f in series.files]
     if len(datasets) == 1 and int(datasets[0].get("NumberOfFrames", 1) or 1) > 1:

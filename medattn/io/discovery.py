@@ -236,6 +236,13 @@ def _dicom_case_id(series: DicomSeries, root: Path) -> str:
     return _safe_id(base)
 
 
+def _volume_id(case_id: str, series: DicomSeries) -> str:
+    """One volume of a series that holds several (echoes, phases, ...): its label appended, "<id>_e2"."""
+    if not series.volume or case_id == ANONYMOUS:  # anonymous ids are numbered later, one per volume
+        return case_id
+    return f"{case_id}_{series.volume}"
+
+
 def _names_patient(text: str, tokens: tuple[str, ...]) -> bool:
     lowered = text.lower()
     return any(token in lowered for token in tokens)
@@ -243,7 +250,16 @@ def _names_patient(text: str, tokens: tuple[str, ...]) -> bool:
 
 def _dicom_cases(folder: Path, series_list: list[DicomSeries], group: str) -> list[Case]:
     cases = [
-        Case(_dicom_case_id(s, folder), list(s.files), None, "dicom", None, group, s.uid, s.patient_tokens)
+        Case(
+            _volume_id(_dicom_case_id(s, folder), s),
+            list(s.files),
+            None,
+            "dicom",
+            None,
+            group,
+            s.uid,
+            s.patient_tokens,
+        )
         for s in series_list
     ]
     # Several series in one folder: tell them apart by series number, then by position.

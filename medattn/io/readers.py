@@ -13,6 +13,8 @@ from medattn.io.atomic import full_suffix
 from medattn.io.dicom import looks_like_dicom
 from medattn.io.load import load_image
 
+_WRITING_ONLY_META = ("nifti_forms", "nifti_2d", "first_slice_file")
+
 
 class MedattnReader(ImageReader):
     """Reads every format `load_image` knows; arrays come channel-first with `original_channel_dim` = 0.
@@ -49,9 +51,10 @@ class MedattnReader(ImageReader):
         images = img if isinstance(img, list) else [img]
         arrays = [np.asarray(i.array) for i in images]
         array = arrays[0] if len(arrays) == 1 else np.concatenate(arrays, axis=0)
-        # MONAI's LoadImage converts every meta value to a tensor: keep those it can, drop the rest (the
-        # NiftiForms of an ambiguous NIfTI header and the 2D NIfTI flag only matter for writing masks).
-        meta = {k: v for k, v in images[0].meta.items() if k not in ("nifti_forms", "nifti_2d")}
+        # MONAI's LoadImage converts every meta value to a tensor: keep those it can, drop the rest (what
+        # only matters for writing masks: an ambiguous NIfTI's forms, the 2D NIfTI flag, a DICOM volume's
+        # first file).
+        meta = {k: v for k, v in images[0].meta.items() if k not in _WRITING_ONLY_META}
         meta["affine"] = np.asarray(images[0].affine)
         meta["original_affine"] = np.asarray(images[0].affine)
         meta["spatial_shape"] = np.asarray(array.shape[1:])

@@ -338,3 +338,41 @@ def test_a_localizer_series_beside_the_scan_is_not_a_case(tmp_path):
     assert len(dataset.cases) == 1 and len(dataset.cases[0].images) == 7
     with pytest.warns(InputWarning, match="localizer series left out"):
         assert load_image(tmp_path / "study").shape == (1, 12, 10, 7)
+
+
+def _two_echoes(folder, attributes=({"EchoNumbers": 1}, {"EchoNumbers": 2})):
+    uid = "1.2.826.0.1.3680043.8.498.90"
+    volumes = [_volume(seed=1), _volume(seed=2)]
+    for n, (volume, extra) in enumerate(zip(volumes, attributes, strict=True)):
+        write_series(folder, volume, series_uid=uid, attributes=extra, name_prefix=f"E{n}", seed=n)
+    return volumes
+
+
+def test_a_series_holding_two_echoes_is_two_cases(tmp_path):
+    """MR exports put several volumes at the same slice positions into one series (echoes, dynamic
+    phases, b-values): each becomes a case of its own, named as dcm2niix names its files (_e1, _e2)."""
+    volumes = _two_echoes(tmp_path / "mr")
+    dataset = discover(tmp_path)
+    assert sorted(case.id for case in dataset.cases) == ["mr_e1", "mr_e2"]
+    for case in sorted(dataset.cases, key=lambda c: c.id):
+        expected = volumes[int(case.id[-1]) - 1]
+        np.testing.assert_array_equal(case.load_image()[0].numpy(), expected)
+    with pytest.raises(UnsupportedDicomError, match=r"holds 2 series \(#1 e1 .*#1 e2"):
+        load_image(tmp_path / "mr")
+    with pytest.raises(UnsupportedDicomError, match="holds 2 series"):
+        load_image(tmp_path / "mr", series_uid="1.2.826.0.1.3680043.8.498.90")
+
+
+def test_volumes_are_told_apart_by_the_first_tag_that_parts_them(tmp_path):
+    attributes = (
+        {"EchoNumbers": 1, "TemporalPositionIdentifier": 3},
+        {"EchoNumbers": 1, "TemporalPositionIdentifier": 12},
+    )
+    _two_echoes(tmp_path / "dce", attributes)
+    assert sorted(case.id for case in discover(tmp_path).cases) == ["dce_t12", "dce_t3"]
+
+
+def test_volumes_nothing_tells_apart_stay_a_clear_error(tmp_path):
+    _two_echoes(tmp_path / "mr", ({"EchoNumbers": 1}, {"EchoNumbers": 1}))
+    with pytest.raises(UnsupportedDicomError, match="several slices share one position"):
+        load_image(tmp_path / "mr")

@@ -243,3 +243,30 @@ def test_a_gantry_tilted_source_gets_frames_on_its_own_sheared_slices(tmp_path):
         total += got.size
         painted += int(want.any())
     assert painted >= 3 and agree / total > 0.97
+
+
+def test_the_seg_of_one_echo_references_that_echo(tmp_path):
+    """Two echoes in one series, one case each: the SEG of the second echo references its slices only,
+    whether the reference is the loaded image or the case's files."""
+    from medattn.io import discover
+
+    uid = "1.2.826.0.1.3680043.8.498.91"
+    folder = tmp_path / "mr"
+    for echo in (1, 2):
+        write_series(
+            folder,
+            np.zeros(SHAPE, np.int16),
+            direction=DIRECTION,
+            pixel_spacing=(0.8, 0.6),
+            slice_step=2.5,
+            origin=(-20.0, -30.0, 15.0),
+            series_uid=uid,
+            attributes={"EchoNumbers": echo},
+            name_prefix=f"E{echo}",
+            seed=echo,
+        )
+    (case,) = [c for c in discover(folder).cases if c.id.endswith("_e2")]
+    image = case.load_image()
+    for reference in (image, case.images):
+        out = save_mask(_mask_on(image), tmp_path / "seg.dcm", reference=reference, labels=LABELS)
+        _check_against_sources(out, sorted(folder.glob("E2*")))
