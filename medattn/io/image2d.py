@@ -4,7 +4,9 @@ Layout: a MetaTensor (C, W, H), i.e. MONAI's PILReader convention (axis 0 runs a
 transpose of PIL's/NumPy's (H, W)), with the identity affine PILReader's output carries: one pixel is 1 unit,
 pixel (i, j) lies at (i, j). Channels: colour -> 3 (RGB), grayscale -> 1; alpha is dropped, palette images
 become RGB, 16-bit and float grayscale keep their values, 1-bit images read as 0/1. EXIF orientation is not
-applied (PILReader does not either), so arrays match pixel storage order.
+applied (PILReader does not either), so arrays match pixel storage order; a photo's orientation tag (2-8,
+as phone-mounted dermatoscopes write) is kept in `meta["exif_orientation"]`, and PNG masks and overlays
+written for it carry the same tag, so viewers turn image and mask alike.
 
 Multi-page TIFFs (and animated PNGs) are read as a 2D+t stack (C, W, H, T) like video, with
 `meta["time_axis"] = 3` and `meta["n_frames"]`; all pages must share size and mode.
@@ -56,6 +58,10 @@ def has_suffix(filename: Sequence[str | Path] | str | Path, suffixes: Sequence[s
     """Whether every file name ends in one of `suffixes` (lower case, with the dot), ignoring case."""
     names = [filename] if isinstance(filename, (str, Path)) else list(filename)
     return bool(names) and all(Path(name).suffix.lower() in suffixes for name in names)
+
+
+#: The EXIF tag that tells viewers how to turn a photo for display (1 = as stored, 2-8 = mirrored/rotated).
+EXIF_ORIENTATION = 0x0112
 
 
 def planar_meta(path: str | Path, array: np.ndarray, modality: str, **extra: Any) -> dict[str, Any]:
@@ -165,6 +171,9 @@ def _decode_with_pillow(path: Path, palette_indices: bool) -> tuple[list[np.ndar
                 stacklevel=4,
             )
         info = {"format": image.format, "mode": image.mode, "width": image.width, "height": image.height}
+        orientation = image.getexif().get(EXIF_ORIENTATION)
+        if isinstance(orientation, int) and 2 <= orientation <= 8:  # 1: as stored
+            info["exif_orientation"] = orientation
         pages = []
         for page in ImageSequence.Iterator(image):
             if page.size != image.size or page.mode != info["mode"]:

@@ -17,12 +17,14 @@ from medattn.io.atomic import atomic_path
 from medattn.io.label_table import Label
 
 
-def write_label_png(labels: np.ndarray, path: Path) -> None:
+def write_label_png(labels: np.ndarray, path: Path, exif_orientation: int | None = None) -> None:
     """Label values as an 8-bit grayscale PNG, 16-bit when a value exceeds 255.
 
     Args:
         labels: (W, H) integer label values (uint8 or uint16).
         path: the .png file.
+        exif_orientation: the source photo's EXIF orientation (2-8), stored in the PNG so that viewers
+            turn the mask as they turn the photo.
     """
     _check_2d(labels, path)
     if labels.max(initial=0) > np.iinfo(np.uint16).max:
@@ -32,10 +34,12 @@ def write_label_png(labels: np.ndarray, path: Path) -> None:
     dtype = np.uint8 if labels.max(initial=0) <= 255 else np.uint16
     image = Image.fromarray(rows_first.astype(dtype))
     with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
+        image.save(tmp, format="PNG", **_exif(exif_orientation))
 
 
-def write_overlay_png(labels: np.ndarray, image: np.ndarray, table: list[Label], path: Path) -> None:
+def write_overlay_png(
+    labels: np.ndarray, image: np.ndarray, table: list[Label], path: Path, exif_orientation: int | None = None
+) -> None:
     """Each label's one-pixel inner contour drawn in its colour on the image, saved as an RGB PNG.
 
     Args:
@@ -43,6 +47,7 @@ def write_overlay_png(labels: np.ndarray, image: np.ndarray, table: list[Label],
         image: the source image, (C, W, H) with 1 or 3 channels (4: alpha is dropped), or (W, H).
         table: colours of the labels to draw.
         path: the .png file.
+        exif_orientation: as for `write_label_png`.
     """
     _check_2d(labels, path)
     canvas = display_rgb(image, labels.shape, path)
@@ -51,7 +56,18 @@ def write_overlay_png(labels: np.ndarray, image: np.ndarray, table: list[Label],
         if region.any():
             canvas[find_boundaries(region, mode="inner")] = label.color
     with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(canvas.transpose(1, 0, 2))).save(tmp, format="PNG")
+        Image.fromarray(np.ascontiguousarray(canvas.transpose(1, 0, 2))).save(
+            tmp, format="PNG", **_exif(exif_orientation)
+        )
+
+
+def _exif(orientation: int | None) -> dict:
+    """Pillow's `exif=` save argument holding only the orientation tag, or nothing."""
+    if not orientation or orientation == 1:
+        return {}
+    exif = Image.Exif()
+    exif[0x0112] = int(orientation)
+    return {"exif": exif}
 
 
 def display_rgb(image: np.ndarray, shape: tuple[int, ...], path: Path | None = None) -> np.ndarray:

@@ -116,12 +116,18 @@ def save_mask(
     elif overlay:
         from medattn.io.png import write_overlay_png
 
-        write_overlay_png(labels_array, image.detach().cpu().numpy(), table, path)
+        write_overlay_png(labels_array, image.detach().cpu().numpy(), table, path, _exif_orientation(image))
     else:
         from medattn.io.png import write_label_png
 
-        write_label_png(labels_array, path)
+        write_label_png(labels_array, path, _exif_orientation(image))
     return path
+
+
+def _exif_orientation(image: MetaTensor | None) -> int | None:
+    """The source photo's EXIF orientation (medattn.io.image2d), for PNGs viewers must turn alike."""
+    value = image.meta.get("exif_orientation") if image is not None else None
+    return int(value) if value is not None else None
 
 
 def _reference_image(reference: MetaTensor | str | Path | None, path: Path) -> MetaTensor | None:

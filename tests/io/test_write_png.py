@@ -79,3 +79,29 @@ def test_overlay_needs_a_reference_and_a_png(tmp_path):
         save_mask(np.zeros((4, 5), np.uint8), tmp_path / "mask.png", overlay=True)
     with pytest.raises(WriteError, match=".png"):
         save_mask(np.zeros((4, 5, 6), np.uint8), tmp_path / "mask.nii.gz", overlay=True)
+
+
+@pytest.mark.parametrize("orientation", [6, 3, 8])
+def test_a_rotated_photo_gets_masks_that_viewers_turn_alike(tmp_path, orientation):
+    """A JPEG whose EXIF orientation says "turn for display" (phone-mounted dermatoscopes write it): the
+    mask and overlay PNGs carry the same tag, so after the display turn (PIL's exif_transpose, as viewers
+    do) the mask still covers the region it was predicted on."""
+    from PIL import ImageOps
+
+    from medattn.io import load_image
+
+    rows, columns = np.mgrid[0:ROWS, 0:COLUMNS]
+    pixels = np.where((rows < 5) & (columns < 7), 250, 20).astype(np.uint8)  # a bright top-left block
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(np.stack([pixels] * 3, axis=-1)).save(tmp_path / "lesion.jpg", quality=100, exif=exif)
+    image = load_image(tmp_path / "lesion.jpg")
+    assert image.meta["exif_orientation"] == orientation
+    mask = (image[0].numpy() > 128).astype(np.uint8)  # (W, H): the block, found in storage order
+    out = save_mask(mask, tmp_path / "lesion.png", reference=image)
+    overlay = save_mask(mask, tmp_path / "overlay.png", reference=image, overlay=True, labels={1: "lesion"})
+    shown_photo = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "lesion.jpg")).convert("L"))
+    shown_mask = np.asarray(ImageOps.exif_transpose(Image.open(out)))
+    assert shown_mask.shape == shown_photo.shape
+    np.testing.assert_array_equal(shown_mask == 1, shown_photo > 128)
+    assert Image.open(overlay).getexif().get(0x0112) == orientation
