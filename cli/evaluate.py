@@ -76,7 +76,8 @@ def evaluate(
     pred: Path = typer.Argument(
         ...,
         metavar="PRED",
-        help="Predicted label maps: a folder of <case_id>.nii.gz (.nrrd, .mha, .png) files, or one file.",
+        help="Predicted label maps: a folder of <case_id>.nii.gz (.nrrd, .mha, .png, .dcm DICOM SEG) files, "
+        "or one file.",
     ),
     ref: Path = typer.Argument(
         ..., metavar="REF", help="Reference label maps with the same case ids (a folder), or one file."

@@ -150,7 +150,7 @@ def load_label_map(path: Path) -> tuple[np.ndarray, np.ndarray]:
     from medattn.io import load_image
     from medattn.io.geometry import affine_4x4
 
-    image = load_image(path, dtype=None)
+    image = _read_seg(path) if _is_dicom_seg(path) else load_image(path, dtype=None)
     array = np.asarray(image.array)
     if image.meta.get("time_axis"):
         raise GeometryError("a video or image stack is not a label map", path)
@@ -161,6 +161,25 @@ def load_label_map(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except ValueError as error:
         raise UnreadableImageError(str(error), path) from error
     return labels, affine_4x4(image.affine, labels.ndim)
+
+
+def _is_dicom_seg(path: Path) -> bool:
+    """A DICOM Segmentation object (medattn predict --format dicom-seg writes them), by its header."""
+    if not path.is_file() or full_suffix(path) not in ("", ".dcm", ".dicom"):
+        return False
+    import pydicom
+
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"])
+    except Exception:  # not DICOM at all: load_image names the problem
+        return False
+    return str(header.get("Modality", "")) == "SEG"
+
+
+def _read_seg(path: Path):
+    from medattn.io.dicom_seg import read_dicom_seg
+
+    return read_dicom_seg(path)
 
 
 def _describe_grid(shape: Sequence[int], affine: np.ndarray) -> str:
@@ -177,10 +196,14 @@ def onto_reference_grid(
     resample: bool,
     path: Path,
 ) -> np.ndarray:
-    """The prediction on the reference grid: unchanged when the grids match, else GeometryError or, with
-    `resample`, nearest-neighbour resampling with MONAI's SpatialResample (labels never blend)."""
+    """The prediction on the reference grid: unchanged when the grids match, re-indexed exactly when it
+    holds the same voxels in another axis order (or, for a DICOM SEG, a block of them), else GeometryError
+    or, with `resample`, nearest-neighbour resampling with MONAI's SpatialResample (labels never blend)."""
     if pred.shape == ref.shape and np.allclose(pred_affine, ref_affine, rtol=0, atol=GRID_ATOL_MM):
         return pred
+    placed = _within_reference_grid(pred, pred_affine, ref.shape, ref_affine, allow_block=_is_dicom_seg(path))
+    if placed is not None:
+        return placed
     if not resample:
         raise GeometryError(
             f"prediction grid ({_describe_grid(pred.shape, pred_affine)}) differs from the reference grid "
@@ -205,6 +228,61 @@ def onto_reference_grid(
         target = torch.as_tensor(ref_affine)
     moved = resampler(source, dst_affine=target, spatial_size=ref.shape)
     return as_label_map(np.asarray(moved.detach().cpu().numpy())[0], "resampled prediction")
+
+
+def _within_reference_grid(
+    pred: np.ndarray,
+    pred_affine: np.ndarray,
+    ref_shape: Sequence[int],
+    ref_affine: np.ndarray,
+    allow_block: bool = False,
+) -> np.ndarray | None:
+    """A prediction on the reference grid's own voxels in another axis order or direction (an LPS writer
+    against a RAS one), re-indexed exactly; with `allow_block` also one on a block of them (shifted by whole
+    voxels, all inside), placed into an empty map of the reference's shape. None for any other grid.
+
+    `allow_block` is for DICOM SEG predictions: a SEG omits its empty frames, so it covers only the slices
+    with a segment, in highdicom's slice order. Other files of another shape stay an error (--resample),
+    as they more likely come from a cropped or wrong input.
+    """
+    from medattn.io.geometry import affine_4x4
+
+    dims = pred.ndim
+    if dims != len(ref_shape) or dims not in (2, 3):
+        return None
+    try:
+        index_map = np.linalg.solve(affine_4x4(pred_affine, dims), affine_4x4(ref_affine, dims))
+    except np.linalg.LinAlgError:
+        return None
+    rotation, offset = (
+        index_map[:dims, :dims],
+        index_map[:dims, 3],
+    )  # pred index = rotation @ ref index + offset
+    signs = np.round(rotation)
+    if (
+        np.abs(rotation - signs).max() > 1e-3
+        or not np.all(np.abs(signs).sum(axis=0) == 1)
+        or not np.all(np.abs(signs).sum(axis=1) == 1)
+        or np.abs(offset - np.round(offset)).max() > 1e-2
+    ):
+        return None
+    placed = np.zeros(tuple(int(n) for n in ref_shape), dtype=pred.dtype)
+    ref_slices, pred_slices, order = [], [], []
+    for axis in range(dims):
+        source = int(np.argmax(np.abs(signs[:, axis])))
+        sign, shift = int(signs[source, axis]), int(round(offset[source]))
+        # Pred index along `source` = sign * ref index + shift; every pred voxel must lie in the reference.
+        first, last = (
+            (-shift, pred.shape[source] - 1 - shift) if sign > 0 else (shift, shift - pred.shape[source] + 1)
+        )
+        low, high = min(first, last), max(first, last)
+        if low < 0 or high >= ref_shape[axis] or (not allow_block and high - low + 1 != ref_shape[axis]):
+            return None
+        ref_slices.append(slice(low, high + 1))
+        pred_slices.append(slice(None) if sign > 0 else slice(None, None, -1))
+        order.append(source)
+    placed[tuple(ref_slices)] = np.transpose(pred, order)[tuple(pred_slices)]
+    return placed
 
 
 def _evaluate_case(

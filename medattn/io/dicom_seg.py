@@ -13,10 +13,11 @@ from pathlib import Path
 
 import highdicom as hd
 import numpy as np
+from monai.data import MetaTensor
 from pydicom.sr.codedict import codes
 
 import medattn
-from medattn.errors import WriteError
+from medattn.errors import UnreadableImageError, WriteError
 from medattn.io.atomic import atomic_path
 from medattn.io.dicom_geometry import shift_slices_
 from medattn.io.dicom_source import DicomSource, dicom_source
@@ -134,3 +135,35 @@ def build_segmentation(
         ) from error
     segmentation.SeriesDescription = "medattn segmentation"
     return segmentation
+
+
+def read_dicom_seg(path: str | Path) -> MetaTensor:
+    """A DICOM SEG as a label map (1, i = column, j = row, k = slice), value = segment number, with the RAS
+    affine of its frames' own plane positions (read by highdicom): what `medattn evaluate` scores.
+
+    The grid spans the frames the SEG holds; a SEG that omits empty frames (as medattn's and most
+    writers' do) covers only the slices with a segment, a sub-grid of its source series' grid. Where
+    segments overlap, the highest segment number wins.
+
+    Raises:
+        UnreadableImageError: not a SEG highdicom reads, or frames that do not stack into one volume.
+    """
+    from medattn.io.dicom_geometry import LPS_TO_RAS
+
+    path = Path(path)
+    try:
+        segmentation = hd.seg.segread(path)
+        volume = segmentation.get_volume(combine_segments=True, skip_overlap_checks=True)
+    except (ValueError, TypeError, AttributeError, KeyError, RuntimeError, OSError) as error:
+        raise UnreadableImageError(
+            f"not a DICOM SEG whose frames stack into a volume ({error})", path
+        ) from error
+    array = np.transpose(np.asarray(volume.array), (2, 1, 0))  # (slice, row, column) -> (i, j, k)
+    indices_to_lps = np.asarray(volume.affine, dtype=np.float64)
+    affine = np.eye(4)
+    affine[:3, :3] = indices_to_lps[:3, [2, 1, 0]]
+    affine[:3, 3] = indices_to_lps[:3, 3]
+    affine = LPS_TO_RAS @ affine
+    spacing = tuple(float(v) for v in np.linalg.norm(affine[:3, :3], axis=0))
+    meta = {"filename_or_obj": str(path), "modality": "SEG", "spacing": spacing, "space": "RAS"}
+    return MetaTensor(np.ascontiguousarray(array)[None], affine=affine, meta=meta)

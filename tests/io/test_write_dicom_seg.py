@@ -270,3 +270,23 @@ def test_the_seg_of_one_echo_references_that_echo(tmp_path):
     for reference in (image, case.images):
         out = save_mask(_mask_on(image), tmp_path / "seg.dcm", reference=reference, labels=LABELS)
         _check_against_sources(out, sorted(folder.glob("E2*")))
+
+
+def test_evaluate_scores_a_dicom_seg_against_a_nifti_reference(ct_series, tmp_path):
+    """`medattn predict --format dicom-seg` output is scored by `medattn evaluate`: read by highdicom onto
+    its frames' grid (only the slices with a segment, as empty frames are omitted) and placed back on the
+    reference's grid, where it matches the same mask written as NIfTI exactly."""
+    from medattn.pipelines.evaluate import evaluate
+
+    image = load_image(ct_series)
+    mask = _mask_on(image)
+    mask[..., :2] = 0  # empty first slices: the SEG omits their frames
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    save_mask(mask, tmp_path / "pred" / "ct.dcm", reference=ct_series, labels=LABELS)
+    save_mask(mask, tmp_path / "ref" / "ct.nii.gz", reference=image)
+    assert len(hd.seg.segread(tmp_path / "pred" / "ct.dcm").PerFrameFunctionalGroupsSequence) < 2 * SHAPE[2]
+    result = evaluate(tmp_path / "pred", tmp_path / "ref")
+    assert not result.failed
+    scores = {row.label: row.dice for row in result.metrics}
+    assert scores == {1: 1.0, 2: 1.0}

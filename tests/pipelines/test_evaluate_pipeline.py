@@ -61,23 +61,40 @@ def test_api_pairs_by_id_across_formats_and_returns_rows(tmp_path):
     assert result.metrics[0].vol_ref_ml == pytest.approx(7 * 7 * 4 * 0.8 * 0.9 * 3.0 / 1000)
 
 
-def test_resample_is_exact_for_a_flipped_or_finer_grid(tmp_path):
+def test_resample_is_exact_for_a_finer_grid(tmp_path):
     ref = _nifti(tmp_path / "ref" / "x.nii.gz", _labels())
-    flipped = AFFINE.copy()
-    flipped[0, 0], flipped[0, 3] = -0.8, -40.0 + 0.8 * 17  # same voxels, stored in reverse order along i
-    _nifti(tmp_path / "flip" / "x.nii.gz", _labels()[::-1].copy(), flipped)
-    with pytest.raises(GeometryError, match="--resample"):
-        medattn.evaluate(tmp_path / "flip" / "x.nii.gz", ref)
-    assert "--resample" in medattn.evaluate(tmp_path / "flip", ref.parent).failed[0].error
-    rows = medattn.evaluate(tmp_path / "flip", ref.parent, resample=True).metrics
-    assert [row.dice for row in rows] == [1.0, 1.0]
     # Three times finer in-plane: each reference voxel centre is a fine voxel centre, so nearest is exact.
     fine = AFFINE.copy()
     fine[0, 0], fine[1, 1] = 0.8 / 3, 0.9 / 3
     fine[0, 3], fine[1, 3] = -40.0 - 0.8 / 3, 12.0 - 0.9 / 3
     _nifti(tmp_path / "fine" / "x.nii.gz", np.repeat(np.repeat(_labels(), 3, axis=0), 3, axis=1), fine)
+    with pytest.raises(GeometryError, match="--resample"):
+        medattn.evaluate(tmp_path / "fine" / "x.nii.gz", ref)
+    assert "--resample" in medattn.evaluate(tmp_path / "fine", ref.parent).failed[0].error
     rows = medattn.evaluate(tmp_path / "fine", ref.parent, resample=True).metrics
     assert [row.dice for row in rows] == [1.0, 1.0]
+
+
+def test_the_reference_voxels_in_another_order_need_no_resampling(tmp_path):
+    """A prediction stored with axes flipped or swapped (LPS vs RAS writers) is re-indexed exactly; a NIfTI
+    cropped to a block of the reference's voxels is not placed (only a DICOM SEG's omitted frames are:
+    tests/io/test_write_dicom_seg.py), nor one half a voxel off."""
+    ref = _nifti(tmp_path / "ref" / "x.nii.gz", _labels())
+    flipped = AFFINE.copy()
+    flipped[0, 0], flipped[0, 3] = -0.8, -40.0 + 0.8 * 17  # same voxels, stored in reverse order along i
+    swapped = flipped[:, [1, 0, 2, 3]]  # and the first two axes swapped
+    _nifti(tmp_path / "flip" / "x.nii.gz", _labels()[::-1].transpose(1, 0, 2).copy(), swapped)
+    assert [row.dice for row in medattn.evaluate(tmp_path / "flip", ref.parent).metrics] == [1.0, 1.0]
+    block = AFFINE.copy()
+    block[:3, 3] = AFFINE[:3, :3] @ [2, 1, 1] + AFFINE[:3, 3]  # voxels [2:16, 1:14, 1:6] of the reference
+    _nifti(tmp_path / "crop" / "x.nii.gz", _labels()[2:16, 1:14, 1:6].copy(), block)
+    assert "--resample" in medattn.evaluate(tmp_path / "crop", ref.parent).failed[0].error
+    rows = medattn.evaluate(tmp_path / "crop", ref.parent, resample=True).metrics
+    assert [row.dice for row in rows] == [1.0, 1.0]  # the block holds every labelled voxel
+    half = flipped.copy()
+    half[0, 3] += 0.4  # half a voxel off: not the reference's voxels
+    _nifti(tmp_path / "off" / "x.nii.gz", _labels()[::-1].copy(), half)
+    assert "--resample" in medattn.evaluate(tmp_path / "off", ref.parent).failed[0].error
 
 
 def test_png_masks_and_single_slice_volumes_are_2d(tmp_path):
