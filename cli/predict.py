@@ -16,7 +16,11 @@ def predict(
     ),
     output: Path = typer.Argument(..., metavar="OUTPUT", help="Folder for masks, volumes.csv, predict.json."),
     model: Path = typer.Option(..., "--model", "-m", help="Model package folder (from `medattn train`)."),
-    format: str = typer.Option("nii.gz", "--format", help="nii.gz, seg.nrrd, dicom-seg or png."),
+    format: str = typer.Option(
+        "nii.gz",
+        "--format",
+        help="nii.gz, seg.nrrd (3D Slicer), dicom-seg (alias dcm), png (2D), or nii, nrrd, mha label maps.",
+    ),
     overlap: float = typer.Option(
         0.5, help="Sliding-window overlap (0-1); lower is faster, slightly less smooth."
     ),

@@ -33,7 +33,17 @@ from medattn.io import discover, save_mask
 from medattn.io.atomic import atomic_path
 from medattn.io.discovery import Case
 
-FORMATS = {"nii.gz": ".nii.gz", "seg.nrrd": ".seg.nrrd", "dicom-seg": ".dcm", "png": ".png"}
+FORMATS = {
+    "nii.gz": ".nii.gz",
+    "seg.nrrd": ".seg.nrrd",
+    "dicom-seg": ".dcm",
+    "png": ".png",
+    "nii": ".nii",
+    "nrrd": ".nrrd",  # plain label maps for ITK-SNAP and other ITK tools
+    "mha": ".mha",
+}
+# Other spellings users type for a format: the file suffix, with or without its dot, in any case.
+FORMAT_ALIASES = {"dcm": "dicom-seg", "dicom": "dicom-seg", "seg": "dicom-seg", "nifti": "nii.gz"}
 VOLUME_COLUMNS = ("case", "label", "name", "voxels", "volume_ml")
 
 
@@ -302,11 +312,19 @@ def _existing(case: Case, target: Path, names: dict[int, str]) -> CaseResult:
     return CaseResult(case.id, "skipped", str(target), volumes=volume_rows(case.id, mask, mask.affine, names))
 
 
+def normalized_format(name: str) -> str:
+    """The FORMATS key for what a user typed: "nii.gz", ".NII.GZ", "dcm" and "dicom-seg" all name theirs;
+    anything else is returned as typed, for the error that lists the formats."""
+    key = str(name).strip().lower().lstrip(".")
+    return FORMAT_ALIASES.get(key, key)
+
+
 def check_options(output: str | Path, **options) -> PredictOptions:
     """The options of `predict` (see there), checked before any work: an unknown option, a value wrong for
     every case, or an output path that is a file raise ConfigError. The CLI calls it before its progress
     bar appears."""
     settings = PredictOptions(**options)
+    settings.format = normalized_format(settings.format)
     _check_options(settings)
     out = Path(output)
     if out.exists() and not out.is_dir():

@@ -302,6 +302,20 @@ def test_train_cli_makes_a_package_and_predict_cli_uses_it(dataset, tmp_path):
     assert (out / "t_000.seg.nrrd").is_file()
 
 
+@pytest.mark.parametrize(("typed", "suffix"), [(".MHA", ".mha"), ("nrrd", ".nrrd"), ("nii", ".nii")])
+def test_label_map_formats_by_any_spelling_land_on_the_input_grid(package, dataset, tmp_path, typed, suffix):
+    """--format takes the file suffix as users type it; plain NRRD/MHA/NIfTI label maps are read by
+    SimpleITK onto the scan's grid."""
+    import SimpleITK as sitk
+
+    medattn.predict(dataset / "imagesTs" / "t_000_0000.nii.gz", tmp_path, model=package.package, format=typed)
+    mask = sitk.ReadImage(str(tmp_path / f"t_000{suffix}"))
+    scan = sitk.ReadImage(str(dataset / "imagesTs" / "t_000_0000.nii.gz"))
+    assert mask.GetSize() == scan.GetSize()
+    np.testing.assert_allclose(mask.GetOrigin(), scan.GetOrigin(), atol=1e-4)
+    np.testing.assert_allclose(mask.GetDirection(), scan.GetDirection(), atol=1e-6)
+
+
 def test_unknown_model_and_bad_device_are_one_line_errors(dataset, tmp_path, capsys):
     assert main(["train", str(dataset), "--out", str(tmp_path), "--model", "agunett"]) == 1
     assert "Did you mean agunet" in capsys.readouterr().err
@@ -314,6 +328,10 @@ def test_unknown_model_and_bad_device_are_one_line_errors(dataset, tmp_path, cap
         (["--sw-batch", "0"], "--sw-batch must be at least 1"),
         (["--min-lesion-ml", "-1"], "--min-lesion-ml must be 0 or more"),
         (["--format", "png"], "--format png writes 2D masks"),
+        (
+            ["--format", "jpg"],
+            "unknown --format 'jpg'; choose nii.gz, seg.nrrd, dicom-seg, png, nii, nrrd, mha",
+        ),
     ],
 )
 def test_options_wrong_for_every_case_fail_once_before_any_case(
