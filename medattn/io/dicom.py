@@ -310,11 +310,12 @@ def read_dicom(source: str | Path | Sequence[str | Path], series_uid: str | None
                 f"({len(s.files)} files, uid {s.uid})"
                 for s in found
             )
-            raise UnsupportedDicomError(
-                f"the folder holds {len(found)} series ({listing}); pass series_uid= or use "
-                "medattn.io.discover(folder), which makes one case per series",
-                path,
+            how = (
+                "use medattn.io.discover(folder), which makes one case per volume, or pass one volume's files"
+                if any(s.volume for s in found)
+                else "pass series_uid= or use medattn.io.discover(folder), which makes one case per series"
             )
+            raise UnsupportedDicomError(f"the folder holds {len(found)} series ({listing}); {how}", path)
         files = found[0].files
         label = path
     else:
