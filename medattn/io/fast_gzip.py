@@ -23,16 +23,38 @@ except ImportError:  # pragma: no cover - isal is a dependency; a trimmed instal
 COMPRESS_LEVEL = 1
 
 
-def read_gzipped_nifti(path: Path) -> tuple[nib.Nifti1Image, np.ndarray] | None:
-    """A .nii.gz image and its voxels (scaled as nibabel scales them), decompressed by ISA-L.
+GZIP_MAGIC = b"\x1f\x8b"
 
-    Returns None when isal is missing or the file is anything but a plain gzipped NIfTI-1/2, so that
-    nibabel's own reading (and its error message) follows.
-    """
-    if full_suffix(path) != ".nii.gz" or igzip is None:
-        return None
+
+def is_gzipped(path: Path) -> bool:
+    """Whether the file starts with gzip's magic bytes, whatever its name says."""
     try:
-        with igzip.open(path, "rb") as stream:
+        with open(path, "rb") as stream:
+            return stream.read(2) == GZIP_MAGIC
+    except OSError:
+        return False
+
+
+def read_gzipped_nifti(path: Path) -> tuple[nib.Nifti1Image, np.ndarray] | None:
+    """A gzipped NIfTI (.nii.gz, or a .nii that is gzipped after all) and its voxels (scaled as nibabel
+    scales them), decompressed by ISA-L.
+
+    Returns None when isal is missing or the file is anything but a gzipped NIfTI-1/2, so that nibabel's
+    own reading (and its error message) follows.
+    """
+    if full_suffix(path) not in (".nii.gz", ".nii") or igzip is None or not is_gzipped(path):
+        return None
+    return read_nifti_stream(path, igzip.open)
+
+
+def read_nifti_stream(path: Path, opener) -> tuple[nib.Nifti1Image, np.ndarray] | None:
+    """A NIfTI-1/2 image read from `opener(path, "rb")` (a file or decompressing stream) and its voxels;
+    None when the stream holds no NIfTI header, so that nibabel's reading and error message follow."""
+    errors = (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError)
+    if isal_zlib is not None:
+        errors = (*errors, isal_zlib.error)
+    try:
+        with opener(path, "rb") as stream:
             first = stream.read(4)
             stream.seek(0)
             header_sizes = {int.from_bytes(first, order) for order in ("little", "big")}  # either byte order
@@ -44,7 +66,7 @@ def read_gzipped_nifti(path: Path) -> tuple[nib.Nifti1Image, np.ndarray] | None:
                 return None
             image = image_class.from_stream(stream)
             return image, np.asanyarray(image.dataobj)
-    except (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError, isal_zlib.error):
+    except errors:
         return None  # nibabel reads it again and names the problem
 
 

@@ -22,7 +22,7 @@ from monai.data import MetaTensor
 from medattn.errors import InputWarning, UnreadableImageError
 from medattn.io.atomic import full_suffix
 from medattn.io.dicom_geometry import LPS_TO_RAS
-from medattn.io.fast_gzip import read_gzipped_nifti
+from medattn.io.fast_gzip import is_gzipped, read_gzipped_nifti, read_nifti_stream
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".nrrd", ".seg.nrrd", ".nhdr", ".seg.nhdr", ".mha", ".mhd")
@@ -43,7 +43,7 @@ def read_nifti(path: str | Path) -> MetaTensor:
     """A NIfTI file as (C, i, j, k); 2D NIfTI gives a single slice volume, 4D/5D and RGB give channels."""
     path = Path(path)
     try:
-        image, data = read_gzipped_nifti(path) or _read_with_nibabel(path)
+        image, data = read_gzipped_nifti(path) or _misnamed_plain_nifti(path) or _read_with_nibabel(path)
     except (
         nib.filebasedimages.ImageFileError,
         OSError,
@@ -143,6 +143,14 @@ def _itk_header_affine_ras(reader: sitk.ImageFileReader) -> np.ndarray | None:
     affine[:3, :3] = flip @ direction @ np.diag(reader.GetSpacing()[:3])
     affine[:3, 3] = flip @ np.asarray(reader.GetOrigin()[:3], dtype=np.float64)
     return affine
+
+
+def _misnamed_plain_nifti(path: Path) -> tuple[nib.Nifti1Image, np.ndarray] | None:
+    """An uncompressed NIfTI named .nii.gz (nibabel would fail on it with "Not a gzipped file"), read as
+    what it is; None for every other file."""
+    if full_suffix(path) != ".nii.gz" or is_gzipped(path):
+        return None
+    return read_nifti_stream(path, open)
 
 
 def _read_with_nibabel(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:

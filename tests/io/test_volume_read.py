@@ -224,3 +224,20 @@ def test_monai_loadimage_reads_a_nifti_whose_forms_disagree(tmp_path):
     with pytest.warns(InputWarning, match="disagree"):
         loaded = LoadImage(reader=MedattnReader(), image_only=True)(str(tmp_path / "scan.nii.gz"))
     np.testing.assert_allclose(np.asarray(loaded.affine), sform)  # nibabel's choice, as load_image reads it
+
+
+def test_a_nifti_misnamed_as_compressed_or_not_reads_as_what_it_is(tmp_path):
+    """A gzipped NIfTI named .nii and a plain one named .nii.gz (renamed by hand, or written by a tool that
+    ignores the suffix): both read by their content, equal to the original."""
+    import shutil
+
+    affine = np.diag([0.9, 1.1, 2.5, 1.0])
+    data = np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4)
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "real.nii.gz")
+    nib.save(nib.Nifti1Image(data, affine), tmp_path / "real.nii")
+    shutil.copy(tmp_path / "real.nii.gz", tmp_path / "gzipped.nii")
+    shutil.copy(tmp_path / "real.nii", tmp_path / "plain.nii.gz")
+    for name in ("gzipped.nii", "plain.nii.gz"):
+        image = load_image(tmp_path / name, dtype=None)
+        np.testing.assert_array_equal(image[0].numpy(), data)
+        np.testing.assert_allclose(image.affine, affine)
