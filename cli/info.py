@@ -58,7 +58,7 @@ def _table(rows: list[CaseInfo], title: str) -> Table:
 
 def info(
     path: Path = typer.Argument(
-        ..., help="A scan file, a DICOM series folder, or a folder of cases in any layout."
+        ..., metavar="PATH", help="A scan file, a DICOM series folder, or a folder of cases in any layout."
     ),
     as_json: bool = typer.Option(
         False, "--json", help="Print a machine-readable JSON list (shape, spacing, affine per case) instead."

@@ -97,7 +97,7 @@ def models(
 
 @app.command("load-check")
 def load_check(
-    file: Path = typer.Argument(..., help="A local SAM or MedSAM checkpoint (.pth)."),
+    file: Path = typer.Argument(..., metavar="FILE", help="A local SAM or MedSAM checkpoint (.pth)."),
     variant: str = typer.Option("vit_b", "--variant", help="SAM size: vit_b, vit_l or vit_h."),
     in_channels: int = typer.Option(3, "--in-channels", help="Image channels of the model (3 for SAM)."),
     limit: int = typer.Option(20, "--limit", help="Keys listed per kind of difference (0: all)."),

@@ -20,7 +20,9 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 
 
 def train(
-    data: Path = typer.Argument(..., help="Labelled scans: nnU-Net layout, images/ + labels/, ..."),
+    data: Path = typer.Argument(
+        ..., metavar="DATA", help="Labelled scans: nnU-Net layout, images/ + labels/, ..."
+    ),
     model: str = typer.Option("agunet", "--model", "-m", help="Registry name; see `medattn models`."),
     out: Path = typer.Option(
         Path("runs/medattn"), "--out", "-o", help="Run folder; ends as a model package."
