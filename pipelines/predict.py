@@ -195,6 +195,19 @@ def _mask_reference(case: Case, image):
     return case.images if case.dicom else image
 
 
+def _refuse_overwriting_inputs(cases: list[Case], out: Path, options: PredictOptions) -> None:
+    """ConfigError, before any case runs, when a mask would be written over its own scan (the output folder
+    is the input folder and the format the scan's): the scan would be lost, or with no --overwrite read
+    back as an earlier mask and its intensities counted as label volumes."""
+    for case in cases:
+        target = _target(out, case, options).resolve()
+        if any(Path(image).resolve() == target for image in case.images):
+            raise ConfigError(
+                f"the mask of case {case.id!r} would be written over its scan {target}; choose an output "
+                "folder other than the input folder (or another --format)"
+            )
+
+
 def _target(out: Path, case: Case, options: PredictOptions) -> Path:
     """The output that marks a case as done: its mask file, or for a video its folder of frame masks."""
     if case.kind == "video":
@@ -394,6 +407,7 @@ def predict(
     todo = []
     from medattn.pipelines.predict_video import video_done, video_outputs
 
+    _refuse_overwriting_inputs(cases, out, settings_obj)
     for case in cases:
         target = _target(out, case, settings_obj)
         if case.kind != "video" and not settings_obj.overwrite and video_done(out, case.id):

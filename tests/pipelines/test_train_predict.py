@@ -316,6 +316,22 @@ def test_label_map_formats_by_any_spelling_land_on_the_input_grid(package, datas
     np.testing.assert_allclose(mask.GetDirection(), scan.GetDirection(), atol=1e-6)
 
 
+def test_a_mask_is_never_written_over_its_scan(package, dataset, tmp_path):
+    """Output folder = input folder, scan named like its mask: refused before any case, scan untouched
+    (before, the scan was 'skipped' as an earlier mask and its intensities reported as label volumes)."""
+    import shutil
+
+    from medattn.errors import ConfigError
+
+    scan = tmp_path / "x.nii.gz"
+    shutil.copy(dataset / "imagesTs" / "t_000_0000.nii.gz", scan)
+    before = scan.read_bytes()
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError, match="would be written over its scan"):
+            medattn.predict(tmp_path, tmp_path, model=package.package, overwrite=overwrite)
+    assert scan.read_bytes() == before and not (tmp_path / "volumes.csv").exists()
+
+
 def test_unknown_model_and_bad_device_are_one_line_errors(dataset, tmp_path, capsys):
     assert main(["train", str(dataset), "--out", str(tmp_path), "--model", "agunett"]) == 1
     assert "Did you mean agunet" in capsys.readouterr().err
