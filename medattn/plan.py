@@ -8,13 +8,14 @@ as JSON beside every run and inside every model package.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
 
-from medattn.errors import ConfigError
+from medattn.errors import ConfigError, InputWarning, MedattnError
 from medattn.io.discovery import Case
 
 PRESETS = ("ct", "mr", "rgb")
@@ -40,6 +41,7 @@ class Fingerprint:
     intensity_percentiles: dict[str, float]  # foreground p00_5, p50, p99_5, mean, std
     label_values: list[int]
     label_volumes_ml: dict[str, list[float]] = field(default_factory=dict)  # label -> per-case volume
+    excluded: dict[str, str] = field(default_factory=dict)  # case id -> why it cannot be trained on
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,9 +98,13 @@ def fingerprint_dataset(
     volumes: dict[int, list[float]] = {}
     spatial_dims = 3
     iterator = progress(cases) if progress is not None else cases
+    excluded: dict[str, str] = {}
     for case in iterator:
-        image = case.load_image()
-        label = case.load_label()
+        try:
+            image, label = checked_training_case(case)
+        except MedattnError as error:
+            excluded[case.id] = str(error)
+            continue
         spatial_dims = 2 if image.ndim == 3 else 3
         channels.add(int(image.shape[0]))
         modalities.add(str(image.meta.get("modality") or ""))
@@ -113,6 +119,17 @@ def fingerprint_dataset(
         present = np.bincount(labels.ravel().astype(np.int64))
         for value in range(1, len(present)):
             volumes.setdefault(value, []).append(float(present[value]) * voxel_ml)
+    if excluded:
+        listing = "; ".join(f"{case_id}: {reason}" for case_id, reason in list(excluded.items())[:5])
+        more = f"; and {len(excluded) - 5} more" if len(excluded) > 5 else ""
+        if len(excluded) == len(cases):
+            raise ConfigError(f"no training case can be used: {listing}{more}")
+        warnings.warn(
+            f"{len(excluded)} of {len(cases)} training case(s) left out (listed in plan.json): "
+            f"{listing}{more}",
+            InputWarning,
+            stacklevel=2,
+        )
     if len(channels) > 1:
         raise ConfigError(f"training cases differ in channel count {sorted(channels)}")
     pooled = np.concatenate(samples).astype(np.float64)
@@ -133,7 +150,51 @@ def fingerprint_dataset(
         intensity_percentiles=percentiles,
         label_values=sorted(volumes),
         label_volumes_ml={str(k): v for k, v in sorted(volumes.items())},
+        excluded=excluded,
     )
+
+
+#: Largest difference (mm) between an image's and its label's voxel -> world matrices still read as one grid.
+LABEL_GRID_ATOL_MM = 1e-3
+
+
+def checked_training_case(case: Case):
+    """A training case's image and label, read and checked: the label must lie on the image's grid (same
+    shape, spacing, origin and directions, as nnU-Net's dataset check demands) and hold integer labels.
+
+    Raises:
+        MedattnError naming the file: unreadable, another grid (a label saved without the image's header,
+        or cropped), or non-integer values.
+    """
+    from medattn.errors import GeometryError, UnreadableImageError
+    from medattn.io.geometry import affine_4x4
+    from medattn.metrics.case import as_label_map
+
+    image = case.load_image()
+    label = case.load_label()
+    if label is None:
+        return image, None
+    if tuple(label.shape[1:]) != tuple(image.shape[1:]):
+        raise GeometryError(
+            f"the label's shape {tuple(label.shape[1:])} differs from the image's {tuple(image.shape[1:])}",
+            case.label,
+        )
+    dims = image.ndim - 1
+    image_affine = affine_4x4(image.affine, dims)
+    label_affine = affine_4x4(label.affine, dims)
+    if not np.allclose(label_affine, image_affine, rtol=0, atol=LABEL_GRID_ATOL_MM):
+        difference = float(np.abs(label_affine - image_affine).max())
+        raise GeometryError(
+            f"the label's voxel grid (spacing, origin or directions) differs from the image's by up to "
+            f"{difference:.3g} mm: a label written without the image's header? Save it with the image's "
+            "affine",
+            case.label,
+        )
+    try:
+        as_label_map(np.asarray(label[0]), "the label")
+    except ValueError as error:
+        raise UnreadableImageError(str(error), case.label) from error
+    return image, label
 
 
 def _guess_preset(fingerprint: Fingerprint) -> str:
@@ -155,11 +216,17 @@ def _target_spacing(spacings: np.ndarray) -> list[float]:
 
 
 def _patch_size(median_shape: np.ndarray, budget: int, divisor: int) -> list[int]:
-    """The median (resampled) shape, shrunk along its longest axis until it fits the voxel budget."""
-    patch = np.maximum(np.ceil(median_shape / divisor) * divisor, divisor)
-    while np.prod(patch) > budget:
+    """The median (resampled) shape, shrunk along its longest axis until it fits the voxel budget.
+
+    At least twice the divisor per axis: one divisor would leave the network's deepest level a single
+    voxel, where instance norm has nothing to normalise over (training fails on it); smaller images are
+    padded up to the patch.
+    """
+    smallest = 2 * divisor
+    patch = np.maximum(np.ceil(median_shape / divisor) * divisor, smallest)
+    while np.prod(patch) > budget and patch.max() > smallest:
         axis = int(np.argmax(patch))
-        patch[axis] = max(divisor, patch[axis] - divisor)
+        patch[axis] = max(smallest, patch[axis] - divisor)
     return [int(v) for v in patch]
 
 

@@ -166,8 +166,9 @@ def _prepare(
             Plan.from_dict(state["plan"]),
             state.get("model_kwargs", options.model_kwargs),
         )
-    train_ids, val_ids = split_cases(cases, options.val_fraction, options.fold, options.seed)
     fingerprint = fingerprint_dataset(cases, progress=progress, seed=options.seed)
+    cases = [case for case in cases if case.id not in fingerprint.excluded]  # unreadable or off-grid
+    train_ids, val_ids = split_cases(cases, options.val_fraction, options.fold, options.seed)
     from medattn.models import create
     from medattn.predictor import resolve_device
 
