@@ -101,7 +101,7 @@ def fingerprint_dataset(
     excluded: dict[str, str] = {}
     for case in iterator:
         try:
-            image, label = checked_training_case(case)
+            image, labels = checked_training_case(case)
         except MedattnError as error:
             excluded[case.id] = str(error)
             continue
@@ -110,7 +110,8 @@ def fingerprint_dataset(
         modalities.add(str(image.meta.get("modality") or ""))
         spacings.append(list(spacing_from_affine(np.asarray(image.affine), spatial_dims)))
         shapes.append([int(s) for s in image.shape[1:]])
-        labels = np.asarray(label[0]) if label is not None else np.zeros(image.shape[1:], np.uint8)
+        if labels is None:
+            labels = np.zeros(image.shape[1:], np.uint8)
         values = np.asarray(image)
         foreground = values[:, labels > 0] if (labels > 0).any() else values.reshape(values.shape[0], -1)
         take = min(INTENSITY_SAMPLES_PER_CASE, foreground.shape[1])
@@ -159,8 +160,9 @@ LABEL_GRID_ATOL_MM = 1e-3
 
 
 def checked_training_case(case: Case):
-    """A training case's image and label, read and checked: the label must lie on the image's grid (same
-    shape, spacing, origin and directions, as nnU-Net's dataset check demands) and hold integer labels.
+    """A training case's image and its labels on the image's grid (an array; None without a label), read and
+    checked: the label must lie on the image's grid (same shape, spacing, origin and directions, as
+    nnU-Net's dataset check demands; in 3D any axis order of those voxels) and hold integer labels.
 
     Raises:
         MedattnError naming the file: unreadable, another grid (a label saved without the image's header,
@@ -174,15 +176,23 @@ def checked_training_case(case: Case):
     label = case.load_label()
     if label is None:
         return image, None
-    if tuple(label.shape[1:]) != tuple(image.shape[1:]):
+    dims = image.ndim - 1
+    image_affine = affine_4x4(image.affine, dims)
+    label_affine = affine_4x4(label.affine, dims)
+    same_grid = tuple(label.shape[1:]) == tuple(image.shape[1:]) and np.allclose(
+        label_affine, image_affine, rtol=0, atol=LABEL_GRID_ATOL_MM
+    )
+    labels = np.asarray(label[0])
+    if not same_grid and dims == 3:
+        reordered = _reordered_onto(labels, label_affine, image, image_affine)
+        if reordered is not None:  # another axis order (LPS vs RAS): training orients both to RAS first
+            labels, same_grid = reordered, True
+    if not same_grid and tuple(label.shape[1:]) != tuple(image.shape[1:]):
         raise GeometryError(
             f"the label's shape {tuple(label.shape[1:])} differs from the image's {tuple(image.shape[1:])}",
             case.label,
         )
-    dims = image.ndim - 1
-    image_affine = affine_4x4(image.affine, dims)
-    label_affine = affine_4x4(label.affine, dims)
-    if not np.allclose(label_affine, image_affine, rtol=0, atol=LABEL_GRID_ATOL_MM):
+    if not same_grid:
         difference = float(np.abs(label_affine - image_affine).max())
         raise GeometryError(
             f"the label's voxel grid (spacing, origin or directions) differs from the image's by up to "
@@ -191,10 +201,10 @@ def checked_training_case(case: Case):
             case.label,
         )
     try:
-        as_label_map(np.asarray(label[0]), "the label")
+        as_label_map(labels, "the label")
     except ValueError as error:
         raise UnreadableImageError(str(error), case.label) from error
-    return image, label
+    return image, labels
 
 
 def _guess_preset(fingerprint: Fingerprint) -> str:
@@ -309,3 +319,15 @@ def network_defaults(model: str, device_type: str) -> dict[str, Any]:
 def default_steps_per_epoch(batches_per_pass: int, device_type: str) -> int:
     """Iterations per epoch: one pass over the data, at least `MIN_STEPS_PER_EPOCH` for the device."""
     return max(batches_per_pass, MIN_STEPS_PER_EPOCH["cuda" if device_type == "cuda" else "cpu"])
+
+
+def _reordered_onto(labels: np.ndarray, label_affine: np.ndarray, image, image_affine: np.ndarray):
+    """The labels re-indexed onto the image grid when they hold its voxels in another axis order or
+    direction (exactly), else None."""
+    from medattn.errors import GeometryError
+    from medattn.io.geometry import onto_grid
+
+    try:
+        return onto_grid(labels, label_affine, tuple(image.shape[1:]), image_affine)
+    except GeometryError:
+        return None

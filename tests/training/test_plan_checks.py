@@ -60,3 +60,15 @@ def test_patches_leave_the_deepest_level_more_than_one_voxel():
     assert _patch_size(np.array([32.0, 32.0, 32.0]), 128**3, 32) == [64, 64, 64]
     assert _patch_size(np.array([300.0, 300.0, 300.0]), 128**3, 32) == [128, 128, 128]
     assert _patch_size(np.array([300.0, 300.0, 300.0]), 10, 32) == [64, 64, 64]  # never below the floor
+
+
+def test_a_label_holding_the_image_voxels_in_another_axis_order_is_kept(tmp_path):
+    """A label written by an LPS tool for a RAS image (same voxels, axes flipped and swapped) is the same
+    grid: training orients both to RAS, so it is not left out."""
+    flipped = AFFINE.copy()
+    flipped[0, 0], flipped[0, 3] = -0.8, 0.8 * 19  # i reversed
+    swapped = flipped[:, [1, 0, 2, 3]]
+    _case(tmp_path, "good", _label())
+    _case(tmp_path, "reordered", _label()[::-1].transpose(1, 0, 2).copy(), label_affine=swapped)
+    fingerprint = fingerprint_dataset(list(discover(tmp_path)))
+    assert fingerprint.excluded == {} and len(fingerprint.shapes) == 2
