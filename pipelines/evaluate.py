@@ -285,6 +285,18 @@ def _within_reference_grid(
     return placed
 
 
+def _seg_reference_on_prediction_grid(
+    ref: np.ndarray, ref_affine: np.ndarray, pred: np.ndarray, pred_affine: np.ndarray, ref_path: Path
+) -> np.ndarray | None:
+    """A DICOM SEG reference (annotation tools omit its empty frames, so it spans only the painted slices)
+    placed into the prediction's larger grid, when it is a block of that grid's voxels; None otherwise.
+    Scoring then covers the whole scan: a false positive outside the painted slices still counts, which
+    cropping the prediction to the SEG's slices (--resample) would hide."""
+    if not _is_dicom_seg(ref_path) or ref.shape == pred.shape:
+        return None
+    return _within_reference_grid(ref, ref_affine, pred.shape, pred_affine, allow_block=True)
+
+
 def _evaluate_case(
     key: str, pred_path: Path | None, ref_path: Path, labels: list[int] | None, settings: EvaluateSettings
 ) -> CaseResult:
@@ -293,6 +305,9 @@ def _evaluate_case(
         pred = np.zeros_like(ref)
     else:
         pred, pred_affine = load_label_map(pred_path)
+        widened = _seg_reference_on_prediction_grid(ref, ref_affine, pred, pred_affine, ref_path)
+        if widened is not None:  # a DICOM SEG reference covering only its painted slices
+            ref, ref_affine = widened, pred_affine
         pred = onto_reference_grid(pred, pred_affine, ref, ref_affine, settings.resample, pred_path)
     if ref.ndim == 3 and ref.shape[-1] == 1:  # a single-slice volume is a 2D image: measure in-plane
         ref, pred = ref[..., 0], pred[..., 0]

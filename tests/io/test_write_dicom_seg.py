@@ -290,3 +290,26 @@ def test_evaluate_scores_a_dicom_seg_against_a_nifti_reference(ct_series, tmp_pa
     assert not result.failed
     scores = {row.label: row.dice for row in result.metrics}
     assert scores == {1: 1.0, 2: 1.0}
+
+
+def test_a_dicom_seg_reference_is_widened_to_the_scan_so_false_positives_outside_it_count(
+    ct_series, tmp_path
+):
+    """Ground truth drawn in an annotation tool and saved as DICOM SEG spans only its painted slices; a
+    prediction with an extra blob on an unpainted slice must lose Dice for it."""
+    from medattn.pipelines.evaluate import evaluate
+
+    image = load_image(ct_series)
+    truth = _mask_on(image)
+    truth[..., :2] = 0
+    prediction = truth.copy()
+    prediction[2:6, 2:6, 0] = 2  # a false positive on a slice the SEG has no frame for
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "ref").mkdir()
+    save_mask(truth, tmp_path / "ref" / "ct.dcm", reference=ct_series, labels=LABELS)
+    save_mask(prediction, tmp_path / "pred" / "ct.nii.gz", reference=image)
+    result = evaluate(tmp_path / "pred", tmp_path / "ref")
+    assert not result.failed
+    scores = {row.label: row for row in result.metrics}
+    assert scores[1].dice == 1.0 and scores[2].dice < 1.0
+    assert scores[2].vol_pred_ml > scores[2].vol_ref_ml
