@@ -17,6 +17,7 @@ import numpy as np
 
 from medattn.errors import ConfigError, InputWarning, MedattnError
 from medattn.io.discovery import Case
+from medattn.io.mask_images import binarized, is_mask_image_file, looks_like_binary_mask
 
 PRESETS = ("ct", "mr", "rgb")
 # Patch voxel budgets: nnU-Net's 3D default fits 128^3 at batch 2 on a 24 GB GPU; CPUs get smaller ones.
@@ -42,6 +43,7 @@ class Fingerprint:
     label_values: list[int]
     label_volumes_ml: dict[str, list[float]] = field(default_factory=dict)  # label -> per-case volume
     excluded: dict[str, str] = field(default_factory=dict)  # case id -> why it cannot be trained on
+    binary_mask_labels: int = 0  # label images read as 0/1 from black/white (0/255) masks
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,6 +68,8 @@ class Plan:
     normalize_mean: float | None = None
     normalize_std: float | None = None
     labels: dict[int, str] = field(default_factory=dict)
+    # Label images that are black/white masks (0/255, JPEG noise) are read as 0/1 (medattn.io.mask_images).
+    binary_mask_labels: bool = False
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -99,6 +103,7 @@ def fingerprint_dataset(
     spatial_dims = 3
     iterator = progress(cases) if progress is not None else cases
     excluded: dict[str, str] = {}
+    binary_masks = 0
     for case in iterator:
         try:
             image, labels = checked_training_case(case)
@@ -112,6 +117,9 @@ def fingerprint_dataset(
         shapes.append([int(s) for s in image.shape[1:]])
         if labels is None:
             labels = np.zeros(image.shape[1:], np.uint8)
+        elif is_mask_image_file(case.label) and looks_like_binary_mask(labels):
+            labels = binarized(labels)
+            binary_masks += 1
         values = np.asarray(image)
         foreground = values[:, labels > 0] if (labels > 0).any() else values.reshape(values.shape[0], -1)
         take = min(INTENSITY_SAMPLES_PER_CASE, foreground.shape[1])
@@ -128,6 +136,13 @@ def fingerprint_dataset(
         warnings.warn(
             f"{len(excluded)} of {len(cases)} training case(s) left out (listed in plan.json): "
             f"{listing}{more}",
+            InputWarning,
+            stacklevel=2,
+        )
+    if binary_masks:
+        warnings.warn(
+            f"{binary_masks} label image(s) are black/white masks (0 and 255, as Kvasir-SEG and ISIC ship "
+            "them): read as 0/1, foreground where at least half white",
             InputWarning,
             stacklevel=2,
         )
@@ -152,6 +167,7 @@ def fingerprint_dataset(
         label_values=sorted(volumes),
         label_volumes_ml={str(k): v for k, v in sorted(volumes.items())},
         excluded=excluded,
+        binary_mask_labels=binary_masks,
     )
 
 
@@ -303,6 +319,7 @@ def make_plan(
         normalize_mean=stats["mean"] if preset == "ct" else None,
         normalize_std=max(stats["std"], 1e-6) if preset == "ct" else None,
         labels=names,
+        binary_mask_labels=bool(fingerprint.binary_mask_labels),
     )
 
 

@@ -33,6 +33,7 @@ from monai.transforms import (
 
 from medattn.io.readers import MedattnReader
 from medattn.plan import Plan
+from medattn.transforms.masks import BinaryMaskLabelsd
 from medattn.transforms.sampling import ComponentBalancedIndicesd
 
 INDICES_KEY = "label_cls_indices"
@@ -66,6 +67,8 @@ def preprocessing(
     chain: list[MapTransform] = []
     if load:
         chain.append(LoadImaged(keys, reader=MedattnReader(), image_only=True, ensure_channel_first=True))
+        if plan.binary_mask_labels and "label" in keys:
+            chain.append(BinaryMaskLabelsd("label"))
     if plan.spatial_dims == 3:
         modes = ["bilinear" if key == "image" else "nearest" for key in keys]
         chain.append(Orientationd(keys, axcodes="RAS"))
