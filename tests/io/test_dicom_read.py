@@ -297,24 +297,21 @@ def test_a_few_images_in_another_orientation_are_strays_many_are_an_error(tmp_pa
 
     uid = "1.2.826.0.1.3680043.8.498.78"
     write_series(tmp_path / "s", _volume(), series_uid=uid)
-    write_series(
-        tmp_path / "s",
-        _volume((12, 10, 2)),
-        series_uid=uid,
-        direction=rotation(90, 0),
-        name_prefix="X",
-        origin=(0, 0, 0),
-    )  # no LOCALIZER in ImageType: found by orientation
+
+    def add_sagittal_pair(prefix: str, origin: tuple) -> None:  # no LOCALIZER in ImageType: by orientation
+        write_series(
+            tmp_path / "s",
+            _volume((12, 10, 2)),
+            series_uid=uid,
+            direction=rotation(90, 0),
+            name_prefix=prefix,
+            origin=origin,
+        )
+
+    add_sagittal_pair("X", (0, 0, 0))
     with pytest.warns(InputWarning, match=r"2 image\(s\) in another orientation"):
         assert load_image(tmp_path / "s").shape == (1, 12, 10, 7)
-    write_series(
-        tmp_path / "s",
-        _volume((12, 10, 2)),
-        series_uid=uid,
-        direction=rotation(90, 0),
-        name_prefix="Y",
-        origin=(0, 0, 40),
-    )  # now 4 of them: a second stack, not strays
+    add_sagittal_pair("Y", (0, 0, 40))  # now 4 of them: a second stack, not strays
     with pytest.raises(UnsupportedDicomError, match="mixes slice orientations"):
         load_image(tmp_path / "s")
 

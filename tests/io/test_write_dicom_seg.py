@@ -65,9 +65,8 @@ def _label_values(seg: hd.seg.Segmentation, combined: np.ndarray) -> np.ndarray:
     return lookup[combined]
 
 
-@pytest.fixture(scope="module")
-def ct_series(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("ct")
+def _write_ct(folder, **options):
+    """The test series (SHAPE on the oblique DIRECTION grid) into `folder`; `options` go to write_series."""
     write_series(
         folder,
         np.zeros(SHAPE, np.int16),
@@ -75,8 +74,14 @@ def ct_series(tmp_path_factory):
         pixel_spacing=(0.8, 0.6),
         slice_step=2.5,
         origin=(-20.0, -30.0, 15.0),
+        **options,
     )
     return folder
+
+
+@pytest.fixture(scope="module")
+def ct_series(tmp_path_factory):
+    return _write_ct(tmp_path_factory.mktemp("ct"))
 
 
 def _check_against_sources(seg_path, source_files):
@@ -207,16 +212,7 @@ def test_a_gantry_tilted_source_gets_frames_on_its_own_sheared_slices(tmp_path):
     """The reader resamples a tilted stack onto an orthogonal grid; the SEG writer shifts each mask slice
     back, so every frame shows the labels at the source slice's own pixels (checked from each file's
     ImagePositionPatient, up to the boundary pixels nearest-neighbour sampling moves)."""
-    folder = tmp_path / "tilted"
-    write_series(
-        folder,
-        np.zeros(SHAPE, np.int16),
-        direction=DIRECTION,
-        pixel_spacing=(0.8, 0.6),
-        slice_step=2.5,
-        origin=(-20.0, -30.0, 15.0),
-        tilt_mm_per_slice=0.9,
-    )
+    folder = _write_ct(tmp_path / "tilted", tilt_mm_per_slice=0.9)
     with pytest.warns(match="gantry tilt"):
         image = load_image(folder)
     out = save_mask(_mask_on(image), tmp_path / "seg.dcm", reference=image, labels=LABELS)
@@ -253,18 +249,7 @@ def test_the_seg_of_one_echo_references_that_echo(tmp_path):
     uid = "1.2.826.0.1.3680043.8.498.91"
     folder = tmp_path / "mr"
     for echo in (1, 2):
-        write_series(
-            folder,
-            np.zeros(SHAPE, np.int16),
-            direction=DIRECTION,
-            pixel_spacing=(0.8, 0.6),
-            slice_step=2.5,
-            origin=(-20.0, -30.0, 15.0),
-            series_uid=uid,
-            attributes={"EchoNumbers": echo},
-            name_prefix=f"E{echo}",
-            seed=echo,
-        )
+        _write_ct(folder, series_uid=uid, attributes={"EchoNumbers": echo}, name_prefix=f"E{echo}", seed=echo)
     (case,) = [c for c in discover(folder).cases if c.id.endswith("_e2")]
     image = case.load_image()
     for reference in (image, case.images):
