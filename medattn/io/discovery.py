@@ -141,11 +141,17 @@ def _kind(path: Path) -> str:
     return "image2d" if suffix in IMAGE2D_SUFFIXES else "volume"
 
 
-def _image_files(folder: Path) -> list[Path]:
+def _image_files(folder: Path, scans: bool = True) -> list[Path]:
+    """The image files of a folder; with `scans`, without 3D Slicer segmentations (.seg.nrrd), which Slicer
+    users keep beside their scans (`scan.nrrd` + `scan.seg.nrrd` would read as one two-channel case)."""
     return sorted(
         p
         for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and supported_suffix(p) and full_suffix(p) != ".dcm"
+        if p.is_file()
+        and not p.name.startswith(".")
+        and supported_suffix(p)
+        and full_suffix(p) != ".dcm"
+        and not (scans and full_suffix(p) == ".seg.nrrd")
     )
 
 
@@ -164,7 +170,7 @@ def _group_channels(files: list[Path]) -> dict[str, list[Path]]:
 def _match_label(case_id: str, label_folder: Path | None, ending: str | None = None) -> Path | None:
     if label_folder is None or not label_folder.is_dir():
         return None
-    by_stem = {_stem(p): p for p in _image_files(label_folder)}
+    by_stem = {_stem(p): p for p in _image_files(label_folder, scans=False)}
     for candidate in (case_id, *(case_id + tail for tail in LABEL_TAILS)):
         if candidate in by_stem and (ending is None or by_stem[candidate].name.endswith(ending)):
             return by_stem[candidate]

@@ -122,3 +122,25 @@ def test_image_files_of_formats_not_read_are_named_in_one_warning(tmp_path):
     with pytest.warns(InputWarning, match=r"1 image file\(s\) in formats .* not read .*sub/brain\.mgz"):
         dataset = discover(tmp_path)
     assert [case.id for case in dataset] == ["a"]
+
+
+def test_a_slicer_segmentation_beside_its_scan_is_not_part_of_the_case(tmp_path):
+    """3D Slicer users save `scan.seg.nrrd` next to `scan.nrrd`: it is a label map, not a second channel
+    of the scan (before, the two made one two-channel case); as a label it is still found."""
+    import SimpleITK as sitk
+
+    from medattn.io import save_mask
+
+    volume = sitk.GetImageFromArray(np.zeros((4, 5, 6), np.float32))
+    sitk.WriteImage(volume, str(tmp_path / "scan.nrrd"))
+    labels = np.zeros((6, 5, 4), np.uint8)
+    labels[1:3, 1:3, 1:3] = 1
+    save_mask(labels, tmp_path / "scan.seg.nrrd", reference=tmp_path / "scan.nrrd")
+    (case,) = discover(tmp_path).cases
+    assert case.id == "scan" and [p.name for p in case.images] == ["scan.nrrd"]
+    (tmp_path / "pairs" / "images").mkdir(parents=True)
+    (tmp_path / "pairs" / "labels").mkdir()
+    (tmp_path / "scan.nrrd").rename(tmp_path / "pairs" / "images" / "scan.nrrd")
+    (tmp_path / "scan.seg.nrrd").rename(tmp_path / "pairs" / "labels" / "scan.seg.nrrd")
+    (case,) = discover(tmp_path / "pairs").cases
+    assert case.label is not None and case.label.name == "scan.seg.nrrd"
