@@ -17,7 +17,7 @@ import numpy as np
 
 from medattn.errors import ConfigError, InputWarning, MedattnError
 from medattn.io.discovery import Case
-from medattn.io.mask_images import binarized, is_mask_image_file, looks_like_binary_mask
+from medattn.io.mask_images import binarized, is_binary_mask_file
 
 PRESETS = ("ct", "mr", "rgb")
 # Patch voxel budgets: nnU-Net's 3D default fits 128^3 at batch 2 on a 24 GB GPU; CPUs get smaller ones.
@@ -117,7 +117,7 @@ def fingerprint_dataset(
         shapes.append([int(s) for s in image.shape[1:]])
         if labels is None:
             labels = np.zeros(image.shape[1:], np.uint8)
-        elif is_mask_image_file(case.label) and looks_like_binary_mask(labels):
+        elif is_binary_mask_file(case.label, labels):
             labels = binarized(labels)
             binary_masks += 1
         values = np.asarray(image)

@@ -156,9 +156,9 @@ def load_label_map(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise GeometryError("a video or image stack is not a label map", path)
     if array.shape[0] > 1 and not all(np.array_equal(array[0], channel) for channel in array[1:]):
         raise GeometryError(f"has {array.shape[0]} different channels; evaluate needs one label map", path)
-    from medattn.io.mask_images import binarized, is_mask_image_file, looks_like_binary_mask
+    from medattn.io.mask_images import binarized, is_binary_mask_file
 
-    if is_mask_image_file(path) and looks_like_binary_mask(array[0]):  # a 0/255 mask image (Kvasir, ISIC)
+    if is_binary_mask_file(path, array[0]):  # a 0/255 mask image (Kvasir, ISIC)
         return binarized(array[0]), affine_4x4(image.affine, array.ndim - 1)
     try:
         labels = as_label_map(array[0])

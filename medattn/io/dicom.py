@@ -29,6 +29,7 @@ from medattn.errors import (
     UnsupportedDicomError,
 )
 from medattn.io.dicom_geometry import (
+    ORIENTATION_TOLERANCE,
     SlicePlane,
     affine_2d,
     affine_ras,
@@ -206,7 +207,9 @@ def scan_dicom_files(files: Iterable[Path]) -> list[DicomSeries]:
                     volume=volume,
                 )
             )
-    return sorted(series, key=lambda s: (str(s.folder), s.series_number or 0, s.volume, s.files[0]))
+    return sorted(
+        series, key=lambda s: (str(s.folder), s.series_number or 0, _natural_key(s.volume), s.files[0])
+    )
 
 
 def split_volumes(members: list[tuple[Path, Dataset]]) -> list[tuple[str, list[tuple[Path, Dataset]]]]:
@@ -234,7 +237,11 @@ def split_volumes(members: list[tuple[Path, Dataset]]) -> list[tuple[str, list[t
             groups[_volume_value(member[1], tag)].append(member)
         if len(groups) < 2:
             continue
-        if all(len({position(h) for _, h in group}) == len(group) for group in groups.values()):
+        sizes = {len(group) for group in groups.values()}
+        # Whole volumes only: a tag that differs on every image (TriggerTime, AcquisitionNumber of a
+        # step-and-shoot CT) would part a series into one-slice "volumes".
+        whole = len(sizes) == 1 and min(sizes) > 1
+        if whole and all(len({position(h) for _, h in group}) == len(group) for group in groups.values()):
             ordered = sorted(groups.items(), key=lambda item: _natural_key(item[0]))
             if tag == "ImageType":  # long values: number the kinds instead
                 return [(f"{suffix}{n + 1}", group) for n, (_, group) in enumerate(ordered)]
@@ -252,14 +259,16 @@ def _volume_value(header: Dataset, tag: str) -> str:
         number = float(value)
     except (TypeError, ValueError):
         return str(value)
-    return f"{number:g}"
+    return str(int(number)) if number.is_integer() else repr(number)
 
 
 def _natural_key(value: str) -> tuple:
+    """Numbers in order (2 before 10), also after a letter prefix ("e2" before "e10")."""
+    prefix = value.rstrip("0123456789.-")
     try:
-        return (0, float(value), value)
+        return (prefix, 0, float(value[len(prefix) :]), value)
     except ValueError:
-        return (1, 0.0, value)
+        return (prefix, 1, 0.0, value)
 
 
 def _safe_value(value: str) -> str:
@@ -548,15 +557,32 @@ def _without_strays(
     localizer = [is_localizer(h) for h in headers]
     keep = [not flag for flag in localizer] if any(localizer) and not all(localizer) else [True] * len(files)
 
-    def grid(header: Dataset) -> tuple:
-        orientation = header.get("ImageOrientationPatient")
+    def orientation(header: Dataset) -> np.ndarray | None:
+        values = header.get("ImageOrientationPatient")
         try:
-            rounded = tuple(round(float(v), 2) for v in orientation) if orientation else None
+            array = np.asarray([float(v) for v in values], dtype=float) if values else None
         except (TypeError, ValueError):
-            rounded = None
-        return rounded, header.get("Rows"), header.get("Columns")
+            return None
+        return array if array is not None and array.shape == (6,) else None
 
-    grids = [grid(h) for h in headers]
+    # Images share a grid when their orientations agree within the reader's tolerance (rounding them
+    # would part two values a hair apart) and their sizes match: each is labelled by the first of its kind.
+    kinds: list[tuple[np.ndarray | None, object, object]] = []
+    grids = []
+    for header in headers:
+        mine = (orientation(header), header.get("Rows"), header.get("Columns"))
+        for number, kind in enumerate(kinds):
+            same_orientation = (
+                mine[0] is None and kind[0] is None
+                if mine[0] is None or kind[0] is None
+                else np.abs(mine[0] - kind[0]).max() <= ORIENTATION_TOLERANCE
+            )
+            if same_orientation and mine[1:] == kind[1:]:
+                grids.append(number)
+                break
+        else:
+            kinds.append(mine)
+            grids.append(len(kinds) - 1)
     counts: dict[tuple, int] = defaultdict(int)
     for g, kept in zip(grids, keep, strict=True):
         if kept:

@@ -7,7 +7,7 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 from monai.transforms import MapTransform
 
-from medattn.io.mask_images import is_mask_image_file, looks_like_binary_mask
+from medattn.io.mask_images import is_binary_mask_file
 
 
 class BinaryMaskLabelsd(MapTransform):
@@ -23,6 +23,6 @@ class BinaryMaskLabelsd(MapTransform):
         for key in self.key_iterator(out):
             label = out[key]
             source = getattr(label, "meta", {}).get("filename_or_obj", "")
-            if source and is_mask_image_file(source) and looks_like_binary_mask(np.asarray(label)):
+            if source and is_binary_mask_file(source, np.asarray(label)):
                 out[key] = (label >= 128).to(label.dtype)  # a MetaTensor stays one, meta kept
         return out

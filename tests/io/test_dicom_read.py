@@ -373,3 +373,41 @@ def test_volumes_nothing_tells_apart_stay_a_clear_error(tmp_path):
     _two_echoes(tmp_path / "mr", ({"EchoNumbers": 1}, {"EchoNumbers": 1}))
     with pytest.raises(UnsupportedDicomError, match="several slices share one position"):
         load_image(tmp_path / "mr")
+
+
+def test_a_tag_that_differs_on_every_image_does_not_split_a_series_into_slices(tmp_path):
+    """Magnitude and phase at the same positions, with a TriggerTime per image: split by ImageType into two
+    whole volumes, not into one-slice "volumes" by TriggerTime (found by review)."""
+    uid = "1.2.826.0.1.3680043.8.498.92"
+    for n, kind in enumerate(("M", "P")):
+        write_series(
+            tmp_path / "mr",
+            _volume(seed=n),
+            series_uid=uid,
+            image_type=("ORIGINAL", "PRIMARY", kind),
+            name_prefix=kind,
+            seed=n,
+        )
+    import pydicom
+
+    for k, path in enumerate(sorted((tmp_path / "mr").iterdir())):
+        ds = pydicom.dcmread(path)
+        ds.TriggerTime = 10 * k
+        ds.save_as(path)
+    assert sorted(case.id for case in discover(tmp_path).cases) == ["mr_type1", "mr_type2"]
+
+
+def test_orientations_a_hair_apart_are_one_stack_not_strays(tmp_path):
+    """0.0050001 and 0.0049999 round apart at 2 decimals; within the reader's tolerance they are one
+    orientation, so no slice is left out (found by review)."""
+    import pydicom
+
+    write_series(tmp_path, _volume(), direction=rotation(0.2865, 0))  # cos/sin terms near 0.005
+    files = sorted(tmp_path.iterdir())
+    for n, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        values = [float(v) for v in ds.ImageOrientationPatient]
+        values[5] = 0.0050001 if n < 5 else 0.0049999
+        ds.ImageOrientationPatient = [f"{v:.8f}" for v in values]
+        ds.save_as(path)
+    assert load_image(tmp_path).shape == (1, 12, 10, 7)

@@ -66,3 +66,13 @@ def test_evaluate_scores_a_mask_against_a_black_and_white_reference(tmp_path):
     Image.fromarray(_truth()).save(tmp_path / "pred" / "c0.png")  # medattn's 0/1 label PNG
     rows = medattn.evaluate(tmp_path / "pred", tmp_path / "ref" / "labels").metrics
     assert [(row.label, row.dice) for row in rows] == [(1, 1.0)]
+
+
+def test_class_values_with_a_void_border_are_not_a_black_and_white_mask(tmp_path):
+    """PASCAL VOC style: class 15 inside a 255 "void" border, in a lossless PNG; binarising it would erase
+    the class (found by review). JPEG keeps its tolerance for compression noise."""
+    mask = np.zeros((ROWS, COLUMNS), np.uint8)
+    mask[10:30, 10:40] = 255
+    mask[12:28, 12:38] = 15
+    assert not looks_like_binary_mask(mask, lossy=False)
+    assert looks_like_binary_mask(_truth() * 255, lossy=False)
