@@ -548,6 +548,13 @@ def _without_duplicates(
 MAX_STRAY_IMAGES = 3
 
 
+def _same_orientation(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    """Two ImageOrientationPatient values within the reader's tolerance (two missing ones agree too)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return bool(np.abs(a - b).max() <= ORIENTATION_TOLERANCE)
+
+
 def _without_strays(
     files: list[Path], headers: list[Dataset], source: Path
 ) -> tuple[list[Path], list[Dataset]]:
@@ -572,12 +579,7 @@ def _without_strays(
     for header in headers:
         mine = (orientation(header), header.get("Rows"), header.get("Columns"))
         for number, kind in enumerate(kinds):
-            same_orientation = (
-                mine[0] is None and kind[0] is None
-                if mine[0] is None or kind[0] is None
-                else np.abs(mine[0] - kind[0]).max() <= ORIENTATION_TOLERANCE
-            )
-            if same_orientation and mine[1:] == kind[1:]:
+            if _same_orientation(mine[0], kind[0]) and mine[1:] == kind[1:]:
                 grids.append(number)
                 break
         else:

@@ -74,33 +74,16 @@ def sort_planes(planes: Sequence[SlicePlane]) -> np.ndarray:
     return np.argsort(distances, kind="stable")
 
 
-def slice_spacing(
-    sorted_planes: Sequence[SlicePlane], source: str | Path, fallback: float | None = None
-) -> float:
-    """Distance between consecutive slices along the normal; refuse tilted, duplicated or irregular stacks.
-
-    Args:
-        sorted_planes: slices in the order of `sort_planes`.
-        source: file or folder named in errors.
-        fallback: spacing for a single slice (SpacingBetweenSlices or SliceThickness), mm.
-    """
-    spacing, tilt = slice_steps(sorted_planes, source, fallback)
-    if tilt is not None:
-        raise UnsupportedDicomError(
-            f"slices are sheared {tilt.degrees:.1f} degrees from the slice normal (gantry tilt); "
-            "correct the tilt first (e.g. dcm2niix writes a tilt-corrected NIfTI)",
-            source,
-        )
-    return spacing
-
-
 def slice_steps(
     sorted_planes: Sequence[SlicePlane], source: str | Path, fallback: float | None = None
 ) -> tuple[float, GantryTilt | None]:
     """Distance between consecutive slices along the normal, and the stack's gantry tilt (None when the
     slices stack along their normal); refuse duplicated or irregular stacks, tilted ones included.
 
-    Args: as for `slice_spacing`.
+    Args:
+        sorted_planes: slices in the order of `sort_planes`.
+        source: file or folder named in errors.
+        fallback: spacing for a single slice (SpacingBetweenSlices or SliceThickness), mm.
     """
     if len(sorted_planes) == 1:
         return (float(fallback) if fallback and fallback > 0 else 1.0), None
@@ -173,19 +156,23 @@ def stack_geometry(
     """Check a stack of planes, then return the slice order along the normal and the RAS affine of it.
 
     The reader and the DICOM SEG writer both call this, so a mask lands on exactly the grid the image
-    was read on.
+    was read on. A gantry tilt is refused here (`tilted_stack_geometry` accepts it).
     """
-    check_same_orientation(planes, source)
-    order = sort_planes(planes)
-    sorted_planes = [planes[i] for i in order]
-    return order, affine_ras(sorted_planes[0], slice_spacing(sorted_planes, source, fallback))
+    order, affine, tilt = tilted_stack_geometry(planes, source, fallback)
+    if tilt is not None:
+        raise UnsupportedDicomError(
+            f"slices are sheared {tilt.degrees:.1f} degrees from the slice normal (gantry tilt); "
+            "correct the tilt first (e.g. dcm2niix writes a tilt-corrected NIfTI)",
+            source,
+        )
+    return order, affine
 
 
 def tilted_stack_geometry(
     planes: Sequence[SlicePlane], source: str | Path, fallback: float | None = None
 ) -> tuple[np.ndarray, np.ndarray, GantryTilt | None]:
     """`stack_geometry` that accepts a gantry tilt: the slice order, the RAS affine of the orthogonal grid
-    of the first slice (the grid `correct_gantry_tilt` resamples onto) and the tilt (None if untilted)."""
+    of the first slice (the grid `shift_slices_` resamples onto) and the tilt (None if untilted)."""
     check_same_orientation(planes, source)
     order = sort_planes(planes)
     sorted_planes = [planes[i] for i in order]
@@ -197,7 +184,7 @@ def shift_slices_(stack: np.ndarray, tilt: GantryTilt, forward: bool, order: int
     """Each slice k of `stack` (k, rows, columns[, samples]) moved sideways by k * the tilt's offset, in
     place (one slice of extra memory): `forward` from the sheared slices onto the orthogonal grid (the
     reader: order 1, linear, as dcm2niix), else back (the DICOM SEG writer: order 0, nearest, for labels).
-    Pixels moved in from outside the slice get `fill`. Axis by axis with array slicing: 1 ms per 512 x 512
+    Pixels moved in from outside the slice get `fill`. Axis by axis with array slicing: 2.5 ms per 512 x 512
     slice, against 18 ms through scipy.ndimage.shift."""
     sign = 1.0 if forward else -1.0
     per_column, per_row = tilt.per_slice
