@@ -1,208 +1,280 @@
-"""Accuracy at equal wall time: medattn's default AGUNet vs a plain MONAI UNet trained the obvious way.
+"""Accuracy at equal wall time on held-out data: `medattn train` against a plain MONAI loop, several datasets
+and seeds, lesion-wise recall by size.
 
-Both train for the same number of seconds on the brain MRI training cases of sample_data, then segment
-the held-out test cases after a domain shift (gamma, a stronger bias field, more noise). Reported: Dice
-per label and lesion-wise recall on the shifted test cases, and steps each arm managed. Appends to
-BENCHMARKS.md.
+Each run trains one arm for `--seconds` on the training cases of one generated dataset
+(`bench/brain_datasets.py`: other anatomy and scanners than the sample data; 1 mm, 2 mm and 0.9 x 0.9 x 3 mm),
+predicts its domain-shifted test cases and scores them: Dice per label, lesion-wise recall per stratum
+(< 1, 1-3, 3-10, > 10 mL) and false-positive lesions per case. Runs are separate processes and leave one JSON
+each, so a protocol can be stopped and continued.
 
-    .venv/bin/python bench/equal_time.py --seconds 300
+Arms: ``plain`` is MONAI written the obvious way (UNet 16-128 with 2 residual units, DiceCE, AdamW 2e-3, 64^3
+patches half of them lesion-centred, batch 2, no validation, at the data's median spacing); ``medattn`` is
+`medattn.train` with its defaults then `medattn.predict`; ``medattn`` with ``--set KEY=JSON`` (TrainOptions
+fields) and ``--name`` is a variant. Choices are tuned on ``--data-seed 1000`` and reported on 1.
 
-Variants of the medattn arm (ablations) run without the plain arm and print their row without appending:
-
-    .venv/bin/python bench/equal_time.py --seconds 240 --option multi_scale_input=false --no-plain
+    .venv/bin/python bench/equal_time.py protocol --datasets mri_2mm mri_aniso mri_1mm --seeds 0 1 2
+    .venv/bin/python bench/equal_time.py run --dataset mri_2mm --data-seed 1000 --arm medattn \
+        --name unet --set model='"monai.unet"'
+    .venv/bin/python bench/equal_time.py report --data-seed 1
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
-import tempfile
+import json
+import subprocess
+import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import torch
-from options import model_option  # bench/ is on sys.path
-from plain_monai import mr_preprocessing, nnunet_items, train_until  # bench/ is on sys.path
-from report import append_section  # bench/report.py (scripts run from bench/ on sys.path)
 
-import medattn
-from medattn.metrics.lesions import match_lesions
-from medattn.metrics.overlap import dice
-
-SAMPLES = Path(__file__).resolve().parents[1] / "sample_data" / "brain_mri"
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = ROOT / "bench_results" / "equal_time"
+DATASETS = ROOT / "bench_results" / "datasets"
 LABELS = {1: "grey_matter", 2: "white_matter", 3: "lesion"}
+STRATA = ("<1", "1-3", "3-10", ">10")
 
 
-def shifted_test_set(folder: Path, seed: int = 0) -> Path:
-    """The test images with another scanner's look: gamma 1.4, a +-30 % bias field, doubled noise."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in sorted((SAMPLES / "imagesTs").glob("*.nii.gz")):
-        image = nib.load(path)
-        data = np.asarray(image.dataobj, dtype=np.float32)
-        scale = np.percentile(data, 99.5)
-        shifted = (np.clip(data / scale, 0, None) ** 1.4) * scale
-        grid = np.meshgrid(*[np.linspace(-1, 1, s) for s in data.shape], indexing="ij")
-        shifted *= 1 + 0.3 * np.sin(1.3 * grid[0] + 0.7) * np.cos(0.9 * grid[2])
-        shifted += rng.normal(0, 0.04 * scale, data.shape)
-        nib.save(nib.Nifti1Image(shifted.astype(np.float32), image.affine), folder / path.name)
-    return folder
+def median_spacing(folder: Path) -> list[float]:
+    """Median voxel size (mm) of the training images, in RAS axis order."""
+    spacings = [
+        nib.as_closest_canonical(nib.load(p)).header.get_zooms()[:3]
+        for p in sorted((folder / "imagesTr").glob("*.nii.gz"))
+    ]
+    return [float(v) for v in np.median(np.asarray(spacings), axis=0)]
 
 
-def plain_monai(
-    train_dir: Path, test_dir: Path, out: Path, seconds: float, patch, spacing, train_ids: list[str]
-) -> tuple[Path, int]:
-    """MONAI's tutorial recipe: UNet with residual units, DiceCE, Adam 1e-4, pos/neg crops; then predict.
-
-    It trains on `train_ids`, the cases medattn trained on (medattn holds one out to validate every epoch;
-    the plain loop does not validate, so its whole budget goes to training steps).
-    """
+def plain_monai(data: Path, pred_dir: Path, seconds: float, seed: int) -> int:
+    """Train MONAI's UNet the tutorial way for `seconds`, predict the test cases; returns the steps done."""
+    import torch
     from monai.data import CacheDataset, DataLoader
     from monai.inferers import sliding_window_inference
     from monai.losses import DiceCELoss
     from monai.networks.nets import UNet
-    from monai.transforms import (
-        Compose,
-        Invertd,
-        RandCropByPosNegLabeld,
-        RandFlipd,
-    )
+    from monai.transforms import Compose, Invertd, RandCropByLabelClassesd, RandFlipd
+    from monai.utils import set_determinism
+    from plain_monai import mr_preprocessing, nnunet_items, train_until  # bench/ is on sys.path
 
-    items = [item for item in nnunet_items(train_dir) if Path(item["label"]).name[:-7] in train_ids]
+    set_determinism(seed)
+    spacing = median_spacing(data)
     keys = ["image", "label"]
-    pre = mr_preprocessing(keys, spacing)
-    augment = [
-        RandCropByPosNegLabeld(keys, "label", spatial_size=patch, pos=1, neg=1, num_samples=2),
-        RandFlipd(keys, prob=0.5, spatial_axis=0),
-    ]
-    loader = DataLoader(
-        CacheDataset(items, Compose(pre + augment), progress=False), batch_size=1, shuffle=True
+    patch = (64, 64, 64)
+    train = Compose(
+        mr_preprocessing(keys, spacing)
+        + [
+            # half of the patches centred on a lesion voxel, the rest on background, grey or white matter
+            RandCropByLabelClassesd(keys, "label", patch, ratios=[1, 1, 1, 3], num_classes=4, num_samples=2),
+            RandFlipd(keys, prob=0.5, spatial_axis=0),
+        ]
     )
-    torch.manual_seed(0)
-    net = UNet(3, 1, 4, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2, norm="batch")
+    loader = DataLoader(CacheDataset(nnunet_items(data), train, progress=False), batch_size=1, shuffle=True)
+    net = UNet(3, 1, 4, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    optimizer = torch.optim.Adam(net.parameters(), 1e-4)
+    optimizer = torch.optim.AdamW(net.parameters(), 2e-3)
     steps = len(train_until(net, loss_fn, optimizer, loader, lambda _, elapsed: elapsed >= seconds))
     net.eval()
-    infer_pre = Compose(mr_preprocessing(["image"], spacing))
-    out.mkdir(parents=True, exist_ok=True)
-    for path in sorted(test_dir.glob("*.nii.gz")):
-        data = infer_pre({"image": str(path)})
+    infer = Compose(mr_preprocessing(["image"], spacing))
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    for path in sorted((data / "imagesTs").glob("*.nii.gz")):
+        item = infer({"image": str(path)})
         with torch.no_grad():
-            logits = sliding_window_inference(data["image"][None], patch, 4, net)[0]
-        data["pred"] = logits.softmax(0)
-        inverted = Invertd("pred", infer_pre, orig_keys="image", nearest_interp=False)(data)["pred"]
+            logits = sliding_window_inference(item["image"][None], patch, 4, net, overlap=0.5)[0]
+        item["pred"] = logits.softmax(0)
+        inverted = Invertd("pred", infer, orig_keys="image", nearest_interp=False)(item)["pred"]
         labels = inverted.argmax(0).numpy().astype(np.uint8)
-        nib.save(nib.Nifti1Image(labels, nib.load(path).affine), out / path.name.replace("_0000", ""))
-    return out, steps
+        nib.save(nib.Nifti1Image(labels, nib.load(path).affine), pred_dir / path.name.replace("_0000", ""))
+    return steps
 
 
-def score(pred_dir: Path) -> dict[str, float]:
-    scores: dict[str, list[float]] = {name: [] for name in LABELS.values()}
-    detected = total = 0
-    for ref_path in sorted((SAMPLES / "labelsTs").glob("*.nii.gz")):
-        ref_image = nib.load(ref_path)
-        ref = np.asarray(ref_image.dataobj)
+def medattn_arm(data: Path, pred_dir: Path, seconds: float, seed: int, options: dict, work: Path) -> dict:
+    """`medattn.train` (defaults plus `options`) for `seconds`, then `medattn.predict` on the test cases.
+
+    The package's other checkpoint (the best validation epoch, or the final one) is scored too, under
+    "other_weights", when it differs, so one run tells whether the default choice of weights is right.
+    """
+    import shutil
+
+    import torch
+
+    import medattn
+
+    run = medattn.train(data, out=work / "run", device="cpu", max_time=seconds, seed=seed, **options)
+    medattn.predict(data / "imagesTs", pred_dir, model=run.package, device="cpu")
+    history = run.history
+    scored = [row for row in history if "val_dice" in row]
+    best_epoch = max(scored, key=lambda row: row["val_dice"])["epoch"] if scored else None
+    other = None
+    if best_epoch is not None and best_epoch != history[-1]["epoch"]:
+        used = medattn.load_model(run.package).config.training.get("weights", "best")
+        source = run.run / ("checkpoint_last.pt" if used == "best" else "checkpoint_best.pt")
+        package = work / "other_package"
+        package.mkdir()
+        shutil.copy(run.package / "medattn.json", package / "medattn.json")
+        kept = torch.load(run.package / "model.pt", map_location="cpu", weights_only=True).keys()
+        state = torch.load(source, map_location="cpu", weights_only=True)["model"]
+        torch.save({k: v for k, v in state.items() if k in kept}, package / "model.pt")
+        medattn.predict(data / "imagesTs", work / "other_pred", model=package, device="cpu")
+        other = {"weights": "final" if used == "best" else "best", **score(data, work / "other_pred")}
+    return {
+        "other_weights": other,
+        "steps": history[-1]["step"] if history else 0,
+        "epochs": run.epochs,
+        "validation_s": float(sum(row.get("validation_s", 0.0) for row in history)),
+        "best_metric": run.best_metric,
+        "model": medattn.load_model(run.package).config.model,
+    }
+
+
+def score(data: Path, pred_dir: Path) -> dict:
+    """Dice per label (mean over cases), lesions found per stratum, false-positive lesions per case."""
+    from medattn.metrics.lesions import match_lesions
+    from medattn.metrics.overlap import dice
+
+    dices: dict[str, list[float]] = {name: [] for name in LABELS.values()}
+    found = {name: [0, 0] for name in STRATA}
+    false_positives = []
+    for ref_path in sorted((data / "labelsTs").glob("*.nii.gz")):
+        reference = nib.load(ref_path)
+        ref = np.asarray(reference.dataobj)
         pred = np.asarray(nib.load(pred_dir / ref_path.name).dataobj)
         for value, name in LABELS.items():
-            scores[name].append(dice(pred == value, ref == value))
-        voxel_ml = abs(np.linalg.det(ref_image.affine[:3, :3])) / 1000
-        lesions = [x for x in match_lesions(pred == 3, ref == 3, voxel_ml) if x.source == "ref"]
-        detected += sum(x.status == "TP" for x in lesions)
-        total += len(lesions)
-    result = {name: float(np.mean(v)) for name, v in scores.items()}
-    result["lesion_recall"] = detected / total if total else float("nan")
-    return result
+            dices[name].append(float(dice(pred == value, ref == value)))
+        voxel_ml = abs(np.linalg.det(reference.affine[:3, :3])) / 1000
+        lesions = match_lesions(pred == 3, ref == 3, voxel_ml)
+        for lesion in lesions:
+            if lesion.source == "ref":
+                found[lesion.stratum][1] += 1
+                found[lesion.stratum][0] += lesion.status == "TP"
+        false_positives.append(sum(x.source == "pred" and x.status == "FP" for x in lesions))
+    return {
+        "dice": {name: float(np.mean(v)) for name, v in dices.items()},
+        "found": found,
+        "fp_per_case": float(np.mean(false_positives)),
+    }
+
+
+def run(args: argparse.Namespace) -> Path:
+    """One arm on one dataset and seed; writes and returns its result JSON."""
+    import tempfile
+
+    import torch
+    from brain_datasets import ensure_dataset  # bench/ is on sys.path
+
+    data = ensure_dataset(args.dataset, DATASETS / f"{args.dataset}_s{args.data_seed}", args.data_seed)
+    name = args.name or args.arm
+    result_path = RESULTS / f"{args.dataset}_s{args.data_seed}" / f"{name}_seed{args.seed}.json"
+    options = {key: json.loads(value) for key, value in args.set}
+    with tempfile.TemporaryDirectory() as work:
+        work = Path(work)
+        start = time.perf_counter()
+        if args.arm == "plain":
+            info = {"steps": plain_monai(data, work / "pred", args.seconds, args.seed)}
+        else:
+            info = medattn_arm(data, work / "pred", args.seconds, args.seed, options, work)
+        info["wall_s"] = time.perf_counter() - start
+        result = {
+            "dataset": args.dataset,
+            "data_seed": args.data_seed,
+            "arm": name,
+            "options": options,
+            "seed": args.seed,
+            "seconds": args.seconds,
+            "threads": torch.get_num_threads(),
+            **info,
+            **score(data, work / "pred"),
+        }
+    result_path.parent.mkdir(parents=True, exist_ok=True)
+    result_path.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in ("arm", "seed", "steps", "dice", "found", "fp_per_case")}))
+    return result_path
+
+
+def protocol(args: argparse.Namespace) -> None:
+    """Every dataset x seed x arm not done yet, each in its own process, arms interleaved per seed."""
+    arms = [("plain", []), ("medattn", [])] + [
+        ("medattn", ["--name", name, *sum((["--set", *s.split("=", 1)] for s in sets.split(";")), [])])
+        for name, sets in (v.split(":", 1) for v in args.variant)
+    ]
+    for dataset in args.datasets:
+        for seed in args.seeds:
+            for arm, extra in arms:
+                name = extra[1] if extra else arm
+                done = RESULTS / f"{dataset}_s{args.data_seed}" / f"{name}_seed{seed}.json"
+                if done.is_file():
+                    continue
+                command = [sys.executable, __file__, "run", "--dataset", dataset, "--arm", arm]
+                command += ["--seed", str(seed), "--data-seed", str(args.data_seed)]
+                command += ["--seconds", str(args.seconds), *extra]
+                print(" ".join(command), flush=True)
+                subprocess.run(command, check=False)
+
+
+def _spread(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
+def report(args: argparse.Namespace) -> str:
+    """Markdown tables, one per dataset: mean ± standard deviation over seeds for each arm."""
+    sections = []
+    for folder in sorted(RESULTS.glob(f"*_s{args.data_seed}")):
+        runs: dict[str, list[dict]] = {}
+        for path in sorted(folder.glob("*.json")):
+            result = json.loads(path.read_text())
+            runs.setdefault(result["arm"], []).append(result)
+        header = (
+            "| arm | seeds | steps | Dice GM | Dice WM | Dice lesion | mean Dice "
+            "| found <1 | 1-3 | 3-10 | >10 | FP lesions / case |"
+        )
+        rows = [header, "|" + " --- |" * 12]
+        for arm, results in sorted(runs.items(), key=lambda item: (item[0] != "plain", item[0])):
+            dice = {name: [r["dice"][name] for r in results] for name in LABELS.values()}
+            means = [float(np.mean([r["dice"][n] for n in LABELS.values()])) for r in results]
+            found = [
+                f"{sum(r['found'][s][0] for r in results)}/{sum(r['found'][s][1] for r in results)}"
+                for s in STRATA
+            ]
+            rows.append(
+                f"| {arm} | {len(results)} | {np.mean([r['steps'] for r in results]):.0f} | "
+                + " | ".join(_spread(v) for v in dice.values())
+                + f" | {_spread(means)} | "
+                + " | ".join(found)
+                + f" | {_spread([r['fp_per_case'] for r in results])} |"
+            )
+        sections.append(f"**{folder.name}**\n\n" + "\n".join(rows))
+    text = "\n\n".join(sections)
+    print(text)
+    return text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=300.0, help="training wall time per arm")
-    parser.add_argument("--model", default="agunet", help="medattn arm's model (default: agunet)")
-    parser.add_argument(
-        "--option",
-        type=model_option,
-        action="append",
-        default=[],
-        help="medattn arm's model option KEY=VALUE",
-    )
-    parser.add_argument(
-        "--lr", type=float, default=None, help="medattn arm's learning rate (default: train's)"
-    )
-    parser.add_argument(
-        "--no-plain", action="store_true", help="medattn arm only; print its row, append nothing"
-    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    one = commands.add_parser("run", help="one arm, one dataset, one seed")
+    one.add_argument("--dataset", default="mri_2mm")
+    one.add_argument("--arm", choices=("plain", "medattn"), default="medattn")
+    one.add_argument("--name", help="the variant's name in the results (default: the arm)")
+    one.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "JSON"))
+    many = commands.add_parser("protocol", help="datasets x seeds x arms, skipping finished runs")
+    many.add_argument("--datasets", nargs="+", default=["mri_2mm", "mri_aniso", "mri_1mm"])
+    many.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    many.add_argument("--variant", action="append", default=[], help="NAME:KEY=JSON;KEY=JSON")
+    for command in (one, many):
+        command.add_argument("--seed", type=int, default=0) if command is one else None
+        command.add_argument("--data-seed", type=int, default=1, help="1: test datasets; 1000: tuning")
+        command.add_argument("--seconds", type=float, default=300.0, help="training wall time per run")
+    summary = commands.add_parser("report", help="tables of mean ± sd over seeds")
+    summary.add_argument("--data-seed", type=int, default=1)
     args = parser.parse_args()
-    train_extra = {} if args.lr is None else {"lr": args.lr}
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    with tempfile.TemporaryDirectory() as work:
-        work = Path(work)
-        shifted_test_set(work / "shifted")
-        start = time.perf_counter()
-        run = medattn.train(
-            SAMPLES,
-            model=args.model,
-            model_kwargs=dict(args.option),
-            out=work / "medattn_run",
-            device="cpu",
-            epochs=10_000,
-            max_time=args.seconds,
-            val_fraction=0.25,
-            seed=0,
-            **train_extra,
-        )
-        medattn_seconds = time.perf_counter() - start
-        medattn.predict(work / "shifted", work / "medattn_pred", model=run.package, device="cpu")
-        plan = medattn.load_model(run.package).plan
-        medattn_scores = score(work / "medattn_pred")
-        medattn_steps = run.history[-1]["step"] if run.history else 0
-        if args.no_plain:
-            for row in run.history:  # the learning curve: validation scores per epoch
-                print({k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()})
-            options = " ".join(f"{k}={v}" for k, v in args.option) or "defaults"
-            print(
-                f"| medattn {args.model} | {options} | {medattn_steps} | "
-                + " | ".join(f"{v:.3f}" for v in medattn_scores.values())
-                + " |"
-            )
-            return
-        start = time.perf_counter()
-        _, monai_steps = plain_monai(
-            SAMPLES,
-            work / "shifted",
-            work / "monai_pred",
-            args.seconds,
-            plan.patch_size,
-            plan.spacing,
-            train_ids=medattn.load_model(run.package).config.training["split"]["train"],
-        )
-        monai_seconds = time.perf_counter() - start
-        monai_scores = score(work / "monai_pred")
-    header = "| arm | train s | steps | " + " | ".join(medattn_scores) + " |"
-    rows = [
-        f"| medattn agunet (defaults) | {medattn_seconds:.0f} | {medattn_steps} | "
-        + " | ".join(f"{v:.3f}" for v in medattn_scores.values())
-        + " |",
-        f"| plain MONAI UNet loop | {monai_seconds:.0f} | {monai_steps} | "
-        + " | ".join(f"{v:.3f}" for v in monai_scores.values())
-        + " |",
-    ]
-    table = "\n".join([header, "|" + " --- |" * (3 + len(medattn_scores)), *rows])
-    print(table)
-    section = (
-        f"\n## accuracy at equal time: `bench/equal_time.py --seconds {args.seconds:.0f}` "
-        f"({date.today()})\n\n"
-        "Brain MRI sample data: both arms train on the same 3 of the 4 training cases (medattn validates on "
-        "the 4th every epoch, inside its time; the plain loop does not validate), the 2 test cases "
-        "after a domain shift (gamma 1.4, bias field, doubled noise); Dice per label and lesion-wise "
-        "recall on the shifted test cases. Both arms use medattn's planned spacing and patch.\n\n"
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
-        f"Python {platform.python_version()}.\n\n{table}\n"
-    )
-    append_section(section)
+    if args.command == "run":
+        args.set = [tuple(pair) for pair in args.set]
+        run(args)
+    elif args.command == "protocol":
+        protocol(args)
+    else:
+        report(args)
 
 
 if __name__ == "__main__":

@@ -60,6 +60,16 @@ def train(
     resume: bool = typer.Option(
         False, "--resume", help="Continue from RUN/checkpoint_last.pt after an interruption."
     ),
+    lesion_patches: float = typer.Option(
+        None,
+        help="Share of training patches centred on a lesion (the label named lesion, tumour, nodule...; "
+        "else the label of smallest volume). Default: every class as often.",
+    ),
+    weights: str = typer.Option(
+        "final",
+        help="The package's weights: final (the end of the learning-rate schedule, as nnU-Net) or best (the "
+        "epoch of the best validation Dice). checkpoint_best.pt is kept either way.",
+    ),
     compile: bool = typer.Option(
         False,
         "--compile",
@@ -124,6 +134,9 @@ def train(
             num_workers=num_workers,
             cache=cache,
             resume=resume,
+            weights=weights,
+            # unset: the pipeline's default share
+            **({} if lesion_patches is None else {"lesion_patches": lesion_patches}),
             compile=compile,
         )
     best = "n/a" if result.best_metric is None else f"{result.best_metric:.4f}"

@@ -8,6 +8,7 @@ as JSON beside every run and inside every model package.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -321,6 +322,19 @@ def make_plan(
         labels=names,
         binary_mask_labels=bool(fingerprint.binary_mask_labels),
     )
+
+
+LESION_WORDS = re.compile(r"lesion|tumou?r|nodul|polyp|metasta|mening|cancer|mass", re.IGNORECASE)
+
+
+def lesion_labels(plan: Plan, label_volumes_ml: dict[str, list[float]] | None = None) -> list[int]:
+    """Labels whose names say lesion (tumour, nodule, polyp...); else the foreground label of smallest
+    median volume, the one most likely to hold small structures."""
+    named = [value for value, name in plan.labels.items() if value and LESION_WORDS.search(name)]
+    if named or not label_volumes_ml:
+        return named or ([plan.num_classes - 1] if plan.num_classes > 1 else [])
+    medians = {int(k): float(np.median(v)) for k, v in label_volumes_ml.items() if v}
+    return [min(medians, key=medians.get)] if medians else []
 
 
 def network_defaults(model: str, device_type: str) -> dict[str, Any]:

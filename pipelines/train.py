@@ -27,6 +27,7 @@ from medattn.plan import (
     Plan,
     default_steps_per_epoch,
     fingerprint_dataset,
+    lesion_labels,
     make_plan,
     network_defaults,
 )
@@ -61,6 +62,12 @@ class TrainOptions:
     num_workers: int | None = None  # None: default_workers (augmentation beside the training step)
     cache: str = "memory"  # memory | disk | none
     resume: bool = False
+    # Share of training patches centred on a lesion label (named like lesion/tumour/nodule..., else the
+    # label of smallest median volume); None: every class equally often.
+    lesion_patches: float | None = None
+    # The package's weights: "final" (the end of the schedule, as nnU-Net's checkpoint_final) or "best" (the
+    # epoch of the best validation Dice; checkpoint_best.pt is kept either way).
+    weights: str = "final"
     # torch.compile the training forward (True: inductor; or a backend's name). Validation and the package
     # use the plain network.
     compile: bool | str = False
@@ -224,7 +231,7 @@ def train(
     from medattn.losses import DeepSupervisionLoss, create_loss
     from medattn.models import create, describe
     from medattn.models.base import compiled
-    from medattn.pipelines.validation import lesion_labels, make_validate_fn
+    from medattn.pipelines.validation import make_validate_fn
     from medattn.predictor import resolve_amp, resolve_device
     from medattn.training import (
         Trainer,
@@ -236,6 +243,10 @@ def train(
     from medattn.transforms import augmentation, preprocessing
 
     settings = TrainOptions(model=model, **options)
+    if settings.weights not in ("final", "best"):
+        raise ConfigError(f"--weights takes final or best, got {settings.weights!r}")
+    if settings.lesion_patches is not None and not 0.0 <= settings.lesion_patches <= 1.0:
+        raise ConfigError(f"--lesion-patches is a share between 0 and 1, got {settings.lesion_patches}")
     out = Path(out)
     # Under torchrun every process trains on its share; only rank 0 writes files (the Trainer agrees).
     context = init_distributed(resolve_device(settings.device))
@@ -258,9 +269,11 @@ def train(
         **model_kwargs,
     )
     pre = preprocessing(plan)
+    lesion_values = lesion_labels(plan, fingerprint.label_volumes_ml)
+    sampling = augmentation(plan, settings.seed, lesion_values, settings.lesion_patches)
     train_set = _dataset(
         _items(cases, split["train"]),
-        Compose(pre + augmentation(plan, seed=settings.seed)),
+        Compose(pre + sampling),
         settings.cache,
         out / "cache",
         settings.num_workers,
@@ -288,7 +301,7 @@ def train(
         make_validate_fn(
             val_items,
             plan,
-            lesion_labels(plan, fingerprint.label_volumes_ml),
+            lesion_values,
             device=device,
             amp_dtype=amp_dtype,
         )
@@ -328,8 +341,9 @@ def train(
     if settings.resume and last.is_file():
         trainer.resume(last)
     result = trainer.fit(loader)
-    best = Path(result.best_checkpoint) if result.best_checkpoint else Path(result.last_checkpoint)
-    state = torch.load(best, map_location="cpu", weights_only=True)
+    use_best = settings.weights == "best" and result.best_checkpoint is not None
+    chosen = Path(result.best_checkpoint if use_best else result.last_checkpoint)
+    state = torch.load(chosen, map_location="cpu", weights_only=True)
     weights = state.get("model", state)
     # model.pt holds every weight: the package must not point at the pretrained checkpoints it started
     # from (SAM's, ccsam's CNN), and ccsam's text embedding is stored as its numbers, not as a file path.
@@ -346,6 +360,7 @@ def train(
             "epochs": result.epochs,
             "best_metric": result.best_metric,
             "stopped_by": result.stopped_by,
+            "weights": "best" if use_best else "final",
             "seed": settings.seed,
             "device": str(device),
             "split": split,

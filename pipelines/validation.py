@@ -7,7 +7,6 @@ meningioma paper's misses were under 3 mL).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -17,18 +16,6 @@ from medattn.metrics.lesions import STRATA, match_lesions
 from medattn.metrics.overlap import dice
 from medattn.metrics.volume import voxel_volume_ml
 from medattn.plan import Plan
-
-LESION_WORDS = re.compile(r"lesion|tumou?r|nodul|polyp|metasta|mening|cancer|mass", re.IGNORECASE)
-
-
-def lesion_labels(plan: Plan, label_volumes_ml: dict[str, list[float]] | None = None) -> list[int]:
-    """Labels whose names say lesion (tumour, nodule, polyp...); else the foreground label of smallest
-    median volume, the one most likely to hold small structures."""
-    named = [value for value, name in plan.labels.items() if value and LESION_WORDS.search(name)]
-    if named or not label_volumes_ml:
-        return named or ([plan.num_classes - 1] if plan.num_classes > 1 else [])
-    medians = {int(k): float(np.median(v)) for k, v in label_volumes_ml.items() if v}
-    return [min(medians, key=medians.get)] if medians else []
 
 
 def make_validate_fn(

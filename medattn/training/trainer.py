@@ -111,9 +111,14 @@ class Trainer:
             restarts the loader within the epoch.
         max_time: wall-time budget in seconds of the time spent in `fit` (training, validation, saving),
             resumed sessions included (the elapsed time is saved in the checkpoint). Checked after every
-            step and epoch: training stops at that boundary, validates and writes the checkpoints, so the run
-            ends within about one step, one validation and one save of the limit.
+            step and epoch. The closing validation is budgeted too: training stops when the time left is what
+            the previous validation took, so the run ends within about one step and one save of the limit,
+            and the learning-rate schedule reaches its end at that stop.
         validate_every: validate every this many epochs, and always after the last epoch.
+        validation_share: with `max_time`, the largest share of the elapsed time that validation may have
+            taken: an epoch end whose validation (at the cost of the previous one) would exceed it is not
+            validated, so a slow validation never eats the training budget. The last epoch is always
+            validated.
         grad_clip: maximum gradient norm (nnU-Net: 12); None or 0 to not clip.
         validate_fn: called as ``validate_fn(network)`` with the bare network in eval mode under
             ``torch.no_grad()`` on rank 0; returns metric name -> value (e.g. ``{"val_dice": 0.8}``).
@@ -146,6 +151,7 @@ class Trainer:
         steps_per_epoch: int | None = None,
         max_time: float | None = None,
         validate_every: int = 1,
+        validation_share: float = 0.1,
         grad_clip: float | None = 12.0,
         validate_fn: Callable[[nn.Module], dict[str, float]] | None = None,
         key_metric: str = "val_dice",
@@ -188,6 +194,7 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch
         self.max_time = max_time
         self.validate_every = validate_every
+        self.validation_share = validation_share
         self.grad_clip = grad_clip
         self.validate_fn = validate_fn
         self.key_metric = key_metric
@@ -204,6 +211,10 @@ class Trainer:
         self.best_epoch: int | None = None
         self.history: list[dict[str, Any]] = []
         self.elapsed_before = 0.0
+        # Seconds spent validating so far, and what the last validation took: the time kept back for the
+        # closing validation under `max_time`.
+        self.validation_seconds = 0.0
+        self.last_validation_seconds = 0.0
         self._session_start = time.perf_counter()
         if resume_from is not None:
             self.resume(resume_from)
@@ -242,6 +253,8 @@ class Trainer:
         self.best_metric, self.best_epoch = state.get("best_metric"), state.get("best_epoch")
         self.history = [dict(row) for row in state.get("history", [])]
         self.elapsed_before = float(state.get("elapsed_seconds", 0.0))
+        self.validation_seconds = float(state.get("validation_seconds", 0.0))
+        self.last_validation_seconds = float(state.get("last_validation_seconds", 0.0))
         restore_rng_state(state["rng"])
         return self
 
@@ -288,9 +301,12 @@ class Trainer:
                 self.epoch = epoch
                 row: dict[str, Any] = {"epoch": epoch, "step": self.step, "train_loss": train_loss, "lr": lr}
                 last = epoch == self.epochs or out_of_time
-                metrics = self._validate() if (epoch % self.validate_every == 0 or last) else {}
+                due = epoch % self.validate_every == 0 and self._validation_affordable()
+                metrics = self._validate() if (due or last) else {}
                 row["seconds"] = round(time.perf_counter() - started, 3)
                 row.update(metrics)
+                if metrics:
+                    row["validation_s"] = round(self.last_validation_seconds, 3)
                 self.history.append(row)
                 is_best = self._update_best(metrics, epoch)
                 if self.is_main:
@@ -330,10 +346,21 @@ class Trainer:
         return length
 
     def _time_fraction(self) -> float:
-        """The share of the wall-time budget spent (0 without one), the same number on every process."""
+        """The share of the wall-time budget spent (0 without one), counting the time kept back for the
+        closing validation; the same number on every process."""
         if self.max_time is None:
             return 0.0
-        return distributed.max_over_processes(self.elapsed() / self.max_time, self.device)
+        spent = self.elapsed() + self.last_validation_seconds
+        return distributed.max_over_processes(spent / self.max_time, self.device)
+
+    def _validation_affordable(self) -> bool:
+        """Whether validating now (at the last validation's cost) keeps validation within its share of the
+        elapsed time; always without a time budget."""
+        if self.max_time is None or self.validate_fn is None:
+            return True
+        expected = self.validation_seconds + self.last_validation_seconds
+        too_costly = float(expected > self.validation_share * self.elapsed())  # only rank 0 validates
+        return distributed.max_over_processes(too_costly, self.device) == 0.0
 
     def _out_of_time(self) -> bool:
         return self.max_time is not None and self._time_fraction() >= 1.0
@@ -422,6 +449,7 @@ class Trainer:
         """Run `validate_fn` on rank 0; other processes wait at a barrier."""
         metrics: dict[str, float] = {}
         if self.validate_fn is not None and self.is_main:
+            started = time.perf_counter()
             self.network.eval()
             with torch.no_grad():
                 metrics = {str(k): float(v) for k, v in self.validate_fn(self.network).items()}
@@ -431,6 +459,8 @@ class Trainer:
                     f"validation returned {sorted(metrics)} but the key metric is {self.key_metric!r}; "
                     "return it or choose one of those as key_metric"
                 )
+            self.last_validation_seconds = time.perf_counter() - started
+            self.validation_seconds += self.last_validation_seconds
         distributed.barrier()
         return metrics
 
@@ -465,6 +495,8 @@ class Trainer:
             "key_metric": self.key_metric,
             "history": self.history,
             "elapsed_seconds": self.elapsed(),
+            "validation_seconds": self.validation_seconds,
+            "last_validation_seconds": self.last_validation_seconds,
             "seed": self.seed,
             "rng": capture_rng_state(),
         }

@@ -79,15 +79,34 @@ def preprocessing(
     return chain
 
 
-def augmentation(plan: Plan, seed: int = 0) -> list[MapTransform]:
+def class_ratios(num_classes: int, lesion_values: Sequence[int] = (), lesion_share: float | None = None):
+    """How often a patch is centred on each class (background first), as RandCropByLabelClassesd's ratios.
+
+    Without `lesion_share` every class is a centre equally often. With it, the `lesion_values` classes
+    together centre that share of the patches and the others the rest, each group split evenly: small
+    lesions are the rarest voxels and the ones the network must see most.
+    """
+    if lesion_share is None or not lesion_values or len(lesion_values) >= num_classes:
+        return [1.0] * num_classes
+    lesions = set(lesion_values)
+    others = num_classes - len(lesions)
+    return [
+        lesion_share / len(lesions) if value in lesions else (1.0 - lesion_share) / others
+        for value in range(num_classes)
+    ]
+
+
+def augmentation(
+    plan: Plan, seed: int = 0, lesion_values: Sequence[int] = (), lesion_share: float | None = None
+) -> list[MapTransform]:
     """Patch sampling (class- and size-aware) and augmentation for training; elastic deformation is off.
 
     The deterministic head (padding, candidate centres) is cached by CacheDataset; randomness starts at
-    the crop.
+    the crop. `lesion_values` and `lesion_share`: see `class_ratios`.
     """
     dims = plan.spatial_dims
     keys = ["image", "label"]
-    ratios = [1.0] + [1.0] * (plan.num_classes - 1)
+    ratios = class_ratios(plan.num_classes, lesion_values, lesion_share)
     chain: list[MapTransform] = [
         SpatialPadd(keys, spatial_size=plan.patch_size),
         ComponentBalancedIndicesd("label", num_classes=plan.num_classes, indices_key=INDICES_KEY, seed=seed),

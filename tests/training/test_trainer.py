@@ -95,6 +95,36 @@ def test_max_time_stops_at_a_step_and_still_checkpoints(tmp_path):
     assert again.fit(loader(augmented_dataset())).steps == result.steps
 
 
+def test_validation_keeps_to_its_share_of_a_time_budget_and_the_closing_one_fits_in_it(tmp_path):
+    """A validation that costs three steps' time may take 10 % of a timed run: most epochs go unvalidated,
+    the last one is validated, and the time it takes is kept back, so the run still ends by max_time."""
+    validate = dice_validator(sphere_cases(1, seed=9))
+
+    def slow_validation(network):
+        time.sleep(0.3)
+        return validate(network)
+
+    started = time.perf_counter()
+    trainer = _trainer(
+        tmp_path,
+        epochs=1000,
+        steps=1,
+        max_time=4.0,
+        on_step=lambda info: time.sleep(0.1),
+        validate_fn=slow_validation,
+    )
+    result = trainer.fit(loader(augmented_dataset()))
+    took = time.perf_counter() - started
+
+    validated = [row for row in result.history if "val_dice" in row]
+    spent = sum(row["validation_s"] for row in validated)
+    assert result.stopped_by == "max_time"
+    assert "val_dice" in result.history[-1] and len(validated) < len(result.history) / 3
+    assert spent <= 0.1 * 4.0 + 0.3 + 0.3  # its share, the first validation and the closing one
+    assert took < 4.0 + 0.5  # the closing validation was inside the budget, not after it
+    assert all("validation_s" not in row for row in result.history if "val_dice" not in row)
+
+
 def test_without_validation_there_is_no_best_checkpoint(tmp_path):
     result = _trainer(tmp_path, epochs=1, steps=2).fit(loader(augmented_dataset()))
     assert result.best_checkpoint is None and result.best_metric is None
