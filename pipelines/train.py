@@ -313,7 +313,7 @@ def train(
 
         # The SAM family is scored as it is used: with box prompts (here from the reference masks).
         validate = make_prompted_validate_fn(val_items, plan, device=device, amp_dtype=amp_dtype)
-    loss = create_loss(settings.loss or spec.loss, num_classes=plan.num_classes)
+    loss = create_loss(settings.loss or spec.loss, num_classes=plan.num_classes, lesion_values=lesion_values)
     if deep_supervision:
         loss = DeepSupervisionLoss(loss, weights=spec.head_weights)
     optimizer = create_optimizer(network.parameters(), settings.optimizer, lr=settings.lr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -10,10 +11,11 @@ from monai.losses import DiceCELoss, DiceLoss
 from torch import nn
 
 from medattn.errors import ConfigError
+from medattn.losses.blob import BlobLoss
 from medattn.losses.focal_region import FocalRegionLoss
 from medattn.losses.structure import StructureLoss
 
-LOSSES = ("dice_ce", "dice_paper", "structure", "focal_region")
+LOSSES = ("dice_ce", "dice_ce_blob", "dice_paper", "structure", "focal_region")
 
 
 def available_losses() -> list[str]:
@@ -68,13 +70,17 @@ def create_loss(
     batch_dice: bool = True,
     lambda_dice: float = 1.0,
     lambda_ce: float = 1.0,
-) -> LabelLoss:
+    lesion_values: Sequence[int] = (),
+) -> nn.Module:
     """Build a segmentation loss by name.
 
     - ``"dice_ce"``: MONAI `DiceCELoss` = soft Dice (softmax, smoothing 1e-5 as nnU-Net) + cross-entropy,
       weighted 1:1 as nnU-Net's DC_and_CE. Cross-entropy always covers every class, background included;
       `include_background` applies to the Dice term only, which by default averages the foreground classes
       (nnU-Net's ``do_bg=False``).
+    - ``"dice_ce_blob"``: ``dice_ce`` plus blob loss over the `lesion_values` labels (Kofler et al. 2023,
+      `medattn.losses.blob.BlobLoss`): every lesion's own soft Dice, averaged over lesions, so small
+      lesions weigh as much as large ones. Without lesion values it is ``dice_ce``.
     - ``"dice_paper"``: the AGUNet paper's loss (Bouget et al. 2021, read from shared/MODELS.md): 1 - mean
       over foreground classes of (2 sum(p g) + 1) / (sum(p^2) + sum(g^2) + 1), i.e. MONAI `DiceLoss` with
       ``squared_pred=True`` and smoothing 1; `lambda_*` do not apply.
@@ -96,6 +102,7 @@ def create_loss(
         batch_dice: compute Dice over the whole batch (True) or per sample, then average (False).
         lambda_dice: weight of the Dice term of ``dice_ce``.
         lambda_ce: weight of the cross-entropy term of ``dice_ce``.
+        lesion_values: the labels ``dice_ce_blob`` scores lesion by lesion.
 
     Returns:
         A module called as ``loss(logits, labels)`` with logits (B, K, *spatial) and labels (B, 1, *spatial).
@@ -117,8 +124,9 @@ def create_loss(
     common: dict[str, Any] = dict(
         include_background=include_background, to_onehot_y=True, softmax=True, batch=batch_dice
     )
-    if name == "dice_ce":
+    if name in ("dice_ce", "dice_ce_blob"):
         criterion = DiceCELoss(**common, lambda_dice=lambda_dice, lambda_ce=lambda_ce)
     else:
         criterion = DiceLoss(**common, squared_pred=True, smooth_nr=1.0, smooth_dr=1.0)
-    return LabelLoss(criterion, num_classes=num_classes, name=name)
+    loss = LabelLoss(criterion, num_classes=num_classes, name=name)
+    return BlobLoss(loss, lesion_values) if name == "dice_ce_blob" else loss
