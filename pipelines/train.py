@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -242,6 +243,7 @@ def train(
     )
     from medattn.transforms import augmentation, preprocessing
 
+    started = time.perf_counter()
     settings = TrainOptions(model=model, **options)
     if settings.weights not in ("final", "best"):
         raise ConfigError(f"--weights takes final or best, got {settings.weights!r}")
@@ -331,7 +333,7 @@ def train(
         seed=settings.seed,
         epochs=settings.epochs,
         steps_per_epoch=steps,
-        max_time=settings.max_time,
+        max_time=_training_budget(settings.max_time, time.perf_counter() - started, out),
         validate_fn=validate,
         key_metric="val_dice",
         on_step=on_step,
@@ -379,6 +381,20 @@ def train(
         trainable_parameters=trainable,
         frozen_parameters=network.parameter_count() - trainable,
     )
+
+
+def _training_budget(max_time: float | None, prepared: float, out: Path) -> float | None:
+    """What is left of `--max-time` for the Trainer once reading, fingerprinting and caching took `prepared`
+    seconds: the budget is the whole run's, as a user timing the command would count it."""
+    if max_time is None:
+        return None
+    if prepared >= max_time:
+        raise ConfigError(
+            f"--max-time {max_time:g} s was spent before training began (reading and caching the cases took "
+            f"{prepared:.0f} s); give more time, or --cache disk to read the cases once across runs",
+            out,
+        )
+    return max_time - prepared
 
 
 def _without_deep_supervision_heads(weights: dict, config: PackageConfig) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import threading
+import time
 
 import nibabel as nib
 import numpy as np
@@ -110,6 +111,16 @@ def test_the_package_holds_the_final_weights_unless_best_is_asked_for(package, d
     assert all(torch.equal(value, best["model"][key]) for key, value in packaged.items())
     with pytest.raises(medattn.errors.ConfigError, match="--weights takes final or best"):
         medattn.train(dataset, out=tmp_path / "bad", weights="last", **TINY)
+
+
+def test_max_time_is_the_whole_run_reading_and_validation_included(dataset, tmp_path):
+    started = time.perf_counter()
+    run = medattn.train(dataset, out=tmp_path / "timed", epochs=10_000, max_time=6.0, **TINY)
+    took = time.perf_counter() - started
+    assert run.stopped_by == "max_time" and took < 6.0 + 2.0  # a step and the package's save past it
+    assert "val_dice" in run.history[-1]
+    with pytest.raises(medattn.errors.ConfigError, match="spent before training began"):
+        medattn.train(dataset, out=tmp_path / "none", max_time=0.01, **TINY)
 
 
 def test_predict_writes_masks_on_the_input_grid_and_volumes(package, dataset, tmp_path):
