@@ -195,13 +195,14 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def protocol(args: argparse.Namespace) -> None:
-    """Every dataset x seed x arm not done yet, each in its own process, arms interleaved per seed."""
+    """Every seed x dataset x arm not done yet, each in its own process: seed by seed, so a protocol stopped
+    early has results on every dataset, and the arms of one seed run back to back."""
     arms = [("plain", []), ("medattn", [])] + [
         ("medattn", ["--name", name, *sum((["--set", *s.split("=", 1)] for s in sets.split(";")), [])])
         for name, sets in (v.split(":", 1) for v in args.variant)
     ]
-    for dataset in args.datasets:
-        for seed in args.seeds:
+    for seed in args.seeds:
+        for dataset in args.datasets:
             for arm, extra in arms:
                 name = extra[1] if extra else arm
                 done = RESULTS / f"{dataset}_s{args.data_seed}" / f"{name}_seed{seed}.json"
