@@ -104,7 +104,7 @@ def medattn_arm(data: Path, pred_dir: Path, seconds: float, seed: int, options: 
     import medattn
 
     run = medattn.train(data, out=work / "run", device="cpu", max_time=seconds, seed=seed, **options)
-    medattn.predict(data / "imagesTs", pred_dir, model=run.package, device="cpu")
+    medattn.predict(data / "imagesTs", pred_dir, model=run.package, device="cpu", save_probabilities=True)
     history = run.history
     scored = [row for row in history if "val_dice" in row]
     best_epoch = max(scored, key=lambda row: row["val_dice"])["epoch"] if scored else None
@@ -121,6 +121,7 @@ def medattn_arm(data: Path, pred_dir: Path, seconds: float, seed: int, options: 
         medattn.predict(data / "imagesTs", work / "other_pred", model=package, device="cpu")
         other = {"weights": "final" if used == "best" else "best", **score(data, work / "other_pred")}
     return {
+        "lesion_thresholds": {str(t): threshold_score(data, pred_dir, t) for t in LESION_THRESHOLDS},
         "other_weights": other,
         "steps": history[-1]["step"] if history else 0,
         "epochs": run.epochs,
@@ -128,6 +129,26 @@ def medattn_arm(data: Path, pred_dir: Path, seconds: float, seed: int, options: 
         "best_metric": run.best_metric,
         "model": medattn.load_model(run.package).config.model,
     }
+
+
+LESION_THRESHOLDS = (0.4, 0.3, 0.2)
+
+
+def threshold_score(data: Path, pred_dir: Path, threshold: float) -> dict:
+    """`score` of masks that call a voxel lesion wherever its lesion probability reaches `threshold` (and
+    argmax elsewhere): how far recall rises, and false positives with it, at a more sensitive operating
+    point. Reads the `<case>_probabilities.nii.gz` beside the masks."""
+    out = pred_dir.parent / f"{pred_dir.name}_lesion_{threshold}"
+    out.mkdir(exist_ok=True)
+    for mask_path in sorted(pred_dir.glob("*.nii.gz")):
+        if mask_path.name.endswith("_probabilities.nii.gz"):
+            continue
+        mask = nib.load(mask_path)
+        case = mask_path.name[: -len(".nii.gz")]
+        lesion = np.asarray(nib.load(pred_dir / f"{case}_probabilities.nii.gz").dataobj)[..., 3]
+        labels = np.where(lesion >= threshold, 3, np.asarray(mask.dataobj)).astype(np.uint8)
+        nib.save(nib.Nifti1Image(labels, mask.affine), out / mask_path.name)
+    return score(data, out)
 
 
 def score(data: Path, pred_dir: Path) -> dict:

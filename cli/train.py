@@ -47,7 +47,9 @@ def train(
     optimizer: str = typer.Option("adamw", help="adamw|sgd."),
     schedule: str = typer.Option("poly", help="poly|cosine learning-rate schedule."),
     loss: str = typer.Option(
-        None, help="dice_ce, dice_paper, focal_region or structure (default: the model's, else dice_ce)."
+        None,
+        help="dice_ce, dice_ce_blob (plus a Dice per lesion, so small lesions count as much as large "
+        "ones), dice_paper, focal_region or structure (default: the model's, else dice_ce).",
     ),
     deep_supervision: bool = typer.Option(True, help="Deep-supervision losses where the model has heads."),
     model_kwargs: str = typer.Option("{}", help="Model options as JSON, e.g. '{\"base_channels\": 8}'."),
