@@ -49,7 +49,8 @@ def train(
     loss: str = typer.Option(
         None,
         help="dice_ce, dice_ce_blob (plus a Dice per lesion, so small lesions count as much as large "
-        "ones), dice_paper, focal_region or structure (default: the model's, else dice_ce).",
+        "ones), dice_paper, focal_region or structure (default: the model's; dice_ce_blob where that is "
+        "dice_ce).",
     ),
     deep_supervision: bool = typer.Option(True, help="Deep-supervision losses where the model has heads."),
     model_kwargs: str = typer.Option("{}", help="Model options as JSON, e.g. '{\"base_channels\": 8}'."),
@@ -65,7 +66,7 @@ def train(
     lesion_patches: float = typer.Option(
         None,
         help="Share of training patches centred on a lesion (the label named lesion, tumour, nodule...; "
-        "else the label of smallest volume). Default: every class as often.",
+        "else the label of smallest volume); the other classes share the rest evenly. [default: 0.5]",
     ),
     weights: str = typer.Option(
         "final",
