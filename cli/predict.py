@@ -44,6 +44,12 @@ def predict(
     ),
     fill_holes: bool = typer.Option(False, "--fill-holes", help="Fill enclosed holes per label."),
     min_lesion_ml: float = typer.Option(None, help="Remove components smaller than this volume (mL)."),
+    lesion_threshold: float = typer.Option(
+        None,
+        help="Call a voxel lesion wherever the lesion label's probability reaches this (e.g. 0.3), not only "
+        "where it wins the argmax: more small lesions found, at the price of false positives. Lesion "
+        "labels: those named lesion, tumour, nodule, polyp... (default: the argmax alone).",
+    ),
     overlay: bool = typer.Option(
         False,
         "--overlay",
@@ -127,6 +133,7 @@ def predict(
         keep_largest=keep_largest,
         fill_holes=fill_holes,
         min_lesion_ml=min_lesion_ml,
+        lesion_threshold=lesion_threshold,
         engine=engine,
         compile=compile,
         box=box or None,

@@ -83,6 +83,11 @@ class Predictor:
             backend, by name or as a callable). The first windows wait for the compilation (about a
             minute for AGUNet on CPU); every batch is then padded to `sw_batch_size` windows so it
             compiles only once.
+        lesion_threshold: a voxel is lesion wherever a lesion label's probability reaches this, whatever
+            the other classes score (None: the argmax alone). Lesion labels are those
+            `medattn.plan.lesion_labels` names (lesion, tumour, nodule...). Below 0.5 it trades false
+            positives for sensitivity: on domain-shifted scans a small lesion's probability often peaks
+            at 0.2-0.4, under the argmax's bar (BENCHMARKS.md, accuracy at equal time).
     """
 
     def __init__(
@@ -97,7 +102,11 @@ class Predictor:
         tta: bool = False,
         stitch_device: str | None = None,
         compile: bool | str | Callable = False,
+        lesion_threshold: float | None = None,
     ):
+        if lesion_threshold is not None and not 0.0 < lesion_threshold <= 1.0:
+            raise ConfigError(f"--lesion-threshold is a probability in (0, 1], got {lesion_threshold}")
+        self.lesion_threshold = lesion_threshold
         self.device = resolve_device(device)
         self.compile = compile
         self.amp_dtype = resolve_amp(amp, self.device)
@@ -307,11 +316,19 @@ class Predictor:
         """Labels (*input grid) from model-grid probabilities, and the input-grid probabilities if asked.
 
         Without probabilities to keep, aligned 3D grids go straight to labels (`resample_labels_aligned`:
-        probabilities are interpolated only along label boundaries).
+        probabilities are interpolated only along label boundaries); `lesion_threshold` is then applied on
+        the model's grid, where the labels are decided.
         """
+        lesions = self._thresholded_lesions()
         if not keep_probabilities and self.plan.spatial_dims == 3:
+            scores = to_host(probs)
+            if lesions:
+                # lesion wherever its probability reaches the threshold: lift it above every other class
+                scores = scores.clone()
+                for value in lesions:
+                    scores[value] += (scores[value] >= self.lesion_threshold).to(scores.dtype)
             labels = resample_labels_aligned(
-                to_host(probs),
+                scores,
                 np.asarray(preprocessed.affine),
                 np.asarray(image.affine),
                 image.shape[1:],
@@ -319,7 +336,19 @@ class Predictor:
             if labels is not None:
                 return labels, None
         on_input = self._to_input_grid(probs, preprocessed, image)
-        return argmax_labels(on_input.as_tensor()), on_input if keep_probabilities else None
+        labels = argmax_labels(on_input.as_tensor())
+        for value in lesions:
+            labels[on_input.as_tensor()[value] >= self.lesion_threshold] = value
+        return labels, on_input if keep_probabilities else None
+
+    def _thresholded_lesions(self) -> list[int]:
+        """The lesion labels `lesion_threshold` applies to (none without a threshold)."""
+        if self.lesion_threshold is None:
+            return []
+        from medattn.plan import lesion_labels
+
+        volumes = (self.config.fingerprint or {}).get("label_volumes_ml")
+        return [v for v in lesion_labels(self.plan, volumes) if 0 < v < self.plan.num_classes]
 
     def _predict_prompted(
         self, image: MetaTensor, prompts, probabilities: bool, attention: bool

@@ -64,6 +64,7 @@ class PredictOptions:
     keep_largest: bool = False
     fill_holes: bool = False
     min_lesion_ml: float | None = None
+    lesion_threshold: float | None = None  # lesion wherever its probability reaches this (None: argmax)
     compile: bool = False  # torch.compile the network (the first windows wait for it; once per run)
     engine: str = "torch"  # torch | onnx (onnxruntime on an exported network, see medattn.inference.engines)
     overlay: bool = False  # 2D: also <case_id>_overlay.png, each label's contour drawn on the image
@@ -263,6 +264,8 @@ def _check_options(options: PredictOptions) -> None:
         raise ConfigError(f"--sw-batch must be at least 1, got {options.sw_batch_size}")
     if options.min_lesion_ml is not None and options.min_lesion_ml < 0:
         raise ConfigError(f"--min-lesion-ml must be 0 or more, got {options.min_lesion_ml}")
+    if options.lesion_threshold is not None and not 0.0 < options.lesion_threshold <= 1.0:
+        raise ConfigError(f"--lesion-threshold is a probability in (0, 1], got {options.lesion_threshold}")
 
 
 def _check_format(case: Case, options: PredictOptions) -> None:
@@ -369,6 +372,7 @@ def predict(
         on_frames: videos: called after each frame with (case id, frames done, frames announced or None).
         **options: fields of PredictOptions (format, overwrite, overlap, sw_batch_size, tta, device, amp,
             stitch_device, save_probabilities, save_attention, keep_largest, fill_holes, min_lesion_ml,
+            lesion_threshold,
             engine; for the SAM family box, points, slice_index, prior_mask, box_model). A SAM-family
             package segments each image whole at its input size and volumes slice by slice
             (`medattn.inference.prompted`); without prompts it runs in SAM's no-prompt mode.
@@ -391,6 +395,7 @@ def predict(
         stitch_device=settings_obj.stitch_device,
         engine=settings_obj.engine,
         compile=settings_obj.compile,
+        lesion_threshold=settings_obj.lesion_threshold,
     )
     if settings_obj.format == "png" and predictor.plan.spatial_dims == 3:
         raise ConfigError(

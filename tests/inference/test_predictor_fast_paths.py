@@ -137,3 +137,23 @@ def test_auto_stitch_device_is_chosen_per_image_from_the_gpu_memory(tmp_path, mo
     assert pinned.stitch_device_for(image) == torch.device("cpu")
     with pytest.raises(ConfigError, match="stitch device"):
         medattn.load_model(package, device="cpu", stitch_device="gpu0")
+
+
+@pytest.mark.parametrize("name", list(GRIDS))
+def test_lesion_threshold_calls_lesion_wherever_its_probability_reaches_it(tmp_path, name):
+    """The tiny package's label 2 is 'tumour': with a threshold it takes every voxel whose tumour
+    probability reaches it (dense path, checked against the probabilities), and the default path decides
+    the same on the model grid but for a thin shell where interpolation and the threshold disagree."""
+    package = make_package(tmp_path / "package")
+    image = _ct_like(GRIDS[name])
+    plain = medattn.load_model(package, device="cpu").predict_case(image, probabilities=True)
+    sensitive = medattn.load_model(package, device="cpu", lesion_threshold=0.2)
+    dense = sensitive.predict_case(image, probabilities=True)
+    tumour = dense.probabilities[2] >= 0.2
+    expected = torch.where(tumour, 2, dense.probabilities.argmax(0)).to(torch.uint8)
+    assert torch.equal(dense.mask[0], expected)
+    assert (dense.mask == 2).sum() > (plain.mask == 2).sum()  # more lesion than the argmax alone
+    fast = sensitive.predict_case(image)
+    assert (fast.mask != dense.mask).float().mean() < 0.02
+    with pytest.raises(medattn.errors.ConfigError, match="lesion-threshold"):
+        medattn.load_model(package, device="cpu", lesion_threshold=1.5)

@@ -373,6 +373,7 @@ def test_unknown_model_and_bad_device_are_one_line_errors(dataset, tmp_path, cap
         (["--overlap", "1.5"], "--overlap must be in"),
         (["--sw-batch", "0"], "--sw-batch must be at least 1"),
         (["--min-lesion-ml", "-1"], "--min-lesion-ml must be 0 or more"),
+        (["--lesion-threshold", "0"], "--lesion-threshold is a probability in (0, 1]"),
         (["--format", "png"], "--format png writes 2D masks"),
         (
             ["--format", "jpg"],
