@@ -29,7 +29,14 @@ import numpy as np
 from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "sample_data"))
-from gen_brain import LABELS, _nifti, _random_rotation, _rotation, save_nifti, template_paths  # noqa: E402
+from gen_brain import (  # noqa: E402  (sample-data generator, not a package)
+    LABELS,
+    _nifti,
+    _random_rotation,
+    case_grid,
+    save_nifti,
+    template_paths,
+)
 
 KINDS = {"mri_1mm": (1.0, 1.0, 1.0), "mri_2mm": (2.0, 2.0, 2.0), "mri_aniso": (0.9, 0.9, 3.0)}
 TRAIN_CASES, TEST_CASES = 6, 4
@@ -37,7 +44,6 @@ SMALL_ML, LARGE_ML = (0.25, 3.0), (3.0, 20.0)  # log-uniform lesion volumes, mL
 TRAIN_LESIONS, TEST_LESIONS = (3, 2), (6, 3)  # (small, large) per case
 _GM_LEVEL = 170.0
 _ORIENTATIONS = ("RAS", "LPS", "LAS", "LIA", "RPI")
-_LETTER = {"R": (1, 0, 0), "L": (-1, 0, 0), "A": (0, 1, 0), "P": (0, -1, 0), "S": (0, 0, 1), "I": (0, 0, -1)}
 
 
 @dataclass(frozen=True)
@@ -78,19 +84,6 @@ def draw_acquisition(rng: np.random.Generator, base_spacing, shifted: bool, lesi
     )
 
 
-def _grid(acq: Acquisition, brain_world: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
-    base = np.array([_LETTER[letter] for letter in acq.orientation], dtype=float).T
-    directions = _rotation(acq.rotation_deg) @ base
-    along = brain_world @ directions
-    low, high = along.min(0) - 6.0, along.max(0) + 6.0
-    spacing = np.asarray(acq.spacing)
-    shape = tuple(int(n) for n in np.ceil((high - low) / spacing).astype(int) + 1)
-    affine = np.eye(4)
-    affine[:3, :3] = directions * spacing
-    affine[:3, 3] = directions @ low
-    return affine.astype(np.float32).astype(np.float64), shape
-
-
 def _template_coordinates(acq, rng, affine, shape, template_affine, centre) -> np.ndarray:
     """Template voxel coordinates of every case voxel: inverse global scaling about the brain centre plus
     a smooth random displacement (Gaussian-filtered noise on a coarse grid, `warp_mm` at its largest)."""
@@ -116,7 +109,7 @@ def make_case(acq: Acquisition, rng: np.random.Generator, template: dict) -> tup
     brain_world = brain_index @ template_affine[:3, :3].T + template_affine[:3, 3]
     centre = brain_world.mean(0).astype(np.float32)
     extent = (brain_world - centre) * np.asarray(acq.scaling) + centre
-    affine, shape = _grid(acq, extent)
+    affine, shape = case_grid(acq, extent, margin_mm=6.0)
     coords = _template_coordinates(acq, rng, affine, shape, template_affine, centre)
     sigma = np.sqrt(np.maximum(np.asarray(acq.spacing) ** 2 - 1.0, 0.0)) / 2.355
 

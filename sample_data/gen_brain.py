@@ -102,12 +102,15 @@ def _rotation(degrees: tuple[float, float, float]) -> np.ndarray:
     return rz @ ry @ rx
 
 
-def case_grid(case: BrainCase, brain_world: np.ndarray) -> tuple[np.ndarray, tuple[int, int, int]]:
+def case_grid(
+    case: BrainCase, brain_world: np.ndarray, margin_mm: float = _MARGIN_MM
+) -> tuple[np.ndarray, tuple[int, int, int]]:
     """The case's voxel grid: a RAS+ affine and a shape that cover the brain plus a small margin.
 
     Args:
-        case: the acquisition description.
+        case: the acquisition description (its spacing, orientation and rotation_deg are used).
         brain_world: (N, 3) world RAS+ mm positions of brain voxels of the template.
+        margin_mm: room around the brain on every side.
 
     Returns:
         (4x4 affine mapping voxel index to world RAS+ mm, array shape in voxels).
@@ -116,8 +119,8 @@ def case_grid(case: BrainCase, brain_world: np.ndarray) -> tuple[np.ndarray, tup
     directions = _rotation(case.rotation_deg) @ base
     # Express the brain in the grid's own axes to find the extent it needs along each of them.
     along_axes = brain_world @ directions
-    low = along_axes.min(axis=0) - _MARGIN_MM
-    high = along_axes.max(axis=0) + _MARGIN_MM
+    low = along_axes.min(axis=0) - margin_mm
+    high = along_axes.max(axis=0) + margin_mm
     spacing = np.asarray(case.spacing)
     shape = tuple(int(n) for n in np.ceil((high - low) / spacing).astype(int) + 1)
     affine = np.eye(4)
