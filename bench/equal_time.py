@@ -240,6 +240,36 @@ def _spread(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
 
+def _operating_points(runs: dict[str, list[dict]]) -> str:
+    """Lines on the medattn arms' other operating points: lesion thresholds and the other weights."""
+    lines = []
+    for arm, results in sorted(runs.items()):
+        sweeps = [r["lesion_thresholds"] for r in results if r.get("lesion_thresholds")]
+        for threshold in sweeps[0] if sweeps else []:
+            points = [sweep[threshold] for sweep in sweeps]
+            small = [sum(p["found"][s][i] for p in points for s in ("<1", "1-3")) for i in (0, 1)]
+            large = [sum(p["found"][s][i] for p in points for s in ("3-10", ">10")) for i in (0, 1)]
+            lines.append(
+                f"- {arm}, lesion where its probability >= {threshold} ({len(points)} seeds): lesion Dice "
+                f"{_spread([p['dice']['lesion'] for p in points])}, found under 3 mL {small[0]}/{small[1]}, "
+                f"above {large[0]}/{large[1]}, FP lesions / case "
+                f"{_spread([p['fp_per_case'] for p in points])}"
+            )
+        others = [r["other_weights"] for r in results if r.get("other_weights")]
+        if others:
+            mean = [float(np.mean([o["dice"][n] for n in LABELS.values()])) for o in others]
+            own = [
+                float(np.mean([r["dice"][n] for n in LABELS.values()]))
+                for r in results
+                if r.get("other_weights")
+            ]
+            lines.append(
+                f"- {arm}, {others[0]['weights']} weights instead ({len(others)} runs where they differ): "
+                f"mean Dice {_spread(mean)} against {_spread(own)}"
+            )
+    return "\n\n" + "\n".join(lines) if lines else ""
+
+
 def report(args: argparse.Namespace) -> str:
     """Markdown tables, one per dataset: mean ± standard deviation over seeds for each arm."""
     sections = []
@@ -267,7 +297,7 @@ def report(args: argparse.Namespace) -> str:
                 + " | ".join(found)
                 + f" | {_spread([r['fp_per_case'] for r in results])} |"
             )
-        sections.append(f"**{folder.name}**\n\n" + "\n".join(rows))
+        sections.append(f"**{folder.name}**\n\n" + "\n".join(rows) + _operating_points(runs))
     text = "\n\n".join(sections)
     print(text)
     return text
