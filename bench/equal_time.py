@@ -54,7 +54,7 @@ def plain_monai(data: Path, pred_dir: Path, seconds: float, seed: int) -> int:
     from monai.inferers import sliding_window_inference
     from monai.losses import DiceCELoss
     from monai.networks.nets import UNet
-    from monai.transforms import Compose, Invertd, RandCropByLabelClassesd, RandFlipd
+    from monai.transforms import Compose, Invertd, RandCropByLabelClassesd, RandFlipd, SpatialPadd
     from monai.utils import set_determinism
     from plain_monai import mr_preprocessing, nnunet_items, train_until  # bench/ is on sys.path
 
@@ -66,6 +66,7 @@ def plain_monai(data: Path, pred_dir: Path, seconds: float, seed: int) -> int:
     train = Compose(
         mr_preprocessing(keys, spacing)
         + [
+            SpatialPadd(keys, patch),  # 3 mm slices: 54 of them are fewer than the patch's 64
             # half of the patches centred on a lesion voxel, the rest on background, grey or white matter
             RandCropByLabelClassesd(keys, "label", patch, ratios=[1, 1, 1, 3], num_classes=4, num_samples=2),
             RandFlipd(keys, prob=0.5, spatial_axis=0),
