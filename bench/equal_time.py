@@ -278,7 +278,8 @@ def report(args: argparse.Namespace) -> str:
         runs: dict[str, list[dict]] = {}
         for path in sorted(folder.glob("*.json")):
             result = json.loads(path.read_text())
-            runs.setdefault(result["arm"], []).append(result)
+            if "arm" in result:  # not a placeholder that keeps `protocol` from a run
+                runs.setdefault(result["arm"], []).append(result)
         header = (
             "| arm | seeds | steps | Dice GM | Dice WM | Dice lesion | mean Dice "
             "| found <1 | 1-3 | 3-10 | >10 | FP lesions / case |"
