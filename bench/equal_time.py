@@ -271,15 +271,30 @@ def _operating_points(runs: dict[str, list[dict]]) -> str:
     return "\n\n" + "\n".join(lines) if lines else ""
 
 
+SCORES = ("dice", "found", "fp_per_case")
+
+
+def with_weights(result: dict, weights: str) -> dict:
+    """A medattn run's result as scored with the package's `weights` ("best" or "final"), whichever the
+    run packaged: the other checkpoint's scores are in the run's "other_weights" when the two differ."""
+    other = result.get("other_weights")
+    if not other or other["weights"] != weights:
+        return result
+    packaged = "final" if weights == "best" else "best"
+    swapped = {"weights": packaged, **{key: result[key] for key in SCORES}}
+    return {**result, **{key: other[key] for key in SCORES}, "other_weights": swapped}
+
+
 def report(args: argparse.Namespace) -> str:
-    """Markdown tables, one per dataset: mean ± standard deviation over seeds for each arm."""
+    """Markdown tables, one per dataset: mean ± standard deviation over seeds for each arm; medattn arms
+    as scored with `args.weights` (train's default)."""
     sections = []
     for folder in sorted(RESULTS.glob(f"*_s{args.data_seed}")):
         runs: dict[str, list[dict]] = {}
         for path in sorted(folder.glob("*.json")):
             result = json.loads(path.read_text())
             if "arm" in result:  # not a placeholder that keeps `protocol` from a run
-                runs.setdefault(result["arm"], []).append(result)
+                runs.setdefault(result["arm"], []).append(with_weights(result, args.weights))
         header = (
             "| arm | seeds | steps | Dice GM | Dice WM | Dice lesion | mean Dice "
             "| found <1 | 1-3 | 3-10 | >10 | FP lesions / case |"
@@ -323,6 +338,7 @@ def main() -> None:
         command.add_argument("--seconds", type=float, default=300.0, help="training wall time per run")
     summary = commands.add_parser("report", help="tables of mean ± sd over seeds")
     summary.add_argument("--data-seed", type=int, default=1)
+    summary.add_argument("--weights", choices=("best", "final"), default="best", help="medattn rows' weights")
     args = parser.parse_args()
     if args.command == "run":
         args.set = [tuple(pair) for pair in args.set]

@@ -69,9 +69,9 @@ def train(
         "else the label of smallest volume); the other classes share the rest evenly. [default: 0.5]",
     ),
     weights: str = typer.Option(
-        "final",
-        help="The package's weights: final (the end of the learning-rate schedule, as nnU-Net) or best (the "
-        "epoch of the best validation Dice). checkpoint_best.pt is kept either way.",
+        "best",
+        help="The package's weights: best (the epoch of the best validation Dice) or final (the end of the "
+        "learning-rate schedule, as nnU-Net's). Both checkpoints are kept in the run folder.",
     ),
     compile: bool = typer.Option(
         False,

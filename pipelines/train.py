@@ -69,9 +69,10 @@ class TrainOptions:
     # label of smallest median volume); None: every class equally often. Half, as the plain loop a user
     # writes: with a quarter (one class in four) AGUNet found 1 of 24 lesions under 3 mL (BENCHMARKS.md).
     lesion_patches: float | None = 0.5
-    # The package's weights: "final" (the end of the schedule, as nnU-Net's checkpoint_final) or "best" (the
-    # epoch of the best validation Dice; checkpoint_best.pt is kept either way).
-    weights: str = "final"
+    # The package's weights: "best" (the epoch of the best validation Dice) or "final" (the end of the
+    # schedule, as nnU-Net's checkpoint_final). Best: at equal time it scored as well as or better than final
+    # (BENCHMARKS.md); the validation that picks it keeps to a tenth of the time.
+    weights: str = "best"
     # torch.compile the training forward (True: inductor; or a backend's name). Validation and the package
     # use the plain network.
     compile: bool | str = False

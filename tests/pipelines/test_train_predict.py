@@ -94,21 +94,21 @@ def test_training_leaves_a_package_and_logs(package):
     assert package.epochs == 2
 
 
-def test_the_package_holds_the_final_weights_unless_best_is_asked_for(package, dataset, tmp_path):
-    """nnU-Net's choice: the end of the learning-rate schedule, not the epoch that scored best on the few
-    validation cases; `weights="best"` packages that epoch instead."""
-    final = torch.load(package.run / "model.pt", weights_only=True)
-    last = torch.load(package.run / "checkpoint_last.pt", weights_only=True)["model"]
-    assert json.loads((package.run / "medattn.json").read_text())["training"]["weights"] == "final"
-    assert all(torch.equal(value, last[key]) for key, value in final.items())
-
-    run = medattn.train(dataset, out=tmp_path / "best", epochs=3, weights="best", **TINY)
-    history = [row for row in run.history if "val_dice" in row]
+def test_the_package_holds_the_best_validation_weights_unless_final_is_asked_for(package, dataset, tmp_path):
+    """The best validation epoch by default; `weights="final"` packages the end of the schedule."""
+    history = [row for row in package.history if "val_dice" in row]
     best_epoch = max(history, key=lambda row: row["val_dice"])["epoch"]
-    best = torch.load(run.run / "checkpoint_best.pt", weights_only=True)
+    best = torch.load(package.run / "checkpoint_best.pt", weights_only=True)
     assert best["epoch"] == best_epoch
-    packaged = torch.load(run.run / "model.pt", weights_only=True)
+    assert json.loads((package.run / "medattn.json").read_text())["training"]["weights"] == "best"
+    packaged = torch.load(package.run / "model.pt", weights_only=True)
     assert all(torch.equal(value, best["model"][key]) for key, value in packaged.items())
+
+    run = medattn.train(dataset, out=tmp_path / "final", epochs=3, weights="final", **TINY)
+    final = torch.load(run.run / "model.pt", weights_only=True)
+    last = torch.load(run.run / "checkpoint_last.pt", weights_only=True)
+    assert last["epoch"] == 3
+    assert all(torch.equal(value, last["model"][key]) for key, value in final.items())
     with pytest.raises(medattn.errors.ConfigError, match="--weights takes final or best"):
         medattn.train(dataset, out=tmp_path / "bad", weights="last", **TINY)
 
