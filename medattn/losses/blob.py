@@ -65,14 +65,13 @@ class BlobLoss(nn.Module):
                 components, count = ndimage.label(labels[sample] == value, structure=structure)
                 if count == 0:
                     continue
-                ids = torch.from_numpy(components.astype(np.int64)).to(logits.device)
-                probability = probabilities[sample, value]
-                for number in range(1, count + 1):
-                    blob = ids == number
-                    # everything but the label's other blobs: background, other classes and this blob
-                    region = (ids == 0) | blob
-                    kept = probability * region
-                    overlap = (kept * blob).sum()
-                    dice = (2 * overlap + self.smooth) / (kept.sum() + blob.sum() + self.smooth)
-                    losses.append(1 - dice)
-        return torch.stack(losses).mean() if losses else None
+                ids = torch.from_numpy(components.astype(np.int64)).to(logits.device).flatten()
+                probability = probabilities[sample, value].flatten()
+                # One pass per sample: the probability mass and the voxel count in each blob (index 0: the
+                # voxels outside every blob of this label). Blob k's region is everything but the other
+                # blobs, so its Dice is (2 p_k + s) / (p_0 + p_k + n_k + s).
+                mass = probability.new_zeros(count + 1).index_add(0, ids, probability)
+                sizes = torch.bincount(ids, minlength=count + 1).to(mass.dtype)
+                dice = (2 * mass[1:] + self.smooth) / (mass[0] + mass[1:] + sizes[1:] + self.smooth)
+                losses.append(1 - dice)
+        return torch.cat(losses).mean() if losses else None
