@@ -31,6 +31,13 @@ from medattn.transforms.normalize import zscore_channels_, zscore_parameters
 from medattn.transforms.presets import preprocessing
 
 
+def checked_lesion_threshold(threshold: float | None) -> float | None:
+    """`threshold` if it is None or a probability in (0, 1]; else ConfigError naming --lesion-threshold."""
+    if threshold is not None and not 0.0 < threshold <= 1.0:
+        raise ConfigError(f"--lesion-threshold is a probability in (0, 1], got {threshold}")
+    return threshold
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """'auto' picks CUDA when present; 'cuda' without a GPU is a clear error, not a CUDA traceback."""
     if device == "auto":
@@ -104,9 +111,7 @@ class Predictor:
         compile: bool | str | Callable = False,
         lesion_threshold: float | None = None,
     ):
-        if lesion_threshold is not None and not 0.0 < lesion_threshold <= 1.0:
-            raise ConfigError(f"--lesion-threshold is a probability in (0, 1], got {lesion_threshold}")
-        self.lesion_threshold = lesion_threshold
+        self.lesion_threshold = checked_lesion_threshold(lesion_threshold)
         self.device = resolve_device(device)
         self.compile = compile
         self.amp_dtype = resolve_amp(amp, self.device)

@@ -264,8 +264,9 @@ def _check_options(options: PredictOptions) -> None:
         raise ConfigError(f"--sw-batch must be at least 1, got {options.sw_batch_size}")
     if options.min_lesion_ml is not None and options.min_lesion_ml < 0:
         raise ConfigError(f"--min-lesion-ml must be 0 or more, got {options.min_lesion_ml}")
-    if options.lesion_threshold is not None and not 0.0 < options.lesion_threshold <= 1.0:
-        raise ConfigError(f"--lesion-threshold is a probability in (0, 1], got {options.lesion_threshold}")
+    from medattn.predictor import checked_lesion_threshold
+
+    checked_lesion_threshold(options.lesion_threshold)
 
 
 def _check_format(case: Case, options: PredictOptions) -> None:
