@@ -107,11 +107,12 @@ def medattn_arm(data: Path, pred_dir: Path, seconds: float, seed: int, options: 
     run = medattn.train(data, out=work / "run", device="cpu", max_time=seconds, seed=seed, **options)
     medattn.predict(data / "imagesTs", pred_dir, model=run.package, device="cpu", save_probabilities=True)
     history = run.history
+    config = medattn.load_model(run.package).config
     scored = [row for row in history if "val_dice" in row]
     best_epoch = max(scored, key=lambda row: row["val_dice"])["epoch"] if scored else None
     other = None
     if best_epoch is not None and best_epoch != history[-1]["epoch"]:
-        used = medattn.load_model(run.package).config.training.get("weights", "best")
+        used = config.training.get("weights", "best")
         source = run.run / ("checkpoint_last.pt" if used == "best" else "checkpoint_best.pt")
         package = work / "other_package"
         package.mkdir()
@@ -128,7 +129,7 @@ def medattn_arm(data: Path, pred_dir: Path, seconds: float, seed: int, options: 
         "epochs": run.epochs,
         "validation_s": float(sum(row.get("validation_s", 0.0) for row in history)),
         "best_metric": run.best_metric,
-        "model": medattn.load_model(run.package).config.model,
+        "model": config.model,
     }
 
 
