@@ -23,7 +23,7 @@ _API = {
     "evaluate": "medattn.pipelines.evaluate",
     "train": "medattn.pipelines.train",
     "predict": "medattn.pipelines.predict",
-    "load_model": "medattn.predictor",
+    "load_model": "medattn.inference.predictor",
 }
 
 __all__ = ["MedattnError", "__version__", *_API]

@@ -58,3 +58,11 @@ class ExportError(MedattnError, RuntimeError):
 class InputWarning(UserWarning):
     """Something odd in an input that medattn worked around and the user should know of (non-finite voxels
     replaced, a duplicate DICOM file ignored); the CLI prints each as one line naming the file."""
+
+
+def failure_message(error: Exception) -> str:
+    """The one line a batch records for a case that failed: a MedattnError as it reads, anything else (a
+    bug on that case's data) with its type, so one case never stops the batch and the bug stays visible."""
+    if isinstance(error, MedattnError):
+        return str(error)
+    return f"internal error: {type(error).__name__}: {error}"

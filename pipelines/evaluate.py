@@ -36,6 +36,7 @@ from medattn.errors import (
     MedattnError,
     NoCasesFoundError,
     UnreadableImageError,
+    failure_message,
 )
 from medattn.io.atomic import atomic_path, full_suffix
 from medattn.metrics.case import (
@@ -330,13 +331,11 @@ def _evaluate_case(
 def _evaluate_case_guarded(
     key: str, pred_path: Path | None, ref_path: Path, labels: list[int] | None, settings: EvaluateSettings
 ) -> CaseResult | CaseFailure:
-    """`_evaluate_case`, or the case's failure: one bad file must not stop the others (as in predict)."""
+    """`_evaluate_case`, or the case's failure: one bad file must not stop the others."""
     try:
         return _evaluate_case(key, pred_path, ref_path, labels, settings)
-    except MedattnError as error:
-        return CaseFailure(key, str(error))
     except Exception as error:  # noqa: BLE001 - a bug on one case's data must not lose the others
-        return CaseFailure(key, f"internal error: {type(error).__name__}: {error}")
+        return CaseFailure(key, failure_message(error))
 
 
 def _run_cases(

@@ -1,7 +1,8 @@
 """Segment a video frame by frame: streamed decoding, per-frame PNG masks, an overlay MP4, per-frame areas.
 
-Frames are decoded in chunks (`medattn.io.video.iter_video_frames`), segmented one at a time and written
-at once, so memory stays bounded by one chunk whatever the video's length. For a video `<id>.mp4` the
+Frames are decoded in chunks (`medattn.io.video.iter_video_frames`), go one at a time through the stages
+every case goes through (`medattn.inference.stages`: decoded on the reader thread, segmented, written at
+once), so memory stays bounded by one chunk whatever the video's length. For a video `<id>.mp4` the
 outputs are
 
 - `<id>/frame_000000.png ...`: each frame's label values as a single-channel PNG (lossless, the frame's
@@ -21,13 +22,16 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from medattn.errors import ConfigError, GeometryError, WriteError
+from medattn.inference.stages import Stages, run_stages
 from medattn.io.atomic import atomic_path
+from medattn.metrics.volume import label_voxel_counts
 
 FRAME_COLUMNS = ("case", "frame", "time_s", "label", "name", "pixels", "area_fraction")
 # ITU-R BT.601 luma: a grayscale model (ultrasound) sees a colour-encoded frame as the gray it shows.
@@ -130,7 +134,7 @@ def predict_video(
     """Segment every frame of the video at `path` with a 2D `predictor` (see the module docstring).
 
     Args:
-        predictor: a `medattn.predictor.Predictor` of a 2D model.
+        predictor: a `medattn.inference.predictor.Predictor` of a 2D model.
         case_id: names the outputs.
         path: the video file.
         out: the output folder.
@@ -165,24 +169,26 @@ def predict_video(
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     start, count = time.perf_counter(), 0
+    frames = (chunk[..., t].as_tensor() for chunk in chunks for t in range(chunk.shape[-1]))
     try:
         with atomic_path(targets["frames"]) as csv_tmp, atomic_path(targets["overlay"]) as video_tmp:
             overlay = _OverlayWriter(video_tmp, fps, info["width"], info["height"])
             with closing(overlay), open(csv_tmp, "w", newline="") as handle:
                 rows = csv.DictWriter(handle, fieldnames=FRAME_COLUMNS, lineterminator="\n")
                 rows.writeheader()
-                for chunk in chunks:
-                    for t in range(chunk.shape[-1]):
-                        frame = chunk[..., t].as_tensor()
-                        image = frame_image(frame, predictor.plan.in_channels, path, fps)
-                        labels = postprocess(np.asarray(predictor.predict(image)[0]))
-                        write_label_png(labels, partial / f"frame_{count:06d}.png")
-                        rgb = display_rgb(frame.numpy(), labels.shape)
-                        overlay.write(draw_contours(rgb, labels, table))
-                        rows.writerows(_frame_rows(case_id, count, fps, labels, names))
-                        count += 1
-                        if on_frames is not None:
-                            on_frames(count, info["n_frames"])
+
+                def write(frame: _Frame) -> None:
+                    nonlocal count
+                    write_label_png(frame.labels, partial / f"frame_{count:06d}.png")
+                    rgb = display_rgb(frame.pixels, frame.labels.shape)
+                    overlay.write(draw_contours(rgb, frame.labels, table))
+                    rows.writerows(_frame_rows(case_id, count, fps, frame.labels, names))
+                    count += 1
+                    if on_frames is not None:
+                        on_frames(count, info["n_frames"])
+
+                stages = _frame_stages(predictor, path, fps, postprocess, write)
+                run_stages(frames, stages, pipelined=False, on_result=lambda result, index: None)
         if targets["masks"].exists():
             shutil.rmtree(targets["masks"])
         partial.rename(targets["masks"])
@@ -197,6 +203,42 @@ def predict_video(
         "fps": round(count / seconds, 2) if seconds > 0 else None,
         "video_fps": fps,
     }
+
+
+@dataclass
+class _Frame:
+    """One frame on its way through the stages: its pixels (for the overlay), the model's view of it."""
+
+    pixels: np.ndarray  # (C, W, H) as decoded
+    image: object  # the 2D MetaTensor the model reads (`frame_image`)
+    prepared: object = None
+    inferred: object = None
+    labels: np.ndarray | None = None  # (W, H), postprocessed
+
+
+def _frame_stages(predictor, path: Path, fps: float, postprocess: Callable, write: Callable) -> Stages:
+    """The stages of a case (`medattn.inference.stages`) for the frames of a clip: the predictor's
+    preprocess, infer and finish between turning a decoded frame into an image and writing its outputs."""
+    in_channels = predictor.plan.in_channels
+
+    def read(pixels) -> _Frame:
+        return _Frame(pixels.numpy(), frame_image(pixels, in_channels, path, fps))
+
+    def preprocess(frame: _Frame) -> _Frame:
+        frame.prepared = predictor.preprocess(frame.image)
+        return frame
+
+    def infer(frame: _Frame) -> _Frame:
+        frame.inferred = predictor.infer(frame.prepared)
+        return frame
+
+    def finish(frame: _Frame) -> _Frame:
+        output = predictor.finish(frame.inferred, frame.prepared, frame.image)
+        frame.labels = postprocess(np.asarray(output.mask[0]))
+        frame.prepared = frame.inferred = None
+        return frame
+
+    return Stages(read, preprocess, infer, finish, write)
 
 
 def clip_chunks(path: Path, chunk_size: int) -> tuple[dict, Iterator]:
@@ -227,7 +269,6 @@ def clip_chunks(path: Path, chunk_size: int) -> tuple[dict, Iterator]:
 def _frame_rows(
     case_id: str, index: int, fps: float, labels: np.ndarray, names: dict[int, str]
 ) -> list[dict]:
-    counts = np.bincount(labels.reshape(-1).astype(np.int64), minlength=max(names) + 1)
     time_s = round(index / fps, 4) if fps else ""
     return [
         {
@@ -236,9 +277,8 @@ def _frame_rows(
             "time_s": time_s,
             "label": value,
             "name": name,
-            "pixels": int(counts[value]),
-            "area_fraction": round(float(counts[value]) / labels.size, 6),
+            "pixels": pixels,
+            "area_fraction": round(float(pixels) / labels.size, 6),
         }
-        for value, name in sorted(names.items())
-        if value != 0
+        for value, name, pixels in label_voxel_counts(labels, names)
     ]

@@ -60,7 +60,7 @@ def prompt_source(options, predictor) -> PromptSource | None:
         if not source.exists():
             raise InputNotFoundError("no such prior mask file or folder", source)
         return lambda case, image: prior_mask_prompts(source, case, image)
-    from medattn.predictor import load_model
+    from medattn.inference.predictor import load_model
 
     coarse = load_model(
         options.box_model,
@@ -110,7 +110,7 @@ def box_model_prompts(coarse, case: Case, image: MetaTensor) -> ImagePrompts:
     """Box prompts from a coarse model's mask of the case: one box per connected component of each label.
 
     Args:
-        coarse: a `medattn.predictor.Predictor` of any medattn package (it predicts on the input grid).
+        coarse: a `Predictor` of any medattn package (it predicts on the input grid).
         case: the case, re-read when the coarse model needs other channels or dimensions than `image` has.
         image: the case as the prompted model reads it.
     """

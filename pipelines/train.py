@@ -181,8 +181,8 @@ def _prepare(
     fingerprint = fingerprint_dataset(cases, progress=progress, seed=options.seed)
     cases = [case for case in cases if case.id not in fingerprint.excluded]  # unreadable or off-grid
     train_ids, val_ids = split_cases(cases, options.val_fraction, options.fold, options.seed)
+    from medattn.device import resolve_device
     from medattn.models import create
-    from medattn.predictor import resolve_device
 
     # Patch sides must be multiples of the network's down-sampling factor: ask a throwaway instance.
     device_type = resolve_device(options.device).type
@@ -233,11 +233,11 @@ def train(
     from monai.transforms import Compose
     from torch.utils.data import RandomSampler
 
+    from medattn.device import resolve_amp, resolve_device
     from medattn.losses import DeepSupervisionLoss, create_loss
     from medattn.models import create, describe
     from medattn.models.base import compiled
     from medattn.pipelines.validation import make_validate_fn
-    from medattn.predictor import resolve_amp, resolve_device
     from medattn.training import (
         Trainer,
         create_optimizer,

@@ -15,7 +15,6 @@ slice is segmented in SAM's no-prompt mode.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -24,7 +23,9 @@ import torch
 import torch.nn.functional as F
 from monai.transforms import Compose, Orientationd, Spacingd
 
+from medattn.device import autocast
 from medattn.errors import ConfigError, GeometryError
+from medattn.inference.sliding_window import class_probabilities, mean_attention_map
 from medattn.models.sam.preprocess import medsam_preprocess, scale_intensities
 from medattn.models.sam.prompts import Box, component_boxes, expand_box, mask_box
 from medattn.plan import Plan
@@ -118,6 +119,17 @@ class ImagePrompts:
             return cls(boxes=component_boxes(array, min_pixels), from_mask=True)
         slices = {k: component_boxes(array[..., k], min_pixels) for k in range(array.shape[-1])}
         return cls(slice_boxes={k: boxes for k, boxes in slices.items() if boxes}, from_mask=True)
+
+
+@dataclass
+class PromptedInput:
+    """A SAM-family model's input for one image (`Predictor.preprocess`): the intensity-normalised image on
+    its own grid, the prompts, and a factory for the `SliceSegmenter` that runs the network on its slices
+    (called with whether to keep attention maps)."""
+
+    image: torch.Tensor
+    prompts: ImagePrompts | None
+    segmenter: Callable[[bool], SliceSegmenter]
 
 
 def no_prompts_error(model: str) -> ConfigError:
@@ -251,31 +263,12 @@ class SliceSegmenter:
         return torch.cat(probabilities)
 
     def _forward(self, batch: torch.Tensor, prompts: dict) -> torch.Tensor:
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.amp_dtype)
-            if self.amp_dtype is not None
-            else contextlib.nullcontext()
-        )
-        with torch.no_grad(), autocast:
+        with torch.no_grad(), autocast(self.device, self.amp_dtype):
             output = self.network(batch, **prompts)
         return output[0] if isinstance(output, (list, tuple)) else output
 
     def _attention(self, grid: tuple[int, ...]) -> torch.Tensor:
-        maps = self.network.attention_maps()
-        if not maps:
-            raise ConfigError(
-                f"{type(self.network).__name__} exposes no attention maps: predict without --save-attention"
-            )
-        mean = torch.stack([m.float().cpu() for m in maps.values()]).mean(dim=0)
-        return F.interpolate(mean, size=grid, mode="bilinear", align_corners=False)
-
-
-def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """(N, K, ...) probabilities: softmax over K >= 2 classes, [1 - p, p] for one sigmoid logit."""
-    if logits.shape[1] == 1:
-        foreground = torch.sigmoid(logits)
-        return torch.cat([1 - foreground, foreground], dim=1)
-    return torch.softmax(logits, dim=1)
+        return mean_attention_map(self.network, grid, mode="bilinear").cpu()
 
 
 def combine_objects(probabilities: torch.Tensor) -> torch.Tensor:

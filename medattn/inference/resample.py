@@ -17,6 +17,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
+from monai.transforms import Invertd
+
+from medattn.errors import ConfigError
+from medattn.inference.postprocess import argmax_labels
+from medattn.inference.sliding_window import to_host
 
 # Relative size below which an off-diagonal entry of the voxel-to-voxel map counts as zero.
 _ALIGNED_TOLERANCE = 1e-6
@@ -218,3 +224,72 @@ def _trilinear_at(
 
 def _positions(scale: float, offset: float, size: int) -> torch.Tensor:
     return scale * torch.arange(int(size), dtype=torch.float64) + offset
+
+
+def to_input_grid(
+    volume: torch.Tensor, preprocessed: MetaTensor, original: MetaTensor, preprocessor
+) -> MetaTensor:
+    """A model-grid volume (C, *model grid) on `original`'s grid: orientation and resampling undone.
+
+    Aligned 3D grids take the separable path (`resample_aligned`); oblique ones MONAI's Invertd through
+    the preprocessing chain (`preprocessor`, a `medattn.transforms.preprocess.Preprocessor`), bilinear.
+    2D images are predicted on their own grid and only take the input's affine.
+
+    Raises:
+        ConfigError: the inverted volume does not have the input's shape (a preprocessing chain that
+            cannot be inverted).
+    """
+    volume = to_host(volume)
+    if original.ndim == 3:
+        return MetaTensor(volume, affine=original.affine)
+    fast = resample_aligned(
+        volume, np.asarray(preprocessed.affine), np.asarray(original.affine), original.shape[1:]
+    )
+    if fast is not None:
+        return MetaTensor(fast, affine=original.affine)
+    meta = {k: v for k, v in preprocessed.meta.items() if k != "affine"}
+    tracked = MetaTensor(volume, affine=preprocessed.affine, meta=meta)
+    tracked.applied_operations = list(preprocessed.applied_operations)
+    inverter = Invertd("pred", transform=preprocessor.transform, orig_keys="image", nearest_interp=False)
+    with preprocessor.lock:
+        inverted = inverter({"pred": tracked, "image": preprocessed})["pred"]
+    if tuple(inverted.shape[1:]) != tuple(original.shape[1:]):
+        raise ConfigError(
+            f"internal: inverted shape {tuple(inverted.shape[1:])} != input {tuple(original.shape[1:])}"
+        )
+    return MetaTensor(inverted.as_tensor(), affine=original.affine)
+
+
+def labels_on_input_grid(
+    probs: torch.Tensor,
+    preprocessed: MetaTensor,
+    original: MetaTensor,
+    preprocessor,
+    lesions: Sequence[int] = (),
+    lesion_threshold: float | None = None,
+    keep_probabilities: bool = False,
+) -> tuple[torch.Tensor, MetaTensor | None]:
+    """Labels (*input grid) from model-grid probabilities, and the input-grid probabilities if asked.
+
+    The argmax is taken on the input grid (interpolating probabilities, not labels, keeps thin
+    structures). A label of `lesions` wins wherever its probability reaches `lesion_threshold`, whatever
+    the other classes score. Without probabilities to keep, aligned 3D grids go straight to labels
+    (`resample_labels_aligned`: probabilities are interpolated only along label boundaries), the threshold
+    then applied on the model's grid, where the labels are decided.
+    """
+    if not keep_probabilities and original.ndim == 4:
+        scores = to_host(probs)
+        if lesions:
+            scores = scores.clone()  # lift a lesion above every other class where it reaches the threshold
+            for value in lesions:
+                scores[value] += (scores[value] >= lesion_threshold).to(scores.dtype)
+        labels = resample_labels_aligned(
+            scores, np.asarray(preprocessed.affine), np.asarray(original.affine), original.shape[1:]
+        )
+        if labels is not None:
+            return labels, None
+    on_input = to_input_grid(probs, preprocessed, original, preprocessor)
+    labels = argmax_labels(on_input.as_tensor())
+    for value in lesions:
+        labels[on_input.as_tensor()[value] >= lesion_threshold] = value
+    return labels, on_input if keep_probabilities else None

@@ -32,7 +32,6 @@ Memory (V = voxels of the image, C = output channels, 4 bytes per float32 value)
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import itertools
 import math
@@ -43,6 +42,7 @@ from monai.data.utils import compute_importance_map
 from monai.inferers import sliding_window_inference
 from torch import nn
 
+from medattn.device import autocast
 from medattn.errors import ConfigError, GeometryError
 
 #: Gaussian sigma as a fraction of the patch size per axis (nnU-Net's and MONAI's 1/8).
@@ -204,35 +204,36 @@ class _WindowPredictor:
         return (logits, attention) if self.with_attention else logits
 
     def _forward(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        autocast = (
-            torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
-            if self.amp_dtype is not None
-            else contextlib.nullcontext()
-        )
-        # Inference mode only where its output is copied anyway (the float32 cast after AMP): see the module
-        # docstring for the measurement.
+        # Inference mode only where its output is copied anyway (the float32 cast after AMP).
         grad_off = torch.inference_mode() if self.amp_dtype is not None else torch.no_grad()
-        with grad_off, autocast:
+        with grad_off, autocast(self.device, self.amp_dtype):
             output = self.network(window)
             # Deep-supervision networks return a list, finest first; the finest is the prediction.
             logits = output[0] if isinstance(output, (list, tuple)) else output
-            maps = self.network.attention_maps() if self.with_attention else None
-        if not self.with_attention:
-            return logits, None
-        if not maps:
-            raise ConfigError(
-                f"{type(self.network).__name__} exposes no attention maps (attention_maps() returned none): "
-                "predict without attention output (--save-attention) or use a model with attention gates"
-            )
-        size = tuple(window.shape[2:])
-        resized = [
-            m.float()
-            if tuple(m.shape[2:]) == size
-            else nn.functional.interpolate(m.float(), size=size, mode="nearest-exact")
-            for m in maps.values()
-        ]
         # A new tensor, made outside inference mode: MONAI may scale it in place.
-        return logits, torch.stack(resized).mean(dim=0)
+        return logits, mean_attention_map(self.network, window.shape[2:]) if self.with_attention else None
+
+
+def mean_attention_map(network: nn.Module, size: Sequence[int], mode: str = "nearest-exact") -> torch.Tensor:
+    """The mean of `network.attention_maps()` after a forward pass, each map resized to `size` (B, 1, *size).
+
+    Raises:
+        ConfigError: the network returned no attention maps.
+    """
+    maps = network.attention_maps()
+    if not maps:
+        raise ConfigError(
+            f"{type(network).__name__} exposes no attention maps (attention_maps() returned none): "
+            "predict without attention output (--save-attention) or use a model with attention gates"
+        )
+    size = tuple(size)
+    resized = [
+        m.float()
+        if tuple(m.shape[2:]) == size
+        else nn.functional.interpolate(m.float(), size=size, mode=mode)
+        for m in maps.values()
+    ]
+    return torch.stack(resized).mean(dim=0)
 
 
 def sliding_window_predict(
@@ -359,7 +360,7 @@ def sliding_window_predict(
             )
             logits, attention = stitched if return_attention else (stitched, None)
             logits = _unbatch(logits)
-            probabilities = _softmax_(logits) if logits.shape[0] > 1 else _binary_probabilities(logits)
+            probabilities = _softmax_(logits) if logits.shape[0] > 1 else class_probabilities(logits[None])[0]
     finally:
         network.train(was_training)
         if converted:  # give a training network back as it came: its next steps must not change numerics
@@ -408,14 +409,16 @@ def in_channels_last(network: nn.Module, spatial_dims: int) -> bool:
     return all(p.is_contiguous(memory_format=memory_format) for p in weights)
 
 
-def _binary_probabilities(logit: torch.Tensor) -> torch.Tensor:
-    """One sigmoid logit (1, *spatial) -> (2, *spatial) [background, foreground] probabilities.
+def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """(N, K, ...) probabilities: softmax over K >= 2 classes, [1 - p, p] for one sigmoid logit.
 
     Networks with a single output channel (SAM's mask decoder, PraNet with out_channels=1) predict one
     foreground logit; two channels let the rest of the pipeline treat them as any 2-class network.
     """
-    foreground = torch.sigmoid(logit)
-    return torch.cat([1.0 - foreground, foreground], dim=0)
+    if logits.shape[1] == 1:
+        foreground = torch.sigmoid(logits)
+        return torch.cat([1 - foreground, foreground], dim=1)
+    return torch.softmax(logits, dim=1)
 
 
 def _unbatch(volume: torch.Tensor) -> torch.Tensor:

@@ -53,3 +53,10 @@ def voxel_volume_ml(affine: ArrayLike, spatial_dims: int = 3) -> float:
 def volume_ml(mask: ArrayLike, voxel_ml: float) -> float:
     """Volume of a binary mask in mL: voxel count x the volume of one voxel (see `voxel_volume_ml`)."""
     return float(np.count_nonzero(mask)) * voxel_ml
+
+
+def label_voxel_counts(labels: ArrayLike, names: dict[int, str]) -> list[tuple[int, str, int]]:
+    """(value, name, voxels) for each foreground label of `names` in a label map, absent labels as 0."""
+    array = np.asarray(labels).reshape(-1).astype(np.int64)
+    counts = np.bincount(array, minlength=max(names) + 1)
+    return [(value, name, int(counts[value])) for value, name in sorted(names.items()) if value != 0]

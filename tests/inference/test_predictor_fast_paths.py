@@ -38,7 +38,7 @@ def _ct_like(affine: np.ndarray, shape=(34, 30, 18)) -> MetaTensor:
 @pytest.mark.parametrize("name", list(GRIDS))
 def test_preprocessing_equals_the_monai_chain(predictor, name):
     image = _ct_like(GRIDS[name])
-    expected = predictor._preprocess({"image": image.clone()})["image"]
+    expected = predictor.preprocessor.transform({"image": image.clone()})["image"]
     result = predictor.preprocess(image)
     assert result.shape == expected.shape
     np.testing.assert_allclose(np.asarray(result.affine), np.asarray(expected.affine), atol=1e-6)
@@ -50,10 +50,12 @@ def test_preprocessing_equals_the_monai_chain(predictor, name):
 def test_mr_preprocessing_equals_the_monai_chain(predictor, name):
     """The MR preset's z-score over nonzero voxels (in place, `zscore_channels_`) as MONAI's chain has it."""
     plan = dataclasses.replace(predictor.plan, preset="mr", clip_range=None)
-    mr = medattn.predictor.Predictor(predictor.network, dataclasses.replace(predictor.config, plan=plan))
+    mr = medattn.inference.predictor.Predictor(
+        predictor.network, dataclasses.replace(predictor.config, plan=plan)
+    )
     image = _ct_like(GRIDS[name])
     image[:, :3] = 0  # background
-    expected = mr._preprocess({"image": image.clone()})["image"]
+    expected = mr.preprocessor.transform({"image": image.clone()})["image"]
     result = mr.preprocess(image)
     np.testing.assert_allclose(np.asarray(result.affine), np.asarray(expected.affine), atol=1e-6)
     torch.testing.assert_close(result.as_tensor(), expected.as_tensor(), atol=1e-4, rtol=1e-4)

@@ -64,11 +64,11 @@ def _package(folder, spatial_dims=2, in_channels=3):
 
 def _balance(network, config):
     """Shift the random network's foreground bias so about half of a frame's pixels are foreground."""
-    from medattn.predictor import Predictor
+    from medattn.inference.predictor import Predictor
 
     predictor = Predictor(network, config, device="cpu")
     image = torch.rand(config.plan.in_channels, WIDTH, HEIGHT) * 255
-    preprocessed = predictor._preprocess({"image": MetaTensor(image, affine=torch.eye(3))})["image"]
+    preprocessed = predictor.preprocess(MetaTensor(image, affine=torch.eye(3)))
     with torch.no_grad():
         logits = network.eval()(preprocessed[None, :, :32, :16].as_tensor())
         network.heads[0].bias[1] -= (logits[0, 1] - logits[0, 0]).median()

@@ -20,6 +20,7 @@ from tiny_package import make_ct_case, make_package
 import medattn
 from medattn.cli.main import main
 from medattn.errors import ConfigError, GeometryError
+from medattn.inference.predictor import load_model
 from medattn.inference.prompted import (
     ImagePrompts,
     SliceSegmenter,
@@ -34,7 +35,6 @@ from medattn.models.sam.adapter import SAMAdapter
 from medattn.models.sam.preprocess import medsam_preprocess
 from medattn.package import PackageConfig, save_package
 from medattn.plan import Plan
-from medattn.predictor import load_model
 
 SIZE = 48  # the package's input size (patch), a multiple of 16
 THRESHOLD = 1.0  # the oracle's "bright": > 1 standard deviation above the mean of non-zero pixels ("mr")

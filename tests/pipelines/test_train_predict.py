@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
 import time
 
 import nibabel as nib
@@ -14,7 +13,6 @@ import torch
 
 import medattn
 from medattn.cli.main import main
-from medattn.predictor import Predictor
 
 TINY = {
     "model": "agunet",
@@ -169,49 +167,6 @@ def test_rerun_skips_done_cases_and_a_corrupt_case_fails_alone(package, dataset,
     assert main(["predict", str(one), str(out), "--model", str(package.package), "--overwrite"]) == 0
     rows = (out / "volumes.csv").read_text().splitlines()
     assert sorted(rows) == sorted(volumes.splitlines())  # a run on a subset keeps the other cases' rows
-
-
-def test_pipelined_prediction_writes_the_same_outputs_in_the_same_order(
-    package, dataset, tmp_path, monkeypatch
-):
-    """The CUDA default (preprocess on the reader thread, write on a writer thread while the next case's
-    windows run) forced on CPU: the same masks, probabilities, volumes and statuses as the stages in turn,
-    and a case failing in the reader fails alone."""
-    inputs = tmp_path / "inputs"
-    inputs.mkdir()
-    for path in (dataset / "imagesTs").iterdir():
-        (inputs / path.name).write_bytes(path.read_bytes())
-    (inputs / "t_000b_0000.nii.gz").write_bytes(b"not a nifti at all")  # between the two good cases
-    threads = {"preprocess": set(), "sliding_window": set(), "finish": set()}
-    for stage, seen in threads.items():
-        original = getattr(Predictor, stage)
-
-        def spy(self, *args, _original=original, _seen=seen, **kwargs):
-            _seen.add(threading.current_thread() is threading.main_thread())
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(Predictor, stage, spy)
-    runs = {}
-    for pipelined in (False, True):
-        out = tmp_path / f"pipelined_{pipelined}"
-        results = medattn.predict(
-            inputs, out, model=package.package, device="cpu", pipelined=pipelined, save_probabilities=True
-        )
-        runs[pipelined] = out, [(r.case, r.status) for r in results]
-        on_main = {stage: seen.pop() for stage, seen in threads.items() if len(seen) == 1}
-        assert on_main == {"preprocess": not pipelined, "sliding_window": True, "finish": not pipelined}
-    (serial, serial_statuses), (pipelined, pipelined_statuses) = runs[False], runs[True]
-    assert (
-        pipelined_statuses == serial_statuses == [("t_000", "done"), ("t_000b", "failed"), ("t_001", "done")]
-    )
-    for name in ("t_000.nii.gz", "t_001.nii.gz", "t_000_probabilities.nii.gz", "t_001_probabilities.nii.gz"):
-        np.testing.assert_array_equal(
-            np.asarray(nib.load(pipelined / name).dataobj), np.asarray(nib.load(serial / name).dataobj)
-        )
-    assert (pipelined / "volumes.csv").read_text() == (serial / "volumes.csv").read_text()
-    report = json.loads((pipelined / "predict.json").read_text())
-    assert report["options"]["pipelined"] is True
-    assert [c["case"] for c in report["cases"]] == ["t_000", "t_000b", "t_001"]
 
 
 def test_a_case_failing_on_the_writer_thread_fails_alone_and_leaves_no_mask(package, dataset, tmp_path):

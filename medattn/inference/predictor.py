@@ -1,34 +1,35 @@
 """`Predictor`: a loaded model package that turns one image into a mask on that image's own grid.
 
-The steps are the package's preprocessing (orient, resample, normalise), gaussian sliding-window
-inference of a copy of the network with batch norms folded (`medattn.inference.fuse`), softmax, then the
-probabilities go back through resampling and reorientation onto the input grid, where the argmax is taken
-(interpolating probabilities, not labels, keeps thin structures). On axis-aligned grids both resamplings
-are separable (`medattn.inference.resample`) and equal MONAI's Spacingd/Invertd to float rounding; oblique
-grids use MONAI's. The returned mask has the input's affine and shape exactly.
+A case runs three stages, public so that a batch can run them on different threads
+(`medattn.inference.stages`) and benchmarks time exactly what prediction runs:
+
+- `preprocess`: the package's preprocessing (orient, resample, normalise; `Preprocessor`), or for the SAM
+  family the intensity step and the prompts;
+- `infer`: gaussian sliding-window inference of a copy of the network with batch norms folded
+  (`medattn.inference.fuse`) and softmax, or for the SAM family each image whole at the model's input
+  size, volumes slice by slice (`medattn.inference.prompted`); the result is on the host;
+- `finish`: the probabilities back onto the input grid (`medattn.inference.resample`), where the argmax is
+  taken (interpolating probabilities, not labels, keeps thin structures).
+
+The returned mask has the input's affine and shape exactly.
 """
 
 from __future__ import annotations
 
-import copy
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.transforms import Compose, Invertd, Spacingd
 
+from medattn.device import resolve_amp, resolve_device
 from medattn.errors import ConfigError
-from medattn.inference.postprocess import argmax_labels
-from medattn.inference.resample import resample_aligned, resample_labels_aligned
+from medattn.inference.resample import labels_on_input_grid, to_input_grid
 from medattn.inference.sliding_window import channels_last_format, choose_stitch_device, to_host
 from medattn.models.base import compiled
 from medattn.package import PackageConfig, load_package
-from medattn.transforms.normalize import zscore_channels_, zscore_parameters
-from medattn.transforms.presets import preprocessing
+from medattn.transforms.preprocess import Preprocessor
 
 
 def checked_lesion_threshold(threshold: float | None) -> float | None:
@@ -36,31 +37,6 @@ def checked_lesion_threshold(threshold: float | None) -> float | None:
     if threshold is not None and not 0.0 < threshold <= 1.0:
         raise ConfigError(f"--lesion-threshold is a probability in (0, 1], got {threshold}")
     return threshold
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' picks CUDA when present; 'cuda' without a GPU is a clear error, not a CUDA traceback."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device} asked for, but torch sees no CUDA GPU; use --device cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as error:
-        raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda[:N]") from error
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """Mixed precision only on CUDA: this kind of CPU runs bf16 80-140x slower than fp32."""
-    if amp not in ("auto", "bf16", "fp16", "off"):
-        raise ConfigError(f"unknown --amp {amp!r}; use auto, bf16, fp16 or off")
-    if device.type != "cuda" or amp == "off":
-        return None
-    if amp == "fp16":
-        return torch.float16
-    if amp == "auto" and not torch.cuda.is_bf16_supported():
-        return torch.float16
-    return torch.bfloat16
 
 
 @dataclass
@@ -131,14 +107,7 @@ class Predictor:
         self.sw_batch_size = sw_batch_size
         self.tta = tta
         self.stitch_device = _resolve_stitch_device(stitch_device)
-        self._preprocess = Compose(preprocessing(config.plan, keys=("image",), load=False))
-        # MONAI's transforms keep call state on the object (an inverse turns tracing off while it runs):
-        # one thread at a time uses them, so a pipelined batch can preprocess and invert on two threads.
-        self._transforms_lock = threading.Lock()
-        # Lazy copies of the (bilinear, border-padded) Spacingd steps: they compute the output grid only.
-        self._lazy_spacing = {
-            id(t): _lazy_copy(t) for t in self._preprocess.transforms if _separable_spacing_applies(t)
-        }
+        self.preprocessor = Preprocessor(config.plan)
 
     @property
     def network(self) -> torch.nn.Module:
@@ -214,56 +183,40 @@ class Predictor:
         attention: bool = False,
         prompts=None,
     ) -> PredictionOutput:
-        """Segment one image, optionally keeping probabilities and the stitched attention map.
+        """Segment one image through the three stages, optionally keeping probabilities and attention.
 
-        `prompts` (a `medattn.inference.prompted.ImagePrompts`) are for the SAM family, which is run by
-        `medattn.inference.prompted` (with or without prompts) instead of sliding windows.
+        `prompts` (a `medattn.inference.prompted.ImagePrompts`) are for the SAM family.
         """
         if not isinstance(image, MetaTensor):
             image = self.load(image)
-        if prompts is not None or self.accepts_prompts:
-            self._check(image)
-            return self._predict_prompted(image, prompts, probabilities, attention)
-        preprocessed = self.preprocess(image)  # checks the image
-        stitched = self.sliding_window(preprocessed, attention=attention)
-        return self.finish(stitched, preprocessed, image, probabilities=probabilities)
+        prepared = self.preprocess(image, prompts)
+        return self.finish(self.infer(prepared, attention), prepared, image, probabilities)
 
-    # The stages of `predict_case` (preprocess, sliding_window, finish), public so that benchmarks time
-    # exactly what prediction runs and a batch can run them on different threads (pipelines/predict.py).
-
-    def preprocess(self, image: MetaTensor) -> MetaTensor:
-        """The package's preprocessing (orientation, spacing, intensity) on a copy of `image`.
-
-        Resampling to the plan's spacing is separable on axis-aligned grids (`resample_aligned`): MONAI's
-        Spacingd is asked for the output grid only (lazily), and the values are interpolated axis by axis,
-        equal to Spacingd's to float rounding at about a third of its time. Oblique grids run Spacingd.
-        The z-score normalisation runs in place (`zscore_channels_`, equal to NormalizeIntensityd's, at a
-        tenth of its time).
+    def preprocess(self, image: MetaTensor, prompts=None):
+        """The model's input made from `image`: the package's preprocessing on a copy (sliding-window
+        models: a MetaTensor on the model's grid), or for the SAM family a `PromptedInput`.
 
         Raises:
-            ConfigError: the image's spatial dims or channel count do not fit the model.
+            ConfigError: the image's spatial dims or channel count do not fit the model, or prompts are
+                given to a model that takes none.
         """
         self._check(image)
-        with self._transforms_lock:
-            return self._run_preprocessing(image)
+        if prompts is not None or self.accepts_prompts:
+            return self._prompted_input(image, prompts)
+        return self.preprocessor(image)
 
-    def _run_preprocessing(self, image: MetaTensor) -> MetaTensor:
-        # MONAI's intensity transforms write into their input when no resampling copied it first: work on a
-        # copy so the caller's image (and the overlay drawn on it) keeps its values.
-        data = {"image": image.clone()}
-        for transform in self._preprocess.transforms:
-            current = data["image"]
-            lazy_twin = self._lazy_spacing.get(id(transform))
-            resampled = None if lazy_twin is None else _separable_spacing(current, lazy_twin)
-            nonzero = zscore_parameters(transform)
-            if resampled is not None:
-                data = {"image": resampled}
-            elif nonzero is not None and current.dtype == torch.float32:
-                # Our own copy (cloned or resampled above): normalised in place, metadata kept.
-                zscore_channels_(current.as_tensor(), nonzero)
-            else:
-                data = transform(data)
-        return data["image"]
+    def infer(self, prepared, attention: bool = False):
+        """Class probabilities (C, *model grid) on the host, or with `attention` the pair (probabilities,
+        mean attention map); the device work of a case."""
+        from medattn.inference.prompted import PromptedInput, predict_prompted
+
+        if isinstance(prepared, PromptedInput):
+            probs, attention_map = predict_prompted(
+                prepared.image, prepared.prompts, prepared.segmenter(attention)
+            )
+            return probs if attention_map is None else (probs, attention_map)
+        stitched = self.sliding_window(prepared, attention=attention)
+        return tuple(to_host(v) for v in stitched) if isinstance(stitched, tuple) else to_host(stitched)
 
     def stitch_device_for(self, preprocessed: MetaTensor, attention: bool = False) -> torch.device:
         """Where `sliding_window` stitches this image: the chosen stitch device, or with 'auto' the GPU
@@ -292,23 +245,23 @@ class Predictor:
             pad_last_batch=bool(self.compile),
         )
 
-    def finish(
-        self,
-        stitched: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
-        preprocessed: MetaTensor,
-        image: MetaTensor,
-        probabilities: bool = False,
-    ) -> PredictionOutput:
-        """The sliding window's output (probabilities, or with attention the pair) back on `image`'s grid:
-        the mask, and the probabilities if asked for and the attention map if given, on that grid."""
-        probs, attention_map = stitched if isinstance(stitched, tuple) else (stitched, None)
-        labels, on_input = self.to_input_labels(probs, preprocessed, image, keep_probabilities=probabilities)
+    def finish(self, inferred, prepared, image: MetaTensor, probabilities: bool = False) -> PredictionOutput:
+        """What `infer` returned (probabilities, or with attention the pair) on `image`'s grid: the mask,
+        and the probabilities if asked for and the attention map if there is one, on that grid."""
+        probs, attention_map = inferred if isinstance(inferred, tuple) else (inferred, None)
+        if not isinstance(prepared, MetaTensor):  # the SAM family predicts on the input grid
+            labels = probs.argmax(dim=0).to(torch.uint8 if probs.shape[0] < 256 else torch.int32)
+            on_input = MetaTensor(probs, affine=image.affine) if probabilities else None
+            attention = None if attention_map is None else MetaTensor(attention_map, affine=image.affine)
+        else:
+            labels, on_input = self.to_input_labels(probs, prepared, image, keep_probabilities=probabilities)
+            attention = None
+            if attention_map is not None:
+                attention = to_input_grid(attention_map, prepared, image, self.preprocessor)
         return PredictionOutput(
             mask=MetaTensor(labels[None], affine=image.affine, meta=_plain_meta(image)),
             probabilities=on_input,
-            attention=None
-            if attention_map is None
-            else self._to_input_grid(attention_map, preprocessed, image),
+            attention=attention,
         )
 
     def to_input_labels(
@@ -318,33 +271,17 @@ class Predictor:
         image: MetaTensor,
         keep_probabilities: bool = False,
     ) -> tuple[torch.Tensor, MetaTensor | None]:
-        """Labels (*input grid) from model-grid probabilities, and the input-grid probabilities if asked.
-
-        Without probabilities to keep, aligned 3D grids go straight to labels (`resample_labels_aligned`:
-        probabilities are interpolated only along label boundaries); `lesion_threshold` is then applied on
-        the model's grid, where the labels are decided.
-        """
-        lesions = self._thresholded_lesions()
-        if not keep_probabilities and self.plan.spatial_dims == 3:
-            scores = to_host(probs)
-            if lesions:
-                # lesion wherever its probability reaches the threshold: lift it above every other class
-                scores = scores.clone()
-                for value in lesions:
-                    scores[value] += (scores[value] >= self.lesion_threshold).to(scores.dtype)
-            labels = resample_labels_aligned(
-                scores,
-                np.asarray(preprocessed.affine),
-                np.asarray(image.affine),
-                image.shape[1:],
-            )
-            if labels is not None:
-                return labels, None
-        on_input = self._to_input_grid(probs, preprocessed, image)
-        labels = argmax_labels(on_input.as_tensor())
-        for value in lesions:
-            labels[on_input.as_tensor()[value] >= self.lesion_threshold] = value
-        return labels, on_input if keep_probabilities else None
+        """Labels (*input grid) from model-grid probabilities, with `lesion_threshold` applied to the
+        package's lesion labels, and the input-grid probabilities if asked (`labels_on_input_grid`)."""
+        return labels_on_input_grid(
+            probs,
+            preprocessed,
+            image,
+            self.preprocessor,
+            self._thresholded_lesions(),
+            self.lesion_threshold,
+            keep_probabilities,
+        )
 
     def _thresholded_lesions(self) -> list[int]:
         """The lesion labels `lesion_threshold` applies to (none without a threshold)."""
@@ -355,14 +292,12 @@ class Predictor:
         volumes = (self.config.fingerprint or {}).get("label_volumes_ml")
         return [v for v in lesion_labels(self.plan, volumes) if 0 < v < self.plan.num_classes]
 
-    def _predict_prompted(
-        self, image: MetaTensor, prompts, probabilities: bool, attention: bool
-    ) -> PredictionOutput:
-        """The SAM family's path: the whole image (3D: slice by slice) at the model's input size."""
+    def _prompted_input(self, image: MetaTensor, prompts):
+        """The SAM family's input: the whole image (3D: slice by slice) at the model's input size."""
         from medattn.inference.prompted import (
+            PromptedInput,
             SliceSegmenter,
             no_prompts_error,
-            predict_prompted,
             prepare_image,
             prompted_input_size,
         )
@@ -371,18 +306,14 @@ class Predictor:
             raise no_prompts_error(self.config.model)
         if self.tta:
             raise ConfigError("--tta flips sliding windows; prompted (SAM family) models run without it")
-        size = prompted_input_size(self._network, self.plan)
-        normalised, resize = prepare_image(self.plan, image, size)
-        segmenter = SliceSegmenter(
-            self._network, resize, self.device, self.amp_dtype, self.sw_batch_size, with_attention=attention
-        )
-        probs, attention_map = predict_prompted(normalised, prompts, segmenter)
-        labels = probs.argmax(dim=0, keepdim=True).to(torch.uint8 if probs.shape[0] < 256 else torch.int32)
-        return PredictionOutput(
-            mask=MetaTensor(labels, affine=image.affine, meta=_plain_meta(image)),
-            probabilities=MetaTensor(probs, affine=image.affine) if probabilities else None,
-            attention=None if attention_map is None else MetaTensor(attention_map, affine=image.affine),
-        )
+        normalised, resize = prepare_image(self.plan, image, prompted_input_size(self._network, self.plan))
+
+        def segmenter(attention: bool) -> SliceSegmenter:
+            return SliceSegmenter(
+                self._network, resize, self.device, self.amp_dtype, self.sw_batch_size, attention
+            )
+
+        return PromptedInput(normalised, prompts, segmenter)
 
     def _check(self, image: MetaTensor) -> None:
         source = image.meta.get("filename_or_obj", "image")
@@ -397,32 +328,6 @@ class Predictor:
                 f"{source}: the model takes {self.plan.in_channels} channel(s), the image {image.shape[0]}"
             )
 
-    def _to_input_grid(
-        self, volume: torch.Tensor, preprocessed: MetaTensor, original: MetaTensor
-    ) -> MetaTensor:
-        """Undo orientation and resampling (MONAI Invertd, bilinear on probabilities) onto the input grid."""
-        volume = to_host(volume)
-        if self.plan.spatial_dims == 2:
-            return MetaTensor(volume, affine=original.affine)
-        # Reorientation and new spacing keep the grids axis-aligned: separable trilinear resampling gives
-        # Invertd's values several times faster; oblique inputs fall through to Invertd.
-        fast = resample_aligned(
-            volume, np.asarray(preprocessed.affine), np.asarray(original.affine), original.shape[1:]
-        )
-        if fast is not None:
-            return MetaTensor(fast, affine=original.affine)
-        meta = {k: v for k, v in preprocessed.meta.items() if k != "affine"}
-        tracked = MetaTensor(volume, affine=preprocessed.affine, meta=meta)
-        tracked.applied_operations = list(preprocessed.applied_operations)
-        inverter = Invertd("pred", transform=self._preprocess, orig_keys="image", nearest_interp=False)
-        with self._transforms_lock:
-            inverted = inverter({"pred": tracked, "image": preprocessed})["pred"]
-        if tuple(inverted.shape[1:]) != tuple(original.shape[1:]):
-            raise ConfigError(
-                f"internal: inverted shape {tuple(inverted.shape[1:])} != input {tuple(original.shape[1:])}"
-            )
-        return MetaTensor(inverted.as_tensor(), affine=original.affine)
-
 
 def _resolve_stitch_device(stitch_device: str | torch.device | None) -> torch.device | None:
     """A fixed stitch device, or None for 'auto' (chosen per image by `choose_stitch_device`)."""
@@ -432,41 +337,6 @@ def _resolve_stitch_device(stitch_device: str | torch.device | None) -> torch.de
         return torch.device(stitch_device)
     except RuntimeError as error:
         raise ConfigError(f"unknown stitch device {stitch_device!r}; use auto, cpu or cuda[:N]") from error
-
-
-def _separable_spacing_applies(transform) -> bool:
-    """A Spacingd whose interpolation `resample_aligned` reproduces: bilinear, border padding."""
-    if not isinstance(transform, Spacingd):
-        return False
-    return (
-        [str(m) for m in transform.mode] == ["bilinear"]
-        and [str(m) for m in transform.padding_mode] == ["border"]
-        and not any(transform.align_corners)
-    )
-
-
-def _lazy_copy(transform):
-    twin = copy.deepcopy(transform)
-    twin.lazy = True
-    return twin
-
-
-def _separable_spacing(image: MetaTensor, lazy_spacing) -> MetaTensor | None:
-    """`image` resampled onto the grid the lazy Spacingd plans; None when that grid is not axis-aligned."""
-    if image.ndim != 4:
-        return None
-    planned = lazy_spacing({"image": image})["image"]  # metadata only: no values are resampled
-    affine = np.asarray(planned.peek_pending_affine(), dtype=np.float64)
-    resampled = resample_aligned(
-        image.as_tensor().float(),
-        np.asarray(image.affine, dtype=np.float64),
-        affine,
-        planned.peek_pending_shape(),
-    )
-    if resampled is None:
-        return None
-    meta = {k: v for k, v in image.meta.items() if k != "affine"}
-    return MetaTensor(resampled, affine=torch.as_tensor(affine), meta=meta)
 
 
 def _plain_meta(image: MetaTensor) -> dict:

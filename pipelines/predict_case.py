@@ -1,0 +1,206 @@
+"""The stages of one case of `predict`: read the scan, preprocess, infer, finish, write its files.
+
+`CaseStages` fills `medattn.inference.stages.Stages` for `run_stages`: reading and writing are this
+module's (which files a case has, in which format, postprocessing, volumes); the middle three are the
+`Predictor`'s. A video, or another clip of 2D frames (ultrasound cine, multi-page TIFF), is not read ahead
+but streamed: its infer stage runs every frame through the same stages (`predict_video`), writing frames
+as they are segmented.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from monai.data import MetaTensor
+
+from medattn.errors import ConfigError, GeometryError, MedattnError, failure_message
+from medattn.inference.stages import Stages
+from medattn.io import save_mask
+from medattn.io.discovery import Case
+from medattn.metrics.volume import spacing_from_affine
+from medattn.pipelines.predict_report import CaseResult, volume_rows
+
+
+def save_probability_volume(volume, path: Path) -> Path:
+    """A float volume (C, *spatial) on the input grid as NIfTI, channels last, for overlays in Slicer."""
+    import nibabel as nib
+
+    from medattn.io.atomic import atomic_path
+    from medattn.io.fast_gzip import save_nifti
+
+    array = np.moveaxis(np.asarray(volume, dtype=np.float32), 0, -1)
+    if array.shape[-1] == 1:
+        array = array[..., 0]
+    with atomic_path(path) as tmp:
+        save_nifti(nib.Nifti1Image(array, np.asarray(volume.affine, dtype=np.float64)), tmp)
+    return path
+
+
+def output_suffix(options) -> str:
+    from medattn.pipelines.predict import FORMATS
+
+    return FORMATS[options.format]
+
+
+def case_target(out: Path, case: Case, options) -> Path:
+    """The output that marks a case as done: its mask file, or for a video its folder of frame masks."""
+    if case.kind == "video":
+        from medattn.pipelines.predict_video import video_outputs
+
+        return video_outputs(out, case.id)["masks"]
+    return out / f"{case.id}{output_suffix(options)}"
+
+
+def postprocess_labels(labels: np.ndarray, spacing: tuple[float, ...], options) -> np.ndarray:
+    """The postprocessing `options` ask for, in a fixed order: small components, largest, holes."""
+    from medattn.inference import postprocess
+
+    if options.min_lesion_ml:
+        labels = postprocess.remove_small_components(labels, options.min_lesion_ml, spacing)
+    if options.keep_largest:
+        labels = postprocess.keep_largest_component(labels)
+    if options.fill_holes:
+        labels = postprocess.fill_holes(labels)
+    return labels
+
+
+@dataclass
+class _Work:
+    """A case on its way through the stages; each stage fills its part and the writer frees them."""
+
+    case: Case
+    started: float
+    image: MetaTensor | None  # None: a clip, streamed frame by frame
+    prepared: object = None
+    inferred: object = None
+    output: object = None  # a PredictionOutput, or for a clip predict_video's summary
+
+
+class CaseStages:
+    """The stages of a case of `predict` with one predictor, output folder and PredictOptions.
+
+    Args:
+        predictor: the loaded package.
+        out: the output folder.
+        options: PredictOptions.
+        prompts_for: SAM family: (case, image) -> ImagePrompts, or None.
+        on_frames: clips: called as (case id, frames done, frames announced or None).
+    """
+
+    def __init__(self, predictor, out: Path, options, prompts_for=None, on_frames=None):
+        self.predictor = predictor
+        self.out = out
+        self.options = options
+        self.prompts_for = prompts_for
+        self.on_frames = on_frames
+
+    def stages(self) -> Stages:
+        return Stages(self.read, self.preprocess, self.infer, self.finish, self.write)
+
+    def read(self, case: Case) -> _Work:
+        """Load the case as the model needs it (every channel; spatial dims and channel count checked) and
+        refuse what cannot work for it before any inference: wrong format, overlay on 3D, prompts on clips."""
+        started = time.perf_counter()
+        if self.options.format == "dicom-seg" and not case.dicom:
+            raise ConfigError("--format dicom-seg needs DICOM input (the SEG references the source series)")
+        image = None if case.kind == "video" else self._load(case)
+        if image is None and self.prompts_for is not None:
+            raise ConfigError(
+                "prompts (--box, --point, --prior-mask, --box-model) are for images and volumes, not videos"
+            )
+        if image is not None and self.options.overlay and image.ndim != 3:
+            raise ConfigError("--overlay draws contours on 2D images and videos; this image is 3D")
+        return _Work(case, started, image)
+
+    def preprocess(self, work: _Work) -> _Work:
+        if work.image is not None:
+            prompts = None if self.prompts_for is None else self.prompts_for(work.case, work.image)
+            work.prepared = self.predictor.preprocess(work.image, prompts)
+        return work
+
+    def infer(self, work: _Work) -> _Work:
+        if work.image is None:
+            work.output = self._segment_clip(work.case)
+        else:
+            work.inferred = self.predictor.infer(work.prepared, attention=self.options.save_attention)
+        return work
+
+    def finish(self, work: _Work) -> _Work:
+        if work.image is not None:
+            keep = self.options.save_probabilities
+            work.output = self.predictor.finish(work.inferred, work.prepared, work.image, probabilities=keep)
+            work.prepared = work.inferred = None
+        return work
+
+    def write(self, work: _Work) -> CaseResult:
+        """Postprocess the mask and write it (with overlay, probabilities, attention); count volumes."""
+        case, options = work.case, self.options
+        if work.image is None:
+            clip = work.output
+            seconds = round(time.perf_counter() - work.started, 3)
+            return CaseResult(
+                case.id, "done", clip["output"], seconds, frames=clip["frames"], fps=clip["fps"]
+            )
+        image, result, table = work.image, work.output, self.predictor.config.label_table()
+        target = case_target(self.out, case, options)
+        spacing = spacing_from_affine(np.asarray(image.affine), image.ndim - 1)
+        labels = postprocess_labels(np.asarray(result.mask[0]), spacing, options)
+        mask = MetaTensor(labels[None], affine=image.affine)
+        # DICOM SEG must reference the source files; everything else lands on the loaded image's grid.
+        save_mask(mask, target, reference=case.images if case.dicom else image, labels=table)
+        if options.overlay:
+            save_mask(mask, self.out / f"{case.id}_overlay.png", reference=image, labels=table, overlay=True)
+        if result.probabilities is not None:
+            save_probability_volume(result.probabilities, self.out / f"{case.id}_probabilities.nii.gz")
+        if result.attention is not None:
+            save_probability_volume(result.attention, self.out / f"{case.id}_attention.nii.gz")
+        rows = volume_rows(case.id, mask, image.affine, self.predictor.config.labels)
+        return CaseResult(
+            case.id, "done", str(target), round(time.perf_counter() - work.started, 3), volumes=rows
+        )
+
+    def failed(self, case: Case, error: Exception, started: float) -> CaseResult:
+        """The result of a case whose stage raised: one case's error (or bug) must not stop the batch."""
+        return CaseResult(
+            case.id, "failed", None, round(time.perf_counter() - started, 3), failure_message(error)
+        )
+
+    def _load(self, case: Case) -> MetaTensor | None:
+        predictor = self.predictor
+        try:
+            return case.load_image(
+                spatial_dims=predictor.input_spatial_dims, channels=predictor.plan.in_channels
+            )
+        except GeometryError:
+            if self._is_clip_for_2d_model(case):
+                return None  # ultrasound cine, multi-page TIFF: segmented frame by frame, as a video
+            raise
+
+    def _is_clip_for_2d_model(self, case: Case) -> bool:
+        """Whether a case that is not a video file is still a clip of 2D frames (a multi-frame ultrasound
+        DICOM, a multi-page TIFF) and the model segments 2D images by sliding windows."""
+        predictor = self.predictor
+        if predictor.plan.spatial_dims != 2 or predictor.accepts_prompts or len(case.images) != 1:
+            return False
+        from medattn.io import load_image
+
+        try:
+            return bool(load_image(case.images[0]).meta.get("time_axis"))
+        except MedattnError:
+            return False
+
+    def _segment_clip(self, case: Case) -> dict:
+        from medattn.pipelines.predict_video import predict_video
+
+        on_frames = self.on_frames
+        return predict_video(
+            self.predictor,
+            case.id,
+            case.images[0],
+            self.out,
+            postprocess=lambda labels: postprocess_labels(labels, (1.0, 1.0), self.options),
+            on_frames=None if on_frames is None else lambda done, total: on_frames(case.id, done, total),
+        )
