@@ -11,14 +11,12 @@ spatial axes are dynamic (spatial sizes must be multiples of ``size_divisor``) u
 accepts one size (UNETR) or `fixed_size` is asked for. Every export is checked before it is kept: the file
 is run at the traced shape and at a second batch and spatial size, and its logits must match PyTorch's.
 
-ONNX uses PyTorch's TorchScript-based exporter (``dynamo=False``; the default before torch 2.9, still
-there in 2.13). Measured on torch 2.13 with every registered family's tiny config (2 shared CPU cores):
-it exported agunet, daunet, msga, pranet and MONAI's UNet, attention U-Net and SegResNet with dynamic
-sizes in 0.5-14 s; UNETR, sam and medsam_ca take one input size by design (exported fixed); Swin UNETR,
-ccsam and sam_adapter fix their window shapes in the graph (--fixed-size exports them); hbformer (a size
-read as a tensor, hbformer.py) and ratunet (sort with an out= argument) do not export. The torch.export-based
-exporter (``dynamo=True``, needs onnxscript) took 10-40 s per tiny model (pranet: 340 s) and failed on
-three families more (UNETR, MSGA, Swin UNETR of the eight then registered). So it is only the fallback,
+ONNX uses PyTorch's TorchScript-based exporter (``dynamo=False``, asked for explicitly: torch 2.9 and later
+default to the other one). It exports most registered families with dynamic sizes; UNETR, sam and medsam_ca
+take one input size by design (exported fixed); Swin UNETR, ccsam and sam_adapter fix their window shapes in
+the graph (--fixed-size exports them); hbformer (a size read as a tensor, hbformer.py) and ratunet (sort
+with an out= argument) do not export. The torch.export-based exporter (``dynamo=True``, needs onnxscript)
+is much slower and fails on more families (BENCHMARKS.md, export formats), so it is only the fallback,
 tried when the first fails and onnxscript is installed (later torch versions may drop the TorchScript-based
 exporter). TorchScript files come from ``torch.jit.trace`` (scripting fails on the models' Python checks).
 """

@@ -132,10 +132,9 @@ def default_workers(device_type: str) -> int:
     """Data-loader processes that prepare batches beside the training step.
 
     On CUDA the step runs on the GPU, so the cores can all prepare batches: one fewer than the cores, at
-    most 8. On CPU the step itself wants every core, and augmenting a patch (about 16 ms for a 64^3 MR
-    patch) is small beside a step (about 600 ms for the default AGUNet): a worker there mostly competes
-    with the step's threads: on 2 cores a step took 0.57 s without a worker and 0.60 s with one (median
-    of 40 steps, brain samples). So CPU gets one worker per 4 cores, at most 4: none on a 2-core laptop.
+    most 8. On CPU the step itself wants every core, and augmenting a patch is small beside a step: a worker
+    there mostly competes with the step's threads and slows it on 2 cores (BENCHMARKS.md, training
+    steps/s). So CPU gets one worker per 4 cores, at most 4: none on a 2-core laptop.
     """
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if device_type == "cuda":

@@ -9,11 +9,12 @@ A network in eval mode spends time on steps that training needs and prediction d
 - **An activation right after a convolution or an instance norm** can overwrite that fresh output instead
   of allocating another feature map.
 - **Instance norm on a channels-last input** (the sliding window's layout) is computed over (B, voxels, C)
-  rows instead of PyTorch's strided kernel: about 6x faster, the same values.
+  rows instead of PyTorch's strided kernel: several times faster, the same values.
 - **A transposed convolution whose kernel equals its stride** (AGUNet's half-resolution head, MONAI
   UNet-style 2x up-sampling) maps every input voxel to its own 2^n block of output voxels: one matrix
   product over the channels and a voxel shuffle. PyTorch's CPU kernel for it does not go through oneDNN
-  and took 19 ms of a 175 ms forward (4 x 64^3 windows); the matrix product takes about 2 ms.
+  and costs about a tenth of AGUNet's forward; the matrix product a tenth of that (BENCHMARKS.md,
+  end-to-end prediction).
 
 `fuse_for_inference` works on a copy; the network given stays trainable. Only chains that run in a plain
 ``nn.Sequential`` order are touched (MONAI's ``Convolution``/``ADN`` and medattn's blocks are such
@@ -173,10 +174,10 @@ class BlockTransposedConv(nn.Module):
 class ChannelsLastInstanceNorm(nn.Module):
     """Instance norm that reads a channels-last input as (B, voxels, C) rows, output channels-last.
 
-    PyTorch's kernel takes a slow strided path on that layout, and so does ``torch.var_mean`` over the rows
-    (17.8 and 7.7 ms here for 4 x 16 x 32^3). Means over the voxel axis are fast, so the variance is taken
-    in two passes, the mean of the squared deviations (1.2 ms; exact where the one-pass E[x^2] - E[x]^2
-    loses digits to a large mean), then one fused scale-and-shift. Other layouts go to PyTorch unchanged.
+    PyTorch's kernel takes a slow strided path on that layout, and so does ``torch.var_mean`` over the rows.
+    Means over the voxel axis are fast, so the variance is taken in two passes, the mean of the squared
+    deviations (exact where the one-pass E[x^2] - E[x]^2 loses digits to a large mean), then one fused
+    scale-and-shift (BENCHMARKS.md, end-to-end prediction). Other layouts go to PyTorch unchanged.
     """
 
     def __init__(self, norm: nn.modules.instancenorm._InstanceNorm):

@@ -27,8 +27,8 @@ def argmax_labels(probabilities: LabelMap) -> LabelMap:
     or int32 (torch).
 
     Torch tensors: a running maximum over the channels, one elementwise pass per class; torch's argmax
-    over the outer axis is about 4x slower on CPU (measured 1.36 s vs 0.32 s for 4 x 152 x 190 x 164) and
-    makes an int64 index volume. NumPy arrays: argmax in slabs along the last axis, so its int64 index
+    over the outer axis is about 4x slower on CPU (BENCHMARKS.md, end-to-end prediction) and makes an int64
+    index volume. NumPy arrays: argmax in slabs along the last axis, so its int64 index
     array never spans the whole volume. Ties go to the lower label in both (as argmax does), and a NaN
     wins as in torch.argmax (the first one), so a broken output is not silently background.
     """

@@ -5,9 +5,8 @@ map from an input voxel index to a model-grid index is, up to that permutation, 
 axis. Trilinear interpolation on such a map is separable: three 1D linear interpolations, one per axis,
 each a gather of two neighbouring slabs and a weighted sum. That gives the same values as MONAI's Invertd
 (`grid_sample` over the whole output grid, with border padding) at a fraction of the time and memory (no
-N x 3 sampling grid): for 4 classes onto a 152 x 190 x 164 grid, about 0.3 s against Invertd's 1.87 s
-(bench/predict.py). Grids that are not aligned (an oblique scan resampled to RAS) return None and the
-caller falls back to Invertd.
+N x 3 sampling grid; BENCHMARKS.md, end-to-end prediction). Grids that are not aligned (an oblique scan
+resampled to RAS) return None and the caller falls back to Invertd.
 """
 
 from __future__ import annotations
@@ -27,8 +26,8 @@ from medattn.inference.sliding_window import to_host
 # Relative size below which an off-diagonal entry of the voxel-to-voxel map counts as zero.
 _ALIGNED_TOLERANCE = 1e-6
 # Share of mixed cells above which `resample_labels_aligned` resamples densely instead: interpolating a
-# mixed voxel from its corners costs about twice a voxel of the dense path (0.17 s at 13 % mixed, 1.1 s
-# at 100 %, against 0.6 s dense, for the sample brain onto 152 x 190 x 164).
+# mixed voxel from its corners costs about twice a voxel of the dense path (BENCHMARKS.md, end-to-end
+# prediction).
 _MIXED_LIMIT = 0.4
 # Target voxels per slab whose mixed cells `resample_labels_aligned` interpolates at once (bounds the
 # gathered corners' memory, about 200 bytes per mixed voxel).
@@ -134,9 +133,9 @@ def resample_labels_aligned(
     boundaries, are interpolated (from their 8 corners) and compared. Labels equal
     ``argmax_labels(resample_aligned(...))`` except where two classes tie to float rounding.
 
-    For the sample brain at 1.5 mm back onto 1 mm (4 classes, 152 x 190 x 164) 13 % of the voxels are in
-    mixed cells and this takes 0.17 s, against 0.29 s for interpolating along label boundaries of one axis
-    only, as before, and 0.5 s for the dense argmax (bench/predict.py).
+    For a trained model the mixed cells are a small share of the voxels (13 % for the sample brain at
+    1.5 mm back onto 1 mm), so this costs about a third of the dense argmax (BENCHMARKS.md, end-to-end
+    prediction).
 
     Args:
         probabilities: class scores (C, X, Y, Z) on the source grid (softmax probabilities or logits).

@@ -10,14 +10,13 @@ Built on MONAI's `sliding_window_inference`; what medattn adds is the nnU-Net re
   not flipped as a whole (which would cost another full copy).
 - The gaussian importance map is cached per (patch size, device): MONAI rebuilds it on every call.
 - Window forwards run under AMP (`torch.autocast`) when asked and in channels-last memory format: on CUDA
-  for tensor cores, on CPU because oneDNN's convolutions run 1.4-1.8x faster on it (bench/inference.py).
+  for tensor cores, on CPU because oneDNN's convolutions are faster on it (BENCHMARKS.md, export formats).
   With AMP they run under `torch.inference_mode()`: the bf16/fp16 logits are cast to float32 anyway, and
   that copy, made outside inference mode, is an ordinary tensor MONAI can weight in place. Without AMP they
   run under `torch.no_grad()`: inference mode would force a copy of every window's logits (an inference
-  tensor cannot be edited outside inference mode), which measured ~20 ms per 4-window batch of 96x96x64 on
-  CPU (fresh pages), while inference mode itself measured no faster than no_grad for convolutional
-  networks (0.94 s vs 0.92 s per batch). Either way the returned tensor is an ordinary one that callers
-  may edit in place.
+  tensor cannot be edited outside inference mode) and is itself no faster than no_grad for convolutional
+  networks (BENCHMARKS.md, end-to-end prediction). Either way the returned tensor is an ordinary one that
+  callers may edit in place.
 
 Memory (V = voxels of the image, C = output channels, 4 bytes per float32 value):
 
@@ -373,8 +372,8 @@ def sliding_window_predict(
 def _softmax_(logits: torch.Tensor, slab_values: int = _SOFTMAX_SLAB_VALUES) -> torch.Tensor:
     """Softmax over axis 0, written back in slabs along axis 1: no second C x V volume is allocated.
 
-    Slabs of about `slab_values` floats (16 MB) keep torch's fused softmax kernel (measured 18 ms for
-    3 x 160 x 160 x 96 on CPU, against 34 ms for a fully in-place max/exp/sum/divide).
+    Slabs of about `slab_values` floats (16 MB) keep torch's fused softmax kernel, about twice as fast as a
+    fully in-place max/exp/sum/divide (BENCHMARKS.md, end-to-end prediction).
     """
     rows = max(1, slab_values // max(1, logits[:, :1].numel()))
     for start in range(0, logits.shape[1], rows):

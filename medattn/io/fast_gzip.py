@@ -1,8 +1,8 @@
 """NIfTI .nii.gz through ISA-L's gzip (the `isal` package) instead of zlib: the same files, 2-7x faster.
 
-Decompression takes 32 ms instead of 58 ms for a 190 x 150 x 160 int16 brain; compressing four float32
-probability maps of 152 x 190 x 164 takes 0.37 s instead of nibabel's 2.56 s (both at gzip level 1, the
-level nibabel writes). Without isal (a trimmed install) both fall back to nibabel's own zlib path.
+Reading a scan and writing probability maps are the two places prediction waits on gzip (BENCHMARKS.md,
+end-to-end prediction); both use gzip level 1, the level nibabel writes. Without isal (a trimmed install)
+both fall back to nibabel's own zlib path.
 """
 
 from __future__ import annotations

@@ -118,7 +118,8 @@ def _replace_nonfinite_(image: MetaTensor, source: Path) -> None:
 
     Left in, one NaN makes the z-score NaN everywhere and the mask silently empty. The check is one
     min/max pass on the plain tensor (NaN propagates into both, an infinity is one of them), so a clean
-    512x512x300 CT pays a few milliseconds (a float64 sum through MetaTensor took 36 ms for 4.7M voxels).
+    scan pays a small fraction of what a float64 sum through MetaTensor would cost (BENCHMARKS.md,
+    end-to-end prediction).
     """
     import torch
 

@@ -130,7 +130,7 @@ class DecoderLevel(nn.Module):
     tiny={"base_channels": 4, "depth": 2},
     # The U-Net on the half-resolution grid: about 8x less compute per step; instance norm (nnU-Net's
     # choice) rather than the paper's batch norm, which with 2 patches per batch trained slower per step
-    # and ended 0.02 Dice lower on grey and white matter after 240 s (BENCHMARKS.md, equal time).
+    # and ended about 0.01 Dice lower on grey and white matter (BENCHMARKS.md, tried and ruled out).
     cpu_options={"stem_stride": 2, "norm": "instance"},
     # ReLU (the paper's) let no lesion voxel through in 240 s of training, on every setting tried; a leaky
     # slope keeps rare-class features learning (BENCHMARKS.md, "activation").
@@ -153,7 +153,8 @@ class AGUNet(SegmentationModel):
     parameters in 3D, 2.98 M in 2D; 553 GFLOP per forward at 128^3, batch 2. Memory for a training step
     at 128^3, batch 2, measured on CPU in float32 (peak resident memory, an upper bound): 5.2 GB; with
     bf16 autocast on a GPU the saved activations halve, so about 3 GB is expected, far under 24 GB
-    (not measured on a GPU yet). The gates add 0.14 % FLOPs and no measurable step time (BENCHMARKS.md).
+    (not measured on a GPU yet). The gates add 0.14 % FLOPs and no measurable step time (BENCHMARKS.md,
+    networks).
 
     Args:
         spatial_dims: 2 or 3.
@@ -170,7 +171,8 @@ class AGUNet(SegmentationModel):
         dropout: spatial dropout after every conv (0 in the paper).
         act: activation after every norm: "relu" (the paper), "leakyrelu" (slope 0.25) or "prelu".
             ``medattn train`` picks "leakyrelu": with ReLU the network learned grey and white matter but
-            no small lesion within 240 s on CPU (400+ steps), with a leaky slope it did (BENCHMARKS.md).
+            no small lesion within 240 s on CPU (400+ steps), with a leaky slope it did (BENCHMARKS.md,
+            activation).
         stem_stride: 1 (the paper) runs the first level at full resolution. 2 puts a stride-2 conv stem in
             front, so the whole U-Net works on the half-resolution grid, and a stride-2 transposed conv
             brings the logits back to full resolution, as MONAI's UNet does: about 8x less compute per

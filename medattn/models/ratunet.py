@@ -161,7 +161,7 @@ class RATUNet(SegmentationModel):
     - a map given to ``forward(x, regions=...)`` (B, 1, *spatial) of integer ids (e.g. SAM masks painted
       largest first, or `SuperpixelRegionsd`), resampled by nearest neighbour to each stage's grid;
     - otherwise `regions`: ``"slic"``: SLIC superpixels of the input average-pooled to the finest
-      transformer stage's grid, computed on the CPU in every forward (about 10 ms per sample at 16^3),
+      transformer stage's grid, computed on the CPU in every forward (BENCHMARKS.md, region attention),
       so sliding-window prediction and training see regions made the same way; ``"grid"``: cubes of
       about `region_size` tokens (with window_size the same side this is plain window attention);
       ``"coarse"``: classes of the argmax of a 1^n coarse head on the features entering the finest

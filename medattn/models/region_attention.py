@@ -19,18 +19,8 @@ flash on CPU) accept a key-padding mask and never store scores. A single region 
 attention; a region of one token returns its own value. The padded gathers cost at most twice the
 tokens.
 
-Measured with bench/region_attention.py: 16^3 tokens (a 128^3 patch at 1/8), 64 channels in 8 heads,
-batch 2, float32, forward + backward of the attention alone, CPU (2 shared cores; peak resident memory
-above the inputs over a first step, an upper bound that includes thread pools; times noisy):
-
-| variant | regions | peak memory (MB) | time (s) |
-| --- | ---: | ---: | ---: |
-| authors' dense attention, -1000 across regions | 123 | 4266 | 15.4 |
-| `scaled_dot_product_attention` with an N x N boolean mask | 123 | 185 | 6.1 |
-| `region_attention`, SLIC regions (region size 64) | 123 | 62 | 0.84 |
-| `region_attention`, 4^3 cubes | 128 | 54 | 0.42 |
-| `region_attention`, one region per sample (global) | 2 | 48 | 6.3 |
-| `region_attention`, one region per token | 8192 | 48 | 0.80 |
+Against the authors' dense attention and a boolean-masked `scaled_dot_product_attention`, peak memory and
+time at a 128^3 patch's attention grid are in BENCHMARKS.md, region attention (`bench/region_attention.py`).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ def test_paragraphs_are_joined_and_list_items_kept():
 
 def test_later_paragraphs_of_a_command_help_are_not_broken_mid_sentence():
     """`medattn evaluate --help` on a wide terminal: the last paragraph of the docstring (two source lines)
-    prints as one line, as it fits; before, the source line break split it after "the others"."""
+    prints as one line, as it fits, not split where the source line breaks (after "the others")."""
     result = CliRunner().invoke(app, ["evaluate", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     lines = [re.sub(r"\s+", " ", line).strip() for line in result.output.splitlines()]

@@ -27,8 +27,8 @@ from medattn.inference.sliding_window import _softmax_, to_host
 def _small_cpu_runs():
     """Seed every test; one thread and native CPU convolutions for tiny tensors.
 
-    On a shared 2-core machine two OpenMP threads make each tiny forward wait on a busy core (measured:
-    0.35 s instead of 1 ms per call), and oneDNN compiles a kernel per new input shape.
+    On a shared 2-core machine two OpenMP threads make each tiny forward wait on a busy core, many times
+    slower than one thread, and oneDNN compiles a kernel per new input shape.
     """
     torch.manual_seed(0)
     enabled, threads = torch.backends.mkldnn.enabled, torch.get_num_threads()

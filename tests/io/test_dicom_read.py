@@ -233,7 +233,7 @@ def test_folder_without_dicom_is_a_clear_error(tmp_path):
 
 def test_rt_dose_grid_is_placed_by_its_frame_offsets_as_simpleitk_places_it():
     """pydicom's rtdose.dcm: 15 frames 5 mm apart (GridFrameOffsetVector) from ImagePositionPatient, values
-    in Gy after DoseGridScaling; before, it was read on an identity grid 762 mm away."""
+    in Gy after DoseGridScaling; not on an identity grid, which would put it 762 mm away."""
     import pydicom
 
     path = get_testdata_file("rtdose.dcm")

@@ -302,8 +302,8 @@ def test_label_map_formats_by_any_spelling_land_on_the_input_grid(package, datas
 
 
 def test_a_mask_is_never_written_over_its_scan(package, dataset, tmp_path):
-    """Output folder = input folder, scan named like its mask: refused before any case, scan untouched
-    (before, the scan was 'skipped' as an earlier mask and its intensities reported as label volumes)."""
+    """Output folder = input folder, scan named like its mask: refused before any case, scan untouched, so
+    the scan is never taken for an earlier mask and its intensities never reported as label volumes."""
     import shutil
 
     from medattn.errors import ConfigError

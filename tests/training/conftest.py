@@ -10,8 +10,8 @@ import torch
 def _small_cpu_runs():
     """Run the tiny networks single-threaded on PyTorch's native CPU path.
 
-    On a loaded 2-core machine two threads per tiny convolution are ~30x slower than one (measured: 0.5 s
-    vs 10 ms per step); oneDNN builds a kernel per new input shape, which costs seconds on tiny inputs.
+    On a loaded 2-core machine two threads per tiny convolution are many times slower than one (each waits
+    on a busy core); oneDNN builds a kernel per new input shape, which costs seconds on tiny inputs.
     """
     torch.manual_seed(0)
     threads, mkldnn = torch.get_num_threads(), torch.backends.mkldnn.enabled
