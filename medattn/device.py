@@ -1,4 +1,4 @@
-"""Where a network runs and in which precision: device choice, mixed-precision dtype, autocast.
+"""Where a network runs and how: device choice, mixed precision, memory layout, GPU memory, host copies.
 
 Training and inference share these so `--device` and `--amp` mean the same in every command. Mixed
 precision is for CUDA: the CPUs we run on have no bf16 units and run bf16 80-140x slower than float32
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 
 import torch
+from torch import nn
 
 from medattn.errors import ConfigError
 
@@ -58,3 +59,37 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def gpu_available_bytes(device: torch.device | str) -> int:
+    """Bytes a new allocation on CUDA `device` can take: the driver's free memory plus what torch's caching
+    allocator holds reserved but unused (it hands that out first)."""
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
+
+
+def to_host(volume: torch.Tensor) -> torch.Tensor:
+    """`volume` in host memory, as float32; from a GPU through a pinned (page-locked) buffer.
+
+    A plain ``.cpu()`` copies into pageable memory, which the driver stages through a pinned bounce buffer
+    at a fraction of the bus speed; a non-blocking copy gets a pinned destination from torch's caching
+    host allocator and runs as one DMA transfer. The stream is synchronised before returning, so the
+    values are there for any thread to read. Host tensors come back as they are (no copy when float32).
+    """
+    if volume.device.type != "cuda":
+        return volume.float()
+    host = volume.to("cpu", torch.float32, non_blocking=True)
+    torch.cuda.current_stream(volume.device).synchronize()
+    return host
+
+
+def channels_last_format(spatial_dims: int) -> torch.memory_format:
+    """The channels-last memory format of a (B, C, *spatial) tensor with `spatial_dims` axes (2 or 3)."""
+    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
+
+
+def in_channels_last(network: nn.Module, spatial_dims: int) -> bool:
+    """Whether every convolution weight of `network` is already stored channels-last(-3d)."""
+    memory_format = channels_last_format(spatial_dims)
+    weights = [p for p in network.parameters() if p.ndim == spatial_dims + 2]
+    return all(p.is_contiguous(memory_format=memory_format) for p in weights)

@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 from monai.data import MetaTensor
 
-from medattn.device import resolve_amp, resolve_device
+from medattn.device import channels_last_format, resolve_amp, resolve_device, to_host
 from medattn.errors import ConfigError
 from medattn.inference.resample import labels_on_input_grid, to_input_grid
-from medattn.inference.sliding_window import channels_last_format, choose_stitch_device, to_host
+from medattn.inference.sliding_window import choose_stitch_device
 from medattn.models.base import compiled
 from medattn.package import PackageConfig, load_package
 from medattn.transforms.preprocess import Preprocessor

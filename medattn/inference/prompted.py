@@ -25,7 +25,7 @@ from monai.transforms import Compose, Orientationd, Spacingd
 
 from medattn.device import autocast
 from medattn.errors import ConfigError, GeometryError
-from medattn.inference.sliding_window import class_probabilities, mean_attention_map
+from medattn.inference.network_outputs import class_probabilities, mean_attention_map
 from medattn.models.sam.preprocess import medsam_preprocess, scale_intensities
 from medattn.models.sam.prompts import Box, component_boxes, expand_box, mask_box
 from medattn.plan import Plan

@@ -19,9 +19,9 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Invertd
 
+from medattn.device import to_host
 from medattn.errors import ConfigError
 from medattn.inference.postprocess import argmax_labels
-from medattn.inference.sliding_window import to_host
 
 # Relative size below which an off-diagonal entry of the voxel-to-voxel map counts as zero.
 _ALIGNED_TOLERANCE = 1e-6

@@ -41,8 +41,9 @@ from monai.data.utils import compute_importance_map
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from medattn.device import autocast
+from medattn.device import autocast, channels_last_format, gpu_available_bytes, in_channels_last
 from medattn.errors import ConfigError, GeometryError
+from medattn.inference.network_outputs import class_probabilities, mean_attention_map
 
 #: Gaussian sigma as a fraction of the patch size per axis (nnU-Net's and MONAI's 1/8).
 SIGMA_SCALE = 0.125
@@ -86,13 +87,6 @@ def count_windows(image_size: Sequence[int], patch_size: Sequence[int], overlap:
         step = patch if image == patch else max(int(patch * (1 - overlap)), 1)
         total *= math.ceil((image - patch) / step) + 1 if image > patch else 1
     return total
-
-
-def gpu_available_bytes(device: torch.device | str) -> int:
-    """Bytes a new allocation on CUDA `device` can take: the driver's free memory plus what torch's caching
-    allocator holds reserved but unused (it hands that out first)."""
-    free, _ = torch.cuda.mem_get_info(device)
-    return int(free + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device))
 
 
 def choose_stitch_device(
@@ -211,28 +205,6 @@ class _WindowPredictor:
             logits = output[0] if isinstance(output, (list, tuple)) else output
         # A new tensor, made outside inference mode: MONAI may scale it in place.
         return logits, mean_attention_map(self.network, window.shape[2:]) if self.with_attention else None
-
-
-def mean_attention_map(network: nn.Module, size: Sequence[int], mode: str = "nearest-exact") -> torch.Tensor:
-    """The mean of `network.attention_maps()` after a forward pass, each map resized to `size` (B, 1, *size).
-
-    Raises:
-        ConfigError: the network returned no attention maps.
-    """
-    maps = network.attention_maps()
-    if not maps:
-        raise ConfigError(
-            f"{type(network).__name__} exposes no attention maps (attention_maps() returned none): "
-            "predict without attention output (--save-attention) or use a model with attention gates"
-        )
-    size = tuple(size)
-    resized = [
-        m.float()
-        if tuple(m.shape[2:]) == size
-        else nn.functional.interpolate(m.float(), size=size, mode=mode)
-        for m in maps.values()
-    ]
-    return torch.stack(resized).mean(dim=0)
 
 
 def sliding_window_predict(
@@ -379,45 +351,6 @@ def _softmax_(logits: torch.Tensor, slab_values: int = _SOFTMAX_SLAB_VALUES) -> 
     for start in range(0, logits.shape[1], rows):
         logits[:, start : start + rows] = torch.softmax(logits[:, start : start + rows], dim=0)
     return logits
-
-
-def to_host(volume: torch.Tensor) -> torch.Tensor:
-    """`volume` in host memory, as float32; from a GPU through a pinned (page-locked) buffer.
-
-    A plain ``.cpu()`` copies into pageable memory, which the driver stages through a pinned bounce buffer
-    at a fraction of the bus speed; a non-blocking copy gets a pinned destination from torch's caching
-    host allocator and runs as one DMA transfer. The stream is synchronised before returning, so the
-    values are there for any thread to read. Host tensors come back as they are (no copy when float32).
-    """
-    if volume.device.type != "cuda":
-        return volume.float()
-    host = volume.to("cpu", torch.float32, non_blocking=True)
-    torch.cuda.current_stream(volume.device).synchronize()
-    return host
-
-
-def channels_last_format(spatial_dims: int) -> torch.memory_format:
-    """The channels-last memory format of a (B, C, *spatial) tensor with `spatial_dims` axes (2 or 3)."""
-    return torch.channels_last_3d if spatial_dims == 3 else torch.channels_last
-
-
-def in_channels_last(network: nn.Module, spatial_dims: int) -> bool:
-    """Whether every convolution weight of `network` is already stored channels-last(-3d)."""
-    memory_format = channels_last_format(spatial_dims)
-    weights = [p for p in network.parameters() if p.ndim == spatial_dims + 2]
-    return all(p.is_contiguous(memory_format=memory_format) for p in weights)
-
-
-def class_probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """(N, K, ...) probabilities: softmax over K >= 2 classes, [1 - p, p] for one sigmoid logit.
-
-    Networks with a single output channel (SAM's mask decoder, PraNet with out_channels=1) predict one
-    foreground logit; two channels let the rest of the pipeline treat them as any 2-class network.
-    """
-    if logits.shape[1] == 1:
-        foreground = torch.sigmoid(logits)
-        return torch.cat([1 - foreground, foreground], dim=1)
-    return torch.softmax(logits, dim=1)
 
 
 def _unbatch(volume: torch.Tensor) -> torch.Tensor:

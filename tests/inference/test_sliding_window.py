@@ -12,6 +12,7 @@ from monai.inferers import sliding_window_inference
 from monai.networks.nets import UNet
 from torch import nn
 
+from medattn.device import to_host
 from medattn.errors import ConfigError, GeometryError
 from medattn.inference import (
     choose_stitch_device,
@@ -20,7 +21,7 @@ from medattn.inference import (
     sliding_window_predict,
     stitched_bytes,
 )
-from medattn.inference.sliding_window import _softmax_, to_host
+from medattn.inference.sliding_window import _softmax_
 
 
 @pytest.fixture(autouse=True)
