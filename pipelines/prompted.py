@@ -17,7 +17,6 @@ from monai.data import MetaTensor
 
 from medattn.errors import ConfigError, GeometryError, InputNotFoundError
 from medattn.inference.prompted import (
-    ImagePrompts,
     SliceSegmenter,
     no_prompts_error,
     predict_prompted,
@@ -25,6 +24,7 @@ from medattn.inference.prompted import (
     resizer,
 )
 from medattn.io.discovery import Case
+from medattn.models.sam.prompts import ImagePrompts
 from medattn.plan import Plan
 
 PromptSource = Callable[[Case, MetaTensor], ImagePrompts]

@@ -171,7 +171,7 @@ class Predictor:
         """
         prompts = None
         if box is not None or points is not None or slice_index is not None:
-            from medattn.inference.prompted import ImagePrompts
+            from medattn.models.sam.prompts import ImagePrompts
 
             prompts = ImagePrompts.build(box=box, points=points, slice_index=slice_index)
         return self.predict_case(image, prompts=prompts).mask

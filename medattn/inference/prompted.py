@@ -16,9 +16,8 @@ slice is segmented in SAM's no-prompt mode.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from monai.transforms import Compose, Orientationd, Spacingd
@@ -27,7 +26,7 @@ from medattn.device import autocast
 from medattn.errors import ConfigError, GeometryError
 from medattn.inference.network_outputs import class_probabilities, mean_attention_map
 from medattn.models.sam.preprocess import medsam_preprocess, scale_intensities
-from medattn.models.sam.prompts import Box, component_boxes, expand_box, mask_box
+from medattn.models.sam.prompts import Box, ImagePrompts, Point, expand_box, mask_box
 from medattn.plan import Plan
 
 #: Pixels each carried box is pushed out by on every side, so an object that grows between slices fits.
@@ -36,89 +35,8 @@ CARRY_MARGIN = 5.0
 #: [0, 1], 3 channels, bicubic resize) instead of the package's own intensity normalisation.
 MEDSAM_PRESET = "medsam"
 
-Point = tuple[float, float, int]
 # segment(slice index or None for 2D, boxes) -> per-object class probabilities (N, K, W, H).
 SegmentFn = Callable[[int, list[Box]], torch.Tensor]
-
-
-def _numbers(value, count: tuple[int, ...], what: str) -> list[float]:
-    items = value.split(",") if isinstance(value, str) else list(value)
-    try:
-        numbers = [float(v) for v in items]
-    except (TypeError, ValueError):
-        numbers = []
-    if len(numbers) not in count:
-        form = "x0,y0,x1,y1" if what == "box" else "x,y[,label]"
-        raise ConfigError(f"a {what} is {form} in pixels of the input image; got {value!r}")
-    return numbers
-
-
-def parse_box(value: str | Sequence[float]) -> Box:
-    """A box from ``"x0,y0,x1,y1"`` or 4 numbers (pixels of the input image); corners in either order."""
-    x0, y0, x1, y1 = _numbers(value, (4,), "box")
-    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
-
-
-def parse_point(value: str | Sequence[float]) -> Point:
-    """A point from ``"x,y"`` or ``"x,y,label"`` (label 1 foreground, the default; 0 background)."""
-    numbers = _numbers(value, (2, 3), "point")
-    label = int(numbers[2]) if len(numbers) == 3 else 1
-    if label not in (0, 1):
-        raise ConfigError(f"a point's label is 1 (foreground) or 0 (background); got {value!r}")
-    return numbers[0], numbers[1], label
-
-
-def _one_or_many(value, size_of_one: tuple[int, ...]) -> list:
-    """A single prompt (a string or a flat sequence of numbers) as a one-item list; a list stays a list."""
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [value]
-    items = list(value)
-    if items and not isinstance(items[0], (str, Sequence)) and len(items) in size_of_one:
-        return [items]
-    return items
-
-
-@dataclass
-class ImagePrompts:
-    """Prompts for one image, in pixels of its input grid: x along the first spatial axis, y the second.
-
-    Attributes:
-        boxes: (x0, y0, x1, y1) per object (inclusive pixel indices, MedSAM's convention).
-        points: (x, y, label) clicks, label 1 foreground, 0 background; they go with every box (or make one
-            object when there is no box).
-        slice_index: 3D: the slice (last axis) that `boxes` and `points` are drawn on.
-        slice_boxes: 3D: boxes per slice (from a prior mask), used instead of `boxes`.
-        from_mask: the boxes come from a prior mask: where it has none, nothing is segmented (instead of
-            SAM's no-prompt mode).
-    """
-
-    boxes: list[Box] = field(default_factory=list)
-    points: list[Point] = field(default_factory=list)
-    slice_index: int | None = None
-    slice_boxes: dict[int, list[Box]] = field(default_factory=dict)
-    from_mask: bool = False
-
-    @classmethod
-    def build(cls, box=None, points=None, slice_index: int | None = None) -> ImagePrompts:
-        """Prompts from loose values: `box` one box (``"x0,y0,x1,y1"`` or 4 numbers) or a list of them,
-        `points` one point (``"x,y[,label]"`` or 2-3 numbers) or a list of them."""
-        return cls(
-            boxes=[parse_box(b) for b in _one_or_many(box, (4,))],
-            points=[parse_point(p) for p in _one_or_many(points, (2, 3))],
-            slice_index=None if slice_index is None else int(slice_index),
-        )
-
-    @classmethod
-    def from_label_map(cls, mask: np.ndarray | torch.Tensor, min_pixels: int = 1) -> ImagePrompts:
-        """Box prompts from a label map on the input grid, (W, H) or (W, H, D): one box per connected
-        component of each label, per slice in 3D. An empty mask gives an empty prediction."""
-        array = np.asarray(mask)
-        if array.ndim == 2:
-            return cls(boxes=component_boxes(array, min_pixels), from_mask=True)
-        slices = {k: component_boxes(array[..., k], min_pixels) for k in range(array.shape[-1])}
-        return cls(slice_boxes={k: boxes for k, boxes in slices.items() if boxes}, from_mask=True)
 
 
 @dataclass

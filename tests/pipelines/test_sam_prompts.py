@@ -22,10 +22,7 @@ from medattn.cli.main import main
 from medattn.errors import ConfigError, GeometryError
 from medattn.inference.predictor import load_model
 from medattn.inference.prompted import (
-    ImagePrompts,
     SliceSegmenter,
-    parse_box,
-    parse_point,
     propagate,
     resizer,
 )
@@ -33,6 +30,7 @@ from medattn.models import create
 from medattn.models.sam import SAM
 from medattn.models.sam.adapter import SAMAdapter
 from medattn.models.sam.preprocess import medsam_preprocess
+from medattn.models.sam.prompts import ImagePrompts, parse_box, parse_point
 from medattn.package import PackageConfig, save_package
 from medattn.plan import Plan
 
