@@ -1,25 +1,6 @@
-"""Deployment export: a package's network as a standalone ONNX or TorchScript file, preprocessing in JSON.
+"""Export a network to ONNX or TorchScript, checked against PyTorch at more than one shape.
 
-`export_package(PKG, OUT)` writes two files: the network (``OUT``; ``.onnx`` or ``.pt`` is added when OUT
-has no suffix) and ``OUT.json`` beside it (e.g. ``brain.onnx`` and ``brain.onnx.json``), holding everything
-a deployment needs to feed the network and read its output: orientation, target spacing (mm), intensity
-preset and its statistics, patch size, size divisor, label names and colours, the tensor names and shapes.
-
-The network is exported in eval mode without deep supervision: input ``image`` (batch, channels, *spatial)
-float32, output ``logits`` (batch, classes, *spatial); softmax over axis 1 gives probabilities. Batch and
-spatial axes are dynamic (spatial sizes must be multiples of ``size_divisor``) unless the network only
-accepts one size (UNETR) or `fixed_size` is asked for. Every export is checked before it is kept: the file
-is run at the traced shape and at a second batch and spatial size, and its logits must match PyTorch's.
-
-ONNX uses PyTorch's TorchScript-based exporter (``dynamo=False``, asked for explicitly: torch 2.9 and later
-default to the other one). It exports most registered families with dynamic sizes; UNETR, sam and medsam_ca
-take one input size by design (exported fixed); Swin UNETR, ccsam and sam_adapter fix their window shapes in
-the graph (--fixed-size exports them); hbformer (a size read as a tensor, hbformer.py) and ratunet (sort
-with an out= argument) do not export. The torch.export-based exporter (``dynamo=True``, needs onnxscript)
-is much slower and fails on more families (BENCHMARKS.md, export formats), so it is only the fallback,
-tried when the first fails and onnxscript is installed (later torch versions may drop the TorchScript-based
-exporter). TorchScript files come from ``torch.jit.trace`` (scripting fails on the models' Python checks).
-"""
+See `medattn.export` for which exporter is used and which model families export."""
 
 from __future__ import annotations
 
@@ -28,9 +9,7 @@ import hashlib
 import importlib.util
 import inspect
 import io
-import json
 import os
-import platform
 import sys
 import tempfile
 import warnings
@@ -42,12 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from medattn import __version__
-from medattn.errors import ConfigError, ExportError, MissingDependencyError
+from medattn.errors import ExportError, MissingDependencyError
 from medattn.io.atomic import atomic_path
-from medattn.package import WEIGHTS_NAME, PackageConfig, load_package
+from medattn.package import PackageConfig
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 17
@@ -56,11 +33,6 @@ PACKAGE_ONNX_NAME = "model.onnx"
 #: Largest |exported - torch| accepted by the check, relative to the largest |logit| (at least 1).
 CHECK_TOLERANCE = 1e-3
 _INSTALL_ONNX = "pip install 'medattn[onnx]'"
-_INTENSITY_METHODS = {
-    "ct": "clip to clip_range, then (x - mean) / std with the training foreground's mean and std",
-    "mr": "z-score over the non-zero voxels of each channel, per image",
-    "rgb": "z-score of each channel, per image",
-}
 
 
 @dataclass
@@ -345,105 +317,6 @@ def _failure_message(
     return f"{config.model} cannot be exported to {kind}: {reasons.rstrip('.')}.{advice}"
 
 
-def deployment_metadata(config: PackageConfig, result: ExportResult, weights_sha256: str) -> dict[str, Any]:
-    """The JSON written beside an exported network: how to prepare its input and read its output."""
-    plan = config.plan
-    spatial = [f"spatial_{axis}" if result.dynamic_spatial else p for axis, p in enumerate(plan.patch_size)]
-    intensity: dict[str, Any] = {"preset": plan.preset, "method": _INTENSITY_METHODS.get(plan.preset, "")}
-    if plan.preset == "ct":
-        intensity.update(clip_range=plan.clip_range, mean=plan.normalize_mean, std=plan.normalize_std)
-    return {
-        "format": result.format,
-        "network_file": result.network.name,
-        "exporter": result.exporter,
-        "input": {"name": INPUT_NAME, "shape": ["batch", plan.in_channels, *spatial], "dtype": "float32"},
-        "output": {
-            "name": OUTPUT_NAME,
-            "shape": ["batch", plan.num_classes, *spatial],
-            "dtype": "float32",
-            "meaning": "logits; softmax over axis 1 gives class probabilities, argmax the label values",
-        },
-        "dynamic_spatial": result.dynamic_spatial,
-        "preprocessing": {
-            "orientation": "RAS" if plan.spatial_dims == 3 else None,
-            "spacing_mm": plan.spacing if plan.spatial_dims == 3 else None,
-            "resampling": "bilinear for images, nearest for labels",
-            "intensity": intensity,
-        },
-        "inference": {
-            "patch_size": list(plan.patch_size),
-            "size_divisor": result.size_divisor,
-            "sliding_window": {"overlap": 0.5, "blend": "gaussian", "sigma_scale": 0.125},
-        },
-        "labels": {
-            str(value): {"name": name, "color": config.label_colors.get(value)}
-            for value, name in sorted(plan.labels.items())
-        },
-        "model": config.model,
-        "model_kwargs": config.model_kwargs,
-        "plan": plan.to_dict(),
-        "check": {"shapes": result.checked_shapes, "max_abs_diff_vs_torch": result.max_abs_diff},
-        "source": {
-            "weights_sha256": weights_sha256,
-            "package_medattn_version": config.medattn_version,
-            "medattn_version": __version__,
-            "torch_version": torch.__version__,
-            "python": platform.python_version(),
-        },
-    }
-
-
 def _divisor(network: nn.Module) -> int:
     """Spatial sizes the network takes are multiples of this (1 for networks that do not say)."""
     return int(getattr(network, "size_divisor", 1) or 1)
-
-
-def output_paths(output: str | Path, format: str) -> tuple[Path, Path]:
-    """The network file (the format's suffix added when `output` has none) and its JSON beside it."""
-    if format not in FORMATS:
-        raise ConfigError(f"unknown export format {format!r}; choose {' or '.join(FORMATS)}")
-    network = Path(output)
-    if not network.suffix:
-        network = network.with_name(network.name + FORMATS[format])
-    return network, Path(f"{network}.json")
-
-
-def export_package(
-    package: str | Path,
-    output: str | Path,
-    *,
-    format: str = "onnx",
-    opset: int = DEFAULT_OPSET,
-    fixed_size: bool = False,
-) -> ExportResult:
-    """Export a model package's network to `output` and its preprocessing to `output`.json beside it.
-
-    Args:
-        package: a model package folder (from `medattn train`).
-        output: the network file; ``.onnx`` or ``.pt`` is added when it has no suffix. Written as
-            ``PKG/model.onnx``, `medattn predict --engine onnx` uses it instead of exporting each run.
-        format: "onnx" or "torchscript".
-        opset: ONNX opset version.
-        fixed_size: fix the spatial size to the package's patch (batch stays dynamic), for networks
-            whose graph holds a fixed shape; sliding-window prediction only ever feeds the patch size.
-
-    Returns:
-        Where the two files went, the exporter used and the check's largest |exported - torch| logit.
-
-    Raises:
-        InputNotFoundError, ConfigError: `package` is missing or not a model package; unknown format.
-        MissingDependencyError: onnx/onnxruntime missing for format "onnx".
-        ExportError: the network cannot be exported (the message names the operator or failing node).
-    """
-    network_path, metadata_path = output_paths(output, format)
-    if format == "onnx":
-        require_onnx()
-    network, config = load_package(package)
-    exporter = export_onnx if format == "onnx" else export_torchscript
-    options = {"opset": opset} if format == "onnx" else {}
-    result = exporter(network, config, network_path, dynamic_spatial=not fixed_size, **options)
-    metadata = deployment_metadata(config, result, sha256(Path(package) / WEIGHTS_NAME))
-    with atomic_path(metadata_path) as tmp:
-        tmp.write_text(json.dumps(metadata, indent=2))
-    result.metadata = metadata_path
-    return result
