@@ -106,7 +106,7 @@ def case_id(path: str | Path) -> str:
 
 
 def _label_files(folder: Path) -> dict[str, Path]:
-    from medattn.io.load import supported_suffix
+    from medattn.io.formats import supported_suffix
 
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
@@ -181,7 +181,7 @@ def _is_dicom_seg(path: Path) -> bool:
 
 
 def _read_seg(path: Path):
-    from medattn.io.dicom_seg import read_dicom_seg
+    from medattn.io.dicom.seg import read_dicom_seg
 
     return read_dicom_seg(path)
 

@@ -32,18 +32,9 @@ from medattn.errors import ConfigError, GeometryError, MedattnError
 from medattn.io import discover, save_mask
 from medattn.io.atomic import atomic_path
 from medattn.io.discovery import Case
+from medattn.io.formats import MASK_FORMATS, normalized_format
+from medattn.io.nifti import save_probability_volume
 
-FORMATS = {
-    "nii.gz": ".nii.gz",
-    "seg.nrrd": ".seg.nrrd",
-    "dicom-seg": ".dcm",
-    "png": ".png",
-    "nii": ".nii",
-    "nrrd": ".nrrd",  # plain label maps for ITK-SNAP and other ITK tools
-    "mha": ".mha",
-}
-# Other spellings users type for a format: the file suffix, with or without its dot, in any case.
-FORMAT_ALIASES = {"dcm": "dicom-seg", "dicom": "dicom-seg", "seg": "dicom-seg", "nifti": "nii.gz"}
 VOLUME_COLUMNS = ("case", "label", "name", "voxels", "volume_ml")
 
 
@@ -215,7 +206,7 @@ def _target(out: Path, case: Case, options: PredictOptions) -> Path:
         from medattn.pipelines.predict_video import video_outputs
 
         return video_outputs(out, case.id)["masks"]
-    return out / f"{case.id}{FORMATS[options.format]}"
+    return out / f"{case.id}{MASK_FORMATS[options.format]}"
 
 
 def _predict_video(predictor, case: Case, out: Path, options: PredictOptions, on_frames=None) -> CaseResult:
@@ -256,8 +247,8 @@ def _predict_one(
 
 def _check_options(options: PredictOptions) -> None:
     """Options wrong for every case fail once, before any case runs (not once per case)."""
-    if options.format not in FORMATS:
-        raise ConfigError(f"unknown --format {options.format!r}; choose {', '.join(FORMATS)}")
+    if options.format not in MASK_FORMATS:
+        raise ConfigError(f"unknown --format {options.format!r}; choose {', '.join(MASK_FORMATS)}")
     if not 0 <= options.overlap < 1:
         raise ConfigError(f"--overlap must be in [0, 1), got {options.overlap}")
     if options.sw_batch_size < 1:
@@ -308,32 +299,11 @@ def _write_case(
     return CaseResult(case.id, "done", str(target), round(time.perf_counter() - start, 3), volumes=rows)
 
 
-def save_probability_volume(volume, path: Path) -> Path:
-    """A float volume (C, *spatial) on the input grid as NIfTI, channels last, for overlays in Slicer."""
-    import nibabel as nib
-
-    from medattn.io.fast_gzip import save_nifti
-
-    array = np.moveaxis(np.asarray(volume, dtype=np.float32), 0, -1)
-    if array.shape[-1] == 1:
-        array = array[..., 0]
-    with atomic_path(path) as tmp:
-        save_nifti(nib.Nifti1Image(array, np.asarray(volume.affine, dtype=np.float64)), tmp)
-    return path
-
-
 def _existing(case: Case, target: Path, names: dict[int, str]) -> CaseResult:
     from medattn.io import load_image
 
     mask = load_image(target, dtype=None)
     return CaseResult(case.id, "skipped", str(target), volumes=volume_rows(case.id, mask, mask.affine, names))
-
-
-def normalized_format(name: str) -> str:
-    """The FORMATS key for what a user typed: "nii.gz", ".NII.GZ", "dcm" and "dicom-seg" all name theirs;
-    anything else is returned as typed, for the error that lists the formats."""
-    key = str(name).strip().lower().lstrip(".")
-    return FORMAT_ALIASES.get(key, key)
 
 
 def check_options(output: str | Path, **options) -> PredictOptions:

@@ -18,6 +18,25 @@ from medattn.errors import GeometryError
 
 # In voxels: affines written in float32 or with ~6 decimals agree far better than this.
 GRID_TOLERANCE = 1e-3
+# DICOM, ITK and NRRD store geometry in LPS millimetres; MONAI, nibabel and medattn use RAS.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def volume_meta(path: Path, affine: np.ndarray, spatial_dims: int) -> dict:
+    """The meta the NIfTI and ITK readers set: source path, modality unknown (''), spacing (mm, from the
+    affine), RAS space."""
+    return {
+        "filename_or_obj": str(path),
+        "modality": "",
+        "spacing": tuple(float(v) for v in np.linalg.norm(affine[:3, :spatial_dims], axis=0)),
+        "space": "RAS",
+        "original_channel_dim": 0,
+    }
+
+
+def as_volume(array: np.ndarray) -> np.ndarray:
+    """A 2D label image as a one-slice volume; volume formats store three axes."""
+    return array[..., None] if array.ndim == 2 else array
 
 
 def affine_4x4(affine: np.ndarray | torch.Tensor | None, spatial_dims: int) -> np.ndarray:
