@@ -77,8 +77,8 @@ def _replace_nonfinite_(image: MetaTensor, source: Path) -> None:
     +inf by the largest; with an InputWarning naming the file and `meta["nonfinite_voxels"]` the count.
 
     Left in, one NaN makes the z-score NaN everywhere and the mask silently empty. The check is one
-    min/max pass on the plain tensor (NaN propagates into both, an infinity is one of them), so a clean
-    512x512x300 CT pays a few milliseconds (a float64 sum through MetaTensor took 36 ms for 4.7M voxels).
+    min/max pass on the plain tensor (NaN propagates into both, an infinity is one of them), not a sum
+    through MetaTensor, so a clean scan pays little for it.
     """
     import torch
 

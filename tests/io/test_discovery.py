@@ -126,7 +126,7 @@ def test_image_files_of_formats_not_read_are_named_in_one_warning(tmp_path):
 
 def test_a_slicer_segmentation_beside_its_scan_is_not_part_of_the_case(tmp_path):
     """3D Slicer users save `scan.seg.nrrd` next to `scan.nrrd`: it is a label map, not a second channel
-    of the scan (before, the two made one two-channel case); as a label it is still found."""
+    of the scan (the two must not make one two-channel case); as a label it is still found."""
     import SimpleITK as sitk
 
     from medattn.io import save_mask

@@ -238,8 +238,8 @@ def shift_slices_(stack: np.ndarray, tilt: GantryTilt, forward: bool, order: int
     """Each slice k of `stack` (k, rows, columns[, samples]) moved sideways by k * the tilt's offset, in
     place (one slice of extra memory): `forward` from the sheared slices onto the orthogonal grid (the
     reader: order 1, linear, as dcm2niix), else back (the DICOM SEG writer: order 0, nearest, for labels).
-    Pixels moved in from outside the slice get `fill`. Axis by axis with array slicing: 2.5 ms per 512 x 512
-    slice, against 18 ms through scipy.ndimage.shift."""
+    Pixels moved in from outside the slice get `fill`. Axis by axis with array slicing, which is several
+    times faster than scipy.ndimage.shift on a 512 x 512 slice."""
     sign = 1.0 if forward else -1.0
     per_column, per_row = tilt.per_slice
     for k in range(1, stack.shape[0]):  # slice 0 defines the grid
