@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ from medattn.errors import WriteError
 from medattn.io.formats import mask_format
 from medattn.io.geometry import affine_4x4, onto_grid, split_channel
 from medattn.io.label_table import Label, LabelSpec, as_label_array, label_table, present_values
+
+if TYPE_CHECKING:
+    from medattn.io.nifti import NiftiForms
 
 
 def save_mask(
@@ -84,7 +88,7 @@ class PlacedMask:
     reference: MetaTensor | None
 
     @property
-    def nifti_forms(self):
+    def nifti_forms(self) -> NiftiForms | None:
         """A NIfTI reference whose readers disagree on its placement (medattn.io.nifti.NiftiForms)."""
         return self.reference.meta.get("nifti_forms") if self.reference is not None else None
 
