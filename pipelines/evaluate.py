@@ -107,7 +107,7 @@ def case_id(path: str | Path) -> str:
 
 
 def _label_files(folder: Path) -> dict[str, Path]:
-    from medattn.io.load import supported_suffix
+    from medattn.io.formats import supported_suffix
 
     files: dict[str, Path] = {}
     for path in sorted(folder.iterdir()):
@@ -182,7 +182,7 @@ def _is_dicom_seg(path: Path) -> bool:
 
 
 def _read_seg(path: Path):
-    from medattn.io.dicom_seg import read_dicom_seg
+    from medattn.io.dicom.seg import read_dicom_seg
 
     return read_dicom_seg(path)
 
@@ -243,51 +243,21 @@ def _within_reference_grid(
     allow_block: bool = False,
 ) -> np.ndarray | None:
     """A prediction on the reference grid's own voxels in another axis order or direction (an LPS writer
-    against a RAS one), re-indexed exactly; with `allow_block` also one on a block of them (shifted by whole
-    voxels, all inside), placed into an empty map of the reference's shape. None for any other grid.
+    against a RAS one), re-indexed exactly by `medattn.io.geometry.onto_grid`; with `allow_block` also one
+    on a block of them, placed into an empty map of the reference's shape. None for any other grid.
 
     `allow_block` is for DICOM SEG predictions: a SEG omits its empty frames, so it covers only the slices
     with a segment, in highdicom's slice order. Other files of another shape stay an error (--resample),
     as they more likely come from a cropped or wrong input.
     """
-    from medattn.io.geometry import affine_4x4
+    from medattn.io.geometry import onto_grid
 
-    dims = pred.ndim
-    if dims != len(ref_shape) or dims not in (2, 3):
+    if pred.ndim != len(ref_shape) or pred.ndim not in (2, 3):
         return None
     try:
-        index_map = np.linalg.solve(affine_4x4(pred_affine, dims), affine_4x4(ref_affine, dims))
-    except np.linalg.LinAlgError:
+        return onto_grid(pred, pred_affine, tuple(ref_shape), ref_affine, allow_block=allow_block)
+    except GeometryError:
         return None
-    rotation, offset = (
-        index_map[:dims, :dims],
-        index_map[:dims, 3],
-    )  # pred index = rotation @ ref index + offset
-    signs = np.round(rotation)
-    if (
-        np.abs(rotation - signs).max() > 1e-3
-        or not np.all(np.abs(signs).sum(axis=0) == 1)
-        or not np.all(np.abs(signs).sum(axis=1) == 1)
-        or np.abs(offset - np.round(offset)).max() > 1e-2
-    ):
-        return None
-    placed = np.zeros(tuple(int(n) for n in ref_shape), dtype=pred.dtype)
-    ref_slices, pred_slices, order = [], [], []
-    for axis in range(dims):
-        source = int(np.argmax(np.abs(signs[:, axis])))
-        sign, shift = int(signs[source, axis]), int(round(offset[source]))
-        # Pred index along `source` = sign * ref index + shift; every pred voxel must lie in the reference.
-        first, last = (
-            (-shift, pred.shape[source] - 1 - shift) if sign > 0 else (shift, shift - pred.shape[source] + 1)
-        )
-        low, high = min(first, last), max(first, last)
-        if low < 0 or high >= ref_shape[axis] or (not allow_block and high - low + 1 != ref_shape[axis]):
-            return None
-        ref_slices.append(slice(low, high + 1))
-        pred_slices.append(slice(None) if sign > 0 else slice(None, None, -1))
-        order.append(source)
-    placed[tuple(ref_slices)] = np.transpose(pred, order)[tuple(pred_slices)]
-    return placed
 
 
 def _seg_reference_on_prediction_grid(

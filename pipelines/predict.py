@@ -17,6 +17,7 @@ from medattn.errors import ConfigError, MedattnError
 from medattn.inference.stages import run_stages
 from medattn.io import discover
 from medattn.io.discovery import Case
+from medattn.io.formats import MASK_FORMATS, normalized_format
 from medattn.pipelines.predict_case import CaseStages, case_target
 from medattn.pipelines.predict_report import (
     CaseResult,
@@ -25,18 +26,6 @@ from medattn.pipelines.predict_report import (
     volume_rows,
     write_reports,
 )
-
-FORMATS = {
-    "nii.gz": ".nii.gz",
-    "seg.nrrd": ".seg.nrrd",
-    "dicom-seg": ".dcm",
-    "png": ".png",
-    "nii": ".nii",
-    "nrrd": ".nrrd",  # plain label maps for ITK-SNAP and other ITK tools
-    "mha": ".mha",
-}
-# Other spellings users type for a format: the file suffix, with or without its dot, in any case.
-FORMAT_ALIASES = {"dcm": "dicom-seg", "dicom": "dicom-seg", "seg": "dicom-seg", "nifti": "nii.gz"}
 
 
 @dataclass
@@ -89,8 +78,8 @@ def _plain(value):
 
 def _check_options(options: PredictOptions) -> None:
     """Options wrong for every case fail once, before any case runs (not once per case)."""
-    if options.format not in FORMATS:
-        raise ConfigError(f"unknown --format {options.format!r}; choose {', '.join(FORMATS)}")
+    if options.format not in MASK_FORMATS:
+        raise ConfigError(f"unknown --format {options.format!r}; choose {', '.join(MASK_FORMATS)}")
     if not 0 <= options.overlap < 1:
         raise ConfigError(f"--overlap must be in [0, 1), got {options.overlap}")
     if options.sw_batch_size < 1:
@@ -100,13 +89,6 @@ def _check_options(options: PredictOptions) -> None:
     from medattn.inference.predictor import checked_lesion_threshold
 
     checked_lesion_threshold(options.lesion_threshold)
-
-
-def normalized_format(name: str) -> str:
-    """The FORMATS key for what a user typed: "nii.gz", ".NII.GZ", "dcm" and "dicom-seg" all name theirs;
-    anything else is returned as typed, for the error that lists the formats."""
-    key = str(name).strip().lower().lstrip(".")
-    return FORMAT_ALIASES.get(key, key)
 
 
 def check_options(output: str | Path, **options) -> PredictOptions:

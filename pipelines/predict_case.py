@@ -20,29 +20,10 @@ from medattn.errors import ConfigError, GeometryError, MedattnError, failure_mes
 from medattn.inference.stages import Stages
 from medattn.io import save_mask
 from medattn.io.discovery import Case
+from medattn.io.formats import MASK_FORMATS
+from medattn.io.nifti import save_probability_volume
 from medattn.metrics.volume import spacing_from_affine
 from medattn.pipelines.predict_report import CaseResult, volume_rows
-
-
-def save_probability_volume(volume, path: Path) -> Path:
-    """A float volume (C, *spatial) on the input grid as NIfTI, channels last, for overlays in Slicer."""
-    import nibabel as nib
-
-    from medattn.io.atomic import atomic_path
-    from medattn.io.fast_gzip import save_nifti
-
-    array = np.moveaxis(np.asarray(volume, dtype=np.float32), 0, -1)
-    if array.shape[-1] == 1:
-        array = array[..., 0]
-    with atomic_path(path) as tmp:
-        save_nifti(nib.Nifti1Image(array, np.asarray(volume.affine, dtype=np.float64)), tmp)
-    return path
-
-
-def output_suffix(options) -> str:
-    from medattn.pipelines.predict import FORMATS
-
-    return FORMATS[options.format]
 
 
 def case_target(out: Path, case: Case, options) -> Path:
@@ -51,7 +32,7 @@ def case_target(out: Path, case: Case, options) -> Path:
         from medattn.pipelines.predict_video import video_outputs
 
         return video_outputs(out, case.id)["masks"]
-    return out / f"{case.id}{output_suffix(options)}"
+    return out / f"{case.id}{MASK_FORMATS[options.format]}"
 
 
 def postprocess_labels(labels: np.ndarray, spacing: tuple[float, ...], options) -> np.ndarray:

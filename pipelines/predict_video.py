@@ -23,7 +23,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -73,55 +72,6 @@ def frame_image(frame, in_channels: int, source: Path, fps: float):
     return MetaTensor(array.float(), affine=torch.eye(3, dtype=torch.float64), meta=meta)
 
 
-class _OverlayWriter:
-    """H.264 MP4 of frames with contours drawn; frame sizes are padded to even numbers (x264 needs it)."""
-
-    def __init__(self, path: Path, fps: float, width: int, height: int):
-        import av
-
-        self.container = av.open(str(path), mode="w", format="mp4")
-        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-        # The exact rate (12.5, 29.97 = 30000/1001), so the overlay keeps the source's timing.
-        rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
-        self.stream = self.container.add_stream(codec, rate=rate)
-        self.stream.width, self.stream.height = width + width % 2, height + height % 2
-        self.stream.pix_fmt = "yuv420p"
-        if codec == "libx264":
-            self.stream.options = {"crf": "20", "preset": "veryfast"}
-
-    def write(self, rgb_rows_first: np.ndarray) -> None:
-        import av
-
-        height, width = self.stream.height, self.stream.width
-        if rgb_rows_first.shape[:2] != (height, width):
-            padded = np.zeros((height, width, 3), dtype=np.uint8)
-            padded[: rgb_rows_first.shape[0], : rgb_rows_first.shape[1]] = rgb_rows_first
-            rgb_rows_first = padded
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb_rows_first), format="rgb24")
-        for packet in self.stream.encode(frame):
-            self.container.mux(packet)
-
-    def close(self) -> None:
-        """Flush the encoder and close the file (also after an error, so no handle stays open)."""
-        try:
-            for packet in self.stream.encode():
-                self.container.mux(packet)
-        finally:
-            self.container.close()
-
-
-def draw_contours(frame_rgb: np.ndarray, labels: np.ndarray, table) -> np.ndarray:
-    """Each label's one-pixel inner contour in its colour on a (W, H, 3) uint8 frame; returns (H, W, 3)."""
-    from skimage.segmentation import find_boundaries
-
-    canvas = frame_rgb.copy()
-    for label in table:
-        region = labels == label.value
-        if region.any():
-            canvas[find_boundaries(region, mode="inner")] = label.color
-    return canvas.transpose(1, 0, 2)
-
-
 def predict_video(
     predictor,
     case_id: str,
@@ -151,7 +101,9 @@ def predict_video(
         UnreadableImageError: the video cannot be decoded (a truncated file fails where it breaks).
     """
     from medattn.io.label_table import label_table
-    from medattn.io.png import display_rgb, write_label_png
+    from medattn.io.overlay import display_rgb, draw_contours
+    from medattn.io.png import write_label_png
+    from medattn.io.video import OverlayVideoWriter
 
     if predictor.plan.spatial_dims != 2:
         raise ConfigError(
@@ -172,7 +124,7 @@ def predict_video(
     frames = (chunk[..., t].as_tensor() for chunk in chunks for t in range(chunk.shape[-1]))
     try:
         with atomic_path(targets["frames"]) as csv_tmp, atomic_path(targets["overlay"]) as video_tmp:
-            overlay = _OverlayWriter(video_tmp, fps, info["width"], info["height"])
+            overlay = OverlayVideoWriter(video_tmp, fps, info["width"], info["height"])
             with closing(overlay), open(csv_tmp, "w", newline="") as handle:
                 rows = csv.DictWriter(handle, fieldnames=FRAME_COLUMNS, lineterminator="\n")
                 rows.writeheader()
@@ -248,7 +200,8 @@ def clip_chunks(path: Path, chunk_size: int) -> tuple[dict, Iterator]:
     DICOM or a multi-page TIFF, is read whole by `load_image` and cut into chunks.
     """
     from medattn.io.atomic import full_suffix
-    from medattn.io.load import VIDEO_SUFFIXES, load_image
+    from medattn.io.formats import VIDEO_SUFFIXES
+    from medattn.io.load import load_image
     from medattn.io.video import iter_video_frames, video_info
 
     if full_suffix(path) in VIDEO_SUFFIXES:

@@ -8,6 +8,17 @@ Conventions every reader keeps:
 - meta keys set by medattn: `filename_or_obj` (source path), `modality` ('CT', 'MR', 'US', 'RGB', ...
   or '' when unknown), `spacing` (mm per spatial axis), `series_uid` for DICOM, `space` = 'RAS'.
 
+Where things are (one module per format, nnU-Net style):
+- `formats`: the table mapping each suffix to its reader and writer; `load` (`load_image`) and `write`
+  (`save_mask`) pick from it.
+- `nifti` (.nii/.nii.gz, ISA-L gzip, probability volumes), `itk` (NRRD, MHA/MHD), `seg_nrrd` (3D Slicer
+  segmentations), `image2d` (PNG, JPEG, TIFF, BMP read), `png` (PNG masks and overlays), `video`,
+  `dicom/` (series, slices, geometry, pixels, SEG).
+- `geometry`: affines and putting a mask exactly on a reference grid; `overlay`: contours drawn for
+  display; `label_table`: label names and colours; `mask_images`: 0/255 mask images as 0/1.
+- `discovery` (`discover`, `Case`): the cases in a folder; `readers`: a MONAI `ImageReader` over
+  `load_image`; `atomic`: atomic writes.
+
 Names are imported lazily so `import medattn.io` stays quick for the CLI.
 """
 

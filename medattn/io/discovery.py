@@ -22,8 +22,9 @@ from monai.data import MetaTensor
 
 from medattn.errors import InputNotFoundError, InputWarning, MedattnError, NoCasesFoundError
 from medattn.io.atomic import full_suffix
-from medattn.io.dicom import DicomSeries, find_dicom_series, looks_like_dicom, without_localizers
-from medattn.io.load import VIDEO_SUFFIXES, load_image, supported_suffix
+from medattn.io.dicom.series import DicomSeries, find_dicom_series, looks_like_dicom, without_localizers
+from medattn.io.formats import IMAGE2D_SUFFIXES, VIDEO_SUFFIXES, supported_suffix
+from medattn.io.load import load_image
 
 ANONYMOUS = "dicom"  # placeholder id of a series whose folder names the patient; numbered at the end
 CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
@@ -133,8 +134,6 @@ def _stem(path: Path) -> str:
 
 
 def _kind(path: Path) -> str:
-    from medattn.io.load import IMAGE2D_SUFFIXES
-
     suffix = full_suffix(path)
     if suffix in VIDEO_SUFFIXES:
         return "video"

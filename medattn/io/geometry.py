@@ -1,10 +1,11 @@
-"""Put a label mask exactly on a reference grid: axis permutations and flips only, never interpolation.
+"""Grids: affines as 4x4 RAS, and a label mask put exactly on a reference grid (axis permutations and flips).
 
 A mask that went through MONAI's `Orientation` (e.g. to RAS) holds the same voxels as the scan, with its
-axes permuted or reversed. Writing it for the scan means undoing exactly that: the voxel index map
-between the two grids, inv(mask_affine) @ reference_affine, must then be a signed permutation with the
-matching offset. Anything else (other spacing, shift, rotation) needs resampling, which is inference's
-job, so it is refused here.
+axes permuted or reversed. Writing it for the scan (medattn.io.write) means undoing exactly that: the
+voxel index map between the two grids, inv(mask_affine) @ reference_affine, must then be a signed
+permutation with the matching offset. Anything else (other spacing, shift, rotation) needs resampling,
+which is inference's job, so it is refused here. `medattn evaluate` places predictions on reference grids
+with the same function.
 """
 
 from __future__ import annotations
@@ -13,11 +14,31 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
 from medattn.errors import GeometryError
 
 # In voxels: affines written in float32 or with ~6 decimals agree far better than this.
 GRID_TOLERANCE = 1e-3
+# DICOM, ITK and NRRD store geometry in LPS millimetres; MONAI, nibabel and medattn use RAS.
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def volume_meta(path: Path, affine: np.ndarray, spatial_dims: int) -> dict:
+    """The meta the NIfTI and ITK readers set: source path, modality unknown (''), spacing (mm, from the
+    affine), RAS space."""
+    return {
+        "filename_or_obj": str(path),
+        "modality": "",
+        "spacing": tuple(float(v) for v in np.linalg.norm(affine[:3, :spatial_dims], axis=0)),
+        "space": "RAS",
+        "original_channel_dim": 0,
+    }
+
+
+def as_volume(array: np.ndarray) -> np.ndarray:
+    """A 2D label image as a one-slice volume; volume formats store three axes."""
+    return array[..., None] if array.ndim == 2 else array
 
 
 def affine_4x4(affine: np.ndarray | torch.Tensor | None, spatial_dims: int) -> np.ndarray:
@@ -79,8 +100,12 @@ def onto_grid(
     target_shape: tuple[int, ...],
     target_affine: np.ndarray,
     path: str | Path | None = None,
+    allow_block: bool = False,
 ) -> np.ndarray:
     """The mask's voxels re-indexed onto the target grid, exactly (the same world position for each voxel).
+
+    nibabel's orientation tools find the axis order and directions that turn the mask's grid into the
+    target's; what is left after them must be nothing (or, with `allow_block`, a shift by whole voxels).
 
     Args:
         array: spatial label array.
@@ -88,9 +113,13 @@ def onto_grid(
         target_shape: spatial shape of the reference grid.
         target_affine: voxel -> world affine of the reference grid.
         path: the output file, named in errors.
+        allow_block: also accept a mask on a block of the target's voxels (shifted by whole voxels, all
+            inside the target), placed into zeros of the target shape: a DICOM SEG, which omits its
+            empty frames, covers only the slices with a segment.
 
     Raises:
-        GeometryError: the shapes differ, or the two grids are not a permutation/flip of each other.
+        GeometryError: the shapes differ, or the two grids are not a permutation/flip (or, with
+            `allow_block`, a block) of each other.
     """
     target_shape = tuple(int(n) for n in target_shape)
     if affine is None:
@@ -101,47 +130,53 @@ def onto_grid(
             )
         return array
     dims = len(target_shape)
+    # Work in 3D: a 2D grid is a 3D grid with one slice.
+    volume = array.reshape(array.shape + (1,) * (3 - array.ndim))
+    target3 = target_shape + (1,) * (3 - dims)
+    own, target = affine_4x4(affine, dims), affine_4x4(target_affine, dims)
     try:
-        index_map = np.linalg.solve(affine_4x4(affine, dims), affine_4x4(target_affine, dims))
+        # For each mask axis: the target axis it runs along, and whether it runs backwards.
+        axes = io_orientation(np.linalg.inv(np.linalg.solve(own, target)))
+        if np.isnan(axes).any():
+            raise np.linalg.LinAlgError
+        placed = apply_orientation(volume, axes)
+        placed_affine = own @ inv_ornt_aff(axes, volume.shape)
+        residual = np.linalg.solve(placed_affine, target)  # target index -> placed mask index
     except np.linalg.LinAlgError as error:
-        raise GeometryError("the mask's affine is singular (an axis of zero length)", path) from error
-    rotation, offset = index_map[:3, :3], index_map[:3, 3]
-    signs = np.round(rotation)
-    is_permutation = (
-        np.abs(rotation - signs).max() < GRID_TOLERANCE
-        and np.all(np.abs(signs).sum(axis=0) == 1)
-        and np.all(np.abs(signs).sum(axis=1) == 1)
-    )
-    if not is_permutation:
+        raise GeometryError(
+            "the mask's or the reference's affine is singular (an axis of zero length)", path
+        ) from error
+    if np.abs(residual[:3, :3] - np.eye(3)).max() > GRID_TOLERANCE:
         raise GeometryError(
             "the mask grid is rotated or scaled relative to the reference image grid; resample the mask onto "
             "the reference first (inference does this). If the array already is on the reference grid and "
             "only its affine is wrong, pass the plain array (mask.numpy())",
             path,
         )
-    # Work in 3D: a 2D grid is a 3D grid with one slice.
-    volume = array.reshape(array.shape + (1,) * (3 - array.ndim))
-    target3 = target_shape + (1,) * (3 - dims)
-    source_axis = [int(np.argmax(np.abs(signs[:, axis]))) for axis in range(3)]
-    out = np.transpose(volume, source_axis)
-    if out.shape != target3:
+    if not allow_block and placed.shape != target3:
         raise GeometryError(
             f"the mask shape {tuple(array.shape)} does not cover the reference image shape {target_shape} "
             "(after matching axes)",
             path,
         )
-    flips = []
-    for axis, source in enumerate(source_axis):
-        flipped = signs[source, axis] < 0
-        expected = volume.shape[source] - 1 if flipped else 0
-        if abs(offset[source] - expected) > GRID_TOLERANCE:
-            raise GeometryError(
-                f"the mask grid is shifted by {offset[source] - expected:.3f} voxels along axis {source} "
-                "relative to the reference image grid; resample or pad it onto the reference first",
-                path,
-            )
-        if flipped:
-            flips.append(axis)
-    if flips:
-        out = np.flip(out, axis=tuple(flips))
-    return np.ascontiguousarray(out).reshape(target_shape)
+    shift = residual[:3, 3]  # placed mask index = target index + shift
+    whole = np.round(shift) if allow_block else np.zeros(3)
+    for axis in np.flatnonzero(np.abs(shift - whole) > GRID_TOLERANCE)[:1]:
+        raise GeometryError(
+            f"the mask grid is shifted by {shift[axis] - whole[axis]:.3f} voxels along axis {axis} relative "
+            "to the reference image grid; resample or pad it onto the reference first",
+            path,
+        )
+    start = -whole.astype(int)  # the target index of the placed mask's first voxel
+    if not allow_block:
+        return np.ascontiguousarray(placed).reshape(target_shape)
+    end = start + np.asarray(placed.shape)
+    if (start < 0).any() or (end > np.asarray(target3)).any():
+        raise GeometryError(
+            f"the mask grid (shape {tuple(array.shape)}) reaches outside the reference image grid "
+            f"(shape {target_shape})",
+            path,
+        )
+    out = np.zeros(target3, dtype=array.dtype)
+    out[tuple(slice(a, b) for a, b in zip(start, end, strict=True))] = placed
+    return out.reshape(target_shape)

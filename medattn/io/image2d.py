@@ -31,8 +31,7 @@ from monai.data.image_reader import ImageReader
 from PIL import Image, ImageSequence
 
 from medattn.errors import GeometryError, InputNotFoundError, UnreadableImageError
-
-IMAGE2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+from medattn.io.formats import IMAGE2D_SUFFIXES
 
 # Pillow modes whose pixels are already one grayscale value each (np.asarray gives (H, W)).
 _GRAY_MODES = {"L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}

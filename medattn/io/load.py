@@ -1,62 +1,22 @@
 """`load_image`: any scan path -> MetaTensor (C, *spatial) with a RAS affine, the reader chosen by suffix.
 
-Like nnU-Net's reader/writer classes chosen by file ending, with one addition clinical data needs: a
-folder (or a file without a suffix) is DICOM.
+Like nnU-Net's reader/writer classes chosen by file ending (the table in medattn.io.formats), with one
+addition clinical data needs: a folder (or a file without a suffix) is DICOM.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from monai.data import MetaTensor
 from numpy.typing import DTypeLike
 
-from medattn.errors import GeometryError, InputNotFoundError, InputWarning, UnreadableImageError
-from medattn.io.atomic import full_suffix
-
-IMAGE2D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
-
-
-def _reader_for(path: Path) -> Callable[[Path], MetaTensor]:
-    """The read function for a path, by suffix; local imports load a format's libraries only when used."""
-    from medattn.io import dicom, volume
-
-    if path.is_dir():
-        return dicom.read_dicom
-    suffix = full_suffix(path)
-    if suffix in volume.NIFTI_SUFFIXES:
-        return volume.read_nifti
-    if suffix in volume.ITK_SUFFIXES:
-        return volume.read_itk
-    if suffix in IMAGE2D_SUFFIXES:
-        from medattn.io.image2d import read_image2d
-
-        return read_image2d
-    if suffix in VIDEO_SUFFIXES:
-        from medattn.io.video import read_video
-
-        return read_video
-    if dicom.looks_like_dicom(path):
-        return dicom.read_dicom
-    supported = ", ".join(
-        (*volume.VOLUME_SUFFIXES, *IMAGE2D_SUFFIXES, *VIDEO_SUFFIXES, ".dcm", "a DICOM folder")
-    )
-    raise UnreadableImageError(
-        f"unknown image format {suffix or '(no suffix)'!r}; medattn reads {supported}", path
-    )
-
-
-def supported_suffix(path: str | Path) -> bool:
-    """True when `load_image` has a reader for this file name (DICOM without a suffix is not guessed here)."""
-    from medattn.io import volume
-
-    suffix = full_suffix(path)
-    return suffix in (*volume.VOLUME_SUFFIXES, *IMAGE2D_SUFFIXES, *VIDEO_SUFFIXES, ".dcm", ".dicom", ".ima")
+from medattn.errors import GeometryError, InputNotFoundError, InputWarning
+from medattn.io.formats import reader_for
 
 
 def load_image(
@@ -87,7 +47,7 @@ def load_image(
         InputNotFoundError, UnreadableImageError, UnsupportedDicomError, GeometryError: each names the file.
     """
     if isinstance(path, (list, tuple)):
-        from medattn.io.dicom import read_dicom
+        from medattn.io.dicom.read import read_dicom
 
         image = read_dicom([Path(p) for p in path])
         source = Path(path[0]).parent if path else Path(".")
@@ -95,7 +55,7 @@ def load_image(
         source = Path(path)
         if not source.exists():
             raise InputNotFoundError("no such file or folder", source)
-        reader = _reader_for(source)
+        reader = reader_for(source)
         image = reader(source, series_uid=series_uid) if series_uid else reader(source)
     if spatial_dims is not None:
         image = _as_spatial_dims(image, spatial_dims, source)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from medattn.io.atomic import full_suffix
-from medattn.io.load import IMAGE2D_SUFFIXES
+from medattn.io.formats import IMAGE2D_SUFFIXES
 
 #: Pixels darker than this or brighter than 255 minus this count as black or white.
 EXTREME_MARGIN = 40

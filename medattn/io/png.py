@@ -1,5 +1,7 @@
 """Write 2D masks as PNG: the label values in one channel, or each label's contour drawn on the image.
 
+PNG files are read with the other 2D image formats by medattn.io.image2d (one Pillow path for all).
+
 2D arrays follow MONAI's PILReader: spatial shape (W, H), axis 0 along image columns. A PNG stores rows
 first, so arrays are transposed to (H, W) here and the written file has the source image's pixel layout.
 """
@@ -10,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from skimage.segmentation import find_boundaries
 
 from medattn.errors import GeometryError, WriteError
 from medattn.io.atomic import atomic_path
 from medattn.io.label_table import Label
+from medattn.io.overlay import display_rgb, draw_contours
 
 
 def write_label_png(labels: np.ndarray, path: Path, exif_orientation: int | None = None) -> None:
@@ -50,15 +52,9 @@ def write_overlay_png(
         exif_orientation: as for `write_label_png`.
     """
     _check_2d(labels, path)
-    canvas = display_rgb(image, labels.shape, path)
-    for label in table:
-        region = labels == label.value
-        if region.any():
-            canvas[find_boundaries(region, mode="inner")] = label.color
+    rows_first = draw_contours(display_rgb(image, labels.shape, path), labels, table)
     with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(canvas.transpose(1, 0, 2))).save(
-            tmp, format="PNG", **_exif(exif_orientation)
-        )
+        Image.fromarray(np.ascontiguousarray(rows_first)).save(tmp, format="PNG", **_exif(exif_orientation))
 
 
 def _exif(orientation: int | None) -> dict:
@@ -70,31 +66,6 @@ def _exif(orientation: int | None) -> dict:
     return {"exif": exif}
 
 
-def display_rgb(image: np.ndarray, shape: tuple[int, ...], path: Path | None = None) -> np.ndarray:
-    """An image as (W, H, 3) uint8 for drawing on.
-
-    Values already in 0-255 (8-bit photos, endoscopy frames) are kept; anything else (CT numbers, MR
-    intensities, normalised floats) is stretched from its minimum to its maximum.
-    """
-    array = np.asarray(image, dtype=np.float64)
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim == 4 and array.shape[-1] == 1:
-        array = array[..., 0]  # a 2D image stored as a one-slice volume
-    if array.ndim != 3 or array.shape[0] not in (1, 3, 4):
-        raise GeometryError(f"an overlay needs a 2D grayscale or RGB image, got shape {array.shape}", path)
-    if tuple(array.shape[1:]) != tuple(shape):
-        raise GeometryError(
-            f"the mask shape {tuple(shape)} differs from the reference image shape {tuple(array.shape[1:])}",
-            path,
-        )
-    array = array[:3] if array.shape[0] >= 3 else np.repeat(array, 3, axis=0)
-    low, high = float(array.min()), float(array.max())
-    if not (low >= 0 and high <= 255 and high > 1):
-        array = (array - low) / (high - low) * 255.0 if high > low else np.zeros_like(array)
-    return np.clip(np.round(array), 0, 255).astype(np.uint8).transpose(1, 2, 0)
-
-
 def _check_2d(labels: np.ndarray, path: Path) -> None:
     if labels.ndim != 2:
         raise GeometryError(
@@ -102,3 +73,27 @@ def _check_2d(labels: np.ndarray, path: Path) -> None:
             "Write .nii.gz or .seg.nrrd for volumes",
             path,
         )
+
+
+def write_mask(mask: object, path: Path, reference: object, labels: object) -> None:
+    """`save_mask` for .png: the label values of a 2D mask on the reference grid."""
+    from medattn.io.write import place_mask
+
+    placed = place_mask(mask, path, reference, labels, spatial_dims=_png_dims(mask))
+    write_label_png(placed.labels, path, placed.exif_orientation)
+
+
+def write_overlay_mask(mask: object, path: Path, reference: object, labels: object) -> None:
+    """`save_mask(overlay=True)`: each label's contour drawn on the reference image, as an RGB PNG."""
+    from medattn.io.write import place_mask
+
+    placed = place_mask(mask, path, reference, labels, spatial_dims=_png_dims(mask))
+    image = placed.reference.detach().cpu().numpy()
+    write_overlay_png(placed.labels, image, placed.table, path, placed.exif_orientation)
+
+
+def _png_dims(mask: object) -> int:
+    """Spatial axes of a mask given without a reference: a leading axis of size 1 is the channel; anything
+    else 3D is a volume, which the writer refuses."""
+    shape = tuple(np.shape(mask))
+    return len(shape) - 1 if len(shape) >= 3 and shape[0] == 1 else len(shape)

@@ -10,7 +10,8 @@ from monai.data import ImageReader
 from monai.data.meta_tensor import MetaTensor
 
 from medattn.io.atomic import full_suffix
-from medattn.io.dicom import looks_like_dicom
+from medattn.io.dicom.series import looks_like_dicom
+from medattn.io.formats import supported_suffix
 from medattn.io.load import load_image
 
 _WRITING_ONLY_META = ("nifti_forms", "nifti_2d", "first_slice_file")
@@ -36,8 +37,6 @@ class MedattnReader(ImageReader):
     def verify_suffix(self, filename: Sequence[str | Path] | str | Path) -> bool:
         names = [filename] if isinstance(filename, (str, Path)) else list(filename)
         if self.suffixes is None:
-            from medattn.io.load import supported_suffix
-
             return all(Path(n).is_dir() or supported_suffix(n) for n in names)
         return all(full_suffix(n) in self.suffixes for n in names)
 

@@ -17,9 +17,8 @@ import numpy as np
 
 from medattn.errors import WriteError
 from medattn.io.atomic import atomic_path
-from medattn.io.dicom_geometry import LPS_TO_RAS
+from medattn.io.geometry import LPS_TO_RAS, as_volume
 from medattn.io.label_table import Label
-from medattn.io.labelmap import as_volume
 
 NRRD_TYPES = {
     np.dtype(np.uint8): "unsigned char",
@@ -102,3 +101,12 @@ def write_seg_nrrd(labels: np.ndarray, affine_ras: np.ndarray, table: list[Label
 
 def _number(value: float) -> str:
     return f"{float(value):.17g}" if value != 0 else "0"
+
+
+def write_mask(mask: object, path: Path, reference: object, labels: object) -> None:
+    """`save_mask` for .seg.nrrd: the labels on the reference grid, where ITK (Slicer) places the scan."""
+    from medattn.io.itk import itk_affine
+    from medattn.io.write import place_mask
+
+    placed = place_mask(mask, path, reference, labels)
+    write_seg_nrrd(placed.labels, itk_affine(placed.affine, placed.nifti_forms), placed.table, path)

@@ -1,4 +1,4 @@
-"""Read video files (MP4, AVI, MOV, MKV, WebM, MPEG) with PyAV as 2D+t MetaTensors (C, W, H, T).
+"""Video through PyAV: read MP4, AVI, MOV, MKV, WebM, MPEG as 2D+t MetaTensors (C, W, H, T); write overlays.
 
 Frames follow the 2D image convention of `medattn.io.image2d` (MONAI's PILReader: spatial (W, H), the
 transpose of a frame's (H, W)) and are stacked along a last, time axis: `meta["time_axis"] = 3`,
@@ -8,6 +8,9 @@ Rotation metadata of phone videos is not applied, like EXIF orientation for phot
 A file that is not a video, holds no video stream, fails to decode, or ends well before the frame count its
 header announces raises `UnreadableImageError`. Up to 1 frame or 2 % fewer frames than announced are
 accepted, because edit lists and rounded durations make the announced count approximate.
+
+`OverlayVideoWriter` writes the overlay MP4 of `medattn predict` on a video (contours drawn by
+medattn.io.overlay).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +28,8 @@ import torch
 from monai.data import MetaTensor
 
 from medattn.errors import UnreadableImageError
+from medattn.io.formats import VIDEO_SUFFIXES
 from medattn.io.image2d import DecodedImage, DecodingReader, check_file, planar_meta
-
-VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
 
 @contextmanager
@@ -239,3 +242,42 @@ class VideoReader(DecodingReader):
     def decode(self, path: str | Path) -> DecodedImage:
         """The video as (3, W, H, T) uint8 with its meta."""
         return decode_video(path, self.max_frames)
+
+
+class OverlayVideoWriter:
+    """H.264 MP4 of frames with contours drawn; frame sizes are padded to even numbers (x264 needs it).
+
+    Args:
+        path: the .mp4 file (write it through medattn.io.atomic.atomic_path).
+        fps: the source's frame rate, kept exactly (12.5, 29.97 = 30000/1001); 25 when unknown (<= 0).
+        width, height: frame size in pixels.
+    """
+
+    def __init__(self, path: Path, fps: float, width: int, height: int):
+        self.container = av.open(str(path), mode="w", format="mp4")
+        codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+        rate = Fraction(fps).limit_denominator(1001) if fps > 0 else Fraction(25)
+        self.stream = self.container.add_stream(codec, rate=rate)
+        self.stream.width, self.stream.height = width + width % 2, height + height % 2
+        self.stream.pix_fmt = "yuv420p"
+        if codec == "libx264":
+            self.stream.options = {"crf": "20", "preset": "veryfast"}
+
+    def write(self, rgb_rows_first: np.ndarray) -> None:
+        """Append one (H, W, 3) uint8 frame (as `medattn.io.overlay.draw_contours` returns it)."""
+        height, width = self.stream.height, self.stream.width
+        if rgb_rows_first.shape[:2] != (height, width):
+            padded = np.zeros((height, width, 3), dtype=np.uint8)
+            padded[: rgb_rows_first.shape[0], : rgb_rows_first.shape[1]] = rgb_rows_first
+            rgb_rows_first = padded
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb_rows_first), format="rgb24")
+        for packet in self.stream.encode(frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        """Flush the encoder and close the file (also after an error, so no handle stays open)."""
+        try:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+        finally:
+            self.container.close()

@@ -1,31 +1,28 @@
 """`save_mask`: write a label mask on its source image's grid, in the format the file suffix names.
 
-Like nnU-Net's writers chosen by file ending. Every format goes through medattn.io.atomic, so a crash
-leaves the previous file or the new one, never half a file.
+Like nnU-Net's writers chosen by file ending: the suffix picks a row of medattn.io.formats, whose writer
+places the mask on the reference grid with `place_mask` (DICOM SEG places it on its source series
+itself). Every format goes through medattn.io.atomic, so a crash leaves the previous file or the new one,
+never half a file.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from monai.data import MetaTensor
 
 from medattn.errors import WriteError
-from medattn.io.atomic import full_suffix
+from medattn.io.formats import mask_format
 from medattn.io.geometry import affine_4x4, onto_grid, split_channel
-from medattn.io.label_table import LabelSpec, as_label_array, label_table, present_values
+from medattn.io.label_table import Label, LabelSpec, as_label_array, label_table, present_values
 
-FORMATS = {
-    ".nii.gz": "NIfTI",
-    ".nii": "NIfTI",
-    ".seg.nrrd": "3D Slicer segmentation",
-    ".nrrd": "NRRD label map",
-    ".mha": "MetaImage label map",
-    ".dcm": "DICOM SEG",
-    ".png": "PNG (2D)",
-}
+if TYPE_CHECKING:
+    from medattn.io.nifti import NiftiForms
 
 
 def save_mask(
@@ -64,20 +61,60 @@ def save_mask(
         >>> save_mask(prediction, "case_001.seg.nrrd", reference=image, labels={1: ("lesion", (255, 0, 0))})
     """
     path = Path(path)
-    suffix = full_suffix(path)
-    if suffix not in FORMATS:
-        supported = ", ".join(FORMATS)
-        raise WriteError(f"unknown mask format {suffix or '(no suffix)'!r}; medattn writes {supported}", path)
-    if overlay and suffix != ".png":
+    target = mask_format(path)
+    if overlay and target.overlay_writer is None:
         raise WriteError("overlay=True draws contours on a 2D image and needs a .png output", path)
     if overlay and reference is None:
         raise WriteError("overlay=True needs reference= the image to draw the contours on", path)
-    if suffix == ".dcm":
-        from medattn.io.dicom_seg import save_dicom_seg
+    write = (target.overlay_writer if overlay else target.writer)()
+    write(mask, path, reference, labels)
+    return path
 
-        save_dicom_seg(mask, path, reference, labels)
-        return path
 
+@dataclass(frozen=True)
+class PlacedMask:
+    """A mask on its reference grid, as the writers of every format but DICOM SEG take it.
+
+    Attributes:
+        labels: (i, j[, k]) integer label values (uint8/16/32).
+        affine: voxel -> RAS mm affine of the grid (4x4).
+        table: the labels to name in the file, with names and colours.
+        reference: the source image when one was given; its meta tells the writers how to match it.
+    """
+
+    labels: np.ndarray
+    affine: np.ndarray
+    table: list[Label]
+    reference: MetaTensor | None
+
+    @property
+    def nifti_forms(self) -> NiftiForms | None:
+        """A NIfTI reference whose readers disagree on its placement (medattn.io.nifti.NiftiForms)."""
+        return self.reference.meta.get("nifti_forms") if self.reference is not None else None
+
+    @property
+    def exif_orientation(self) -> int | None:
+        """The source photo's EXIF orientation (medattn.io.image2d), for PNGs viewers must turn alike."""
+        value = self.reference.meta.get("exif_orientation") if self.reference is not None else None
+        return int(value) if value is not None else None
+
+
+def place_mask(
+    mask: np.ndarray | torch.Tensor,
+    path: Path,
+    reference: MetaTensor | str | Path | None,
+    labels: LabelSpec | None,
+    spatial_dims: int | None = None,
+) -> PlacedMask:
+    """`save_mask`'s arguments as a mask on the reference grid (see `save_mask`).
+
+    Args:
+        spatial_dims: the mask's spatial axes when there is no reference (None: inferred).
+
+    Raises:
+        GeometryError: the mask does not lie on the reference grid.
+        WriteError: non-integer labels, or a reference that is no image.
+    """
     image = _reference_image(reference, path)
     if image is not None:
         spatial_shape = tuple(int(n) for n in image.shape[1:])
@@ -86,48 +123,11 @@ def save_mask(
         array = onto_grid(array, own_affine, spatial_shape, target_affine, path)
         affine = target_affine
     else:
-        shape = tuple(np.shape(mask))
-        # PNG: a leading axis of size 1 is the channel; anything else 3D is a volume, refused by the writer.
-        png_dims = len(shape) - 1 if len(shape) >= 3 and shape[0] == 1 else len(shape)
-        array, own_affine = split_channel(mask, png_dims if suffix == ".png" else None, path)
+        array, own_affine = split_channel(mask, spatial_dims, path)
         affine = own_affine if own_affine is not None else np.eye(4)
     labels_array = as_label_array(array, path)
     table = label_table(labels, present_values(labels_array), path)
-    # A NIfTI reference whose readers disagree on its placement (medattn.io.volume.NiftiForms).
-    forms = image.meta.get("nifti_forms") if image is not None else None
-
-    if suffix in (".nii.gz", ".nii"):
-        from medattn.io.labelmap import write_nifti
-
-        from_2d_nifti = image is not None and bool(image.meta.get("nifti_2d"))
-        keep_2d = from_2d_nifti and labels_array.shape[2:] in ((), (1,))
-        if keep_2d:  # the mask of a 2D NIfTI is a 2D NIfTI of the same shape
-            labels_array = labels_array.reshape(labels_array.shape[:2])
-        write_nifti(labels_array, affine, path, forms, keep_2d=keep_2d)
-    elif suffix in (".nrrd", ".mha"):
-        from medattn.io.labelmap import itk_affine, write_itk
-
-        write_itk(labels_array, itk_affine(affine, forms), path)
-    elif suffix == ".seg.nrrd":
-        from medattn.io.labelmap import itk_affine
-        from medattn.io.seg_nrrd import write_seg_nrrd
-
-        write_seg_nrrd(labels_array, itk_affine(affine, forms), table, path)
-    elif overlay:
-        from medattn.io.png import write_overlay_png
-
-        write_overlay_png(labels_array, image.detach().cpu().numpy(), table, path, _exif_orientation(image))
-    else:
-        from medattn.io.png import write_label_png
-
-        write_label_png(labels_array, path, _exif_orientation(image))
-    return path
-
-
-def _exif_orientation(image: MetaTensor | None) -> int | None:
-    """The source photo's EXIF orientation (medattn.io.image2d), for PNGs viewers must turn alike."""
-    value = image.meta.get("exif_orientation") if image is not None else None
-    return int(value) if value is not None else None
+    return PlacedMask(labels_array, affine, table, image)
 
 
 def _reference_image(reference: MetaTensor | str | Path | None, path: Path) -> MetaTensor | None:

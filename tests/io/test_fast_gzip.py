@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import SimpleITK as sitk
 
-from medattn.io.fast_gzip import igzip, save_nifti
+from medattn.io.nifti import igzip, save_nifti
 
 
 def test_isal_gzip_holds_what_nibabel_writes_and_every_reader_reads_it(tmp_path):

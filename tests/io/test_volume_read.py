@@ -169,7 +169,7 @@ def _nifti_variants():
 @pytest.mark.parametrize("name", list(_nifti_variants()))
 def test_gzipped_nifti_read_through_isal_equals_nibabel(tmp_path, name):
     """.nii.gz goes through ISA-L's gzip (faster than zlib): the same voxels (scaled) and affine."""
-    from medattn.io.fast_gzip import read_gzipped_nifti
+    from medattn.io.nifti import read_gzipped_nifti
 
     path = tmp_path / "scan.nii.gz"
     nib.save(_nifti_variants()[name], path)

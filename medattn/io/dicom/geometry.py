@@ -1,4 +1,4 @@
-"""DICOM slice geometry: sort slices by position, refuse what cannot be a regular grid, build the RAS affine.
+"""DICOM slice geometry: read slice planes, sort them by position, refuse irregular grids, build the affine.
 
 DICOM positions are in LPS millimetres. A slice's ImageOrientationPatient holds the row direction X
 (the direction in which the column index grows) and the column direction Y; PixelSpacing is
@@ -11,6 +11,10 @@ The one exception is a gantry tilt: each slice's position also steps sideways in
 offset per slice (a sheared stack, as CT scanners acquire heads with a tilted gantry). Like dcm2niix and
 3D Slicer, the reader then resamples each slice sideways onto the orthogonal grid above (`GantryTilt`),
 and the DICOM SEG writer shifts each mask slice back onto its source slice.
+
+highdicom's `spatial.get_series_volume_positions` / `sort_datasets` sort and check series positions too,
+but return only None for a series that is no regular volume (medattn's errors say which problem: several
+volumes at one position, missing slices, a gantry tilt, which it resamples), and use other tolerances.
 """
 
 from __future__ import annotations
@@ -20,10 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from pydicom.dataset import Dataset
 
 from medattn.errors import UnsupportedDicomError
-
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+from medattn.io.dicom.headers import functional_item
+from medattn.io.geometry import LPS_TO_RAS
 
 # Tolerances: direction cosines are written with ~6 decimals; positions to ~0.01 mm.
 ORIENTATION_TOLERANCE = 1e-3
@@ -51,6 +56,55 @@ class GantryTilt:
 
     degrees: float
     per_slice: tuple[float, float]  # (i, j) voxels per slice
+
+
+def plane_of(ds: Dataset, path: Path, frame_item: Dataset | None = None) -> SlicePlane | None:
+    """The plane of a slice, or of one frame of an enhanced object (`frame_item`); None without a position."""
+    if frame_item is None:
+        position, orientation, spacing = (
+            ds.get(k) for k in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
+        )
+    else:
+        position_item = functional_item(ds, frame_item, "PlanePositionSequence")
+        orientation_item = functional_item(ds, frame_item, "PlaneOrientationSequence")
+        measures = functional_item(ds, frame_item, "PixelMeasuresSequence")
+        position = getattr(position_item, "ImagePositionPatient", None)
+        orientation = getattr(orientation_item, "ImageOrientationPatient", None)
+        spacing = getattr(measures, "PixelSpacing", None)
+    if position is None or orientation is None:
+        return None
+    if len(position) != 3 or len(orientation) != 6:
+        raise UnsupportedDicomError("ImagePositionPatient/ImageOrientationPatient are malformed", path)
+    spacing = spacing if spacing is not None and len(spacing) == 2 else (1.0, 1.0)
+    return SlicePlane(
+        np.asarray(position, float), np.asarray(orientation, float), (float(spacing[0]), float(spacing[1]))
+    )
+
+
+def spacing_fallback(ds: Dataset, frame_item: Dataset | None = None) -> float | None:
+    """SpacingBetweenSlices, else SliceThickness (mm): the slice step of a stack with a single slice."""
+    measures = functional_item(ds, frame_item, "PixelMeasuresSequence") if frame_item is not None else ds
+    for key in ("SpacingBetweenSlices", "SliceThickness"):
+        for holder in (measures, ds):
+            value = getattr(holder, key, None) if holder is not None else None
+            if value not in (None, ""):
+                return abs(float(value))
+    return None
+
+
+def pixel_spacing_2d(ds: Dataset) -> tuple[float, float]:
+    """Row/column spacing in mm of a projection or ultrasound image; 1.0 where the file does not say."""
+    for key in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
+        value = ds.get(key)
+        if value is not None and len(value) == 2 and float(value[0]) > 0:
+            return float(value[0]), float(value[1])
+    regions = ds.get("SequenceOfUltrasoundRegions")
+    if regions:
+        region = regions[0]
+        # Physical units code 3 = cm; regions store cm per pixel.
+        if getattr(region, "PhysicalUnitsXDirection", None) == 3 and getattr(region, "PhysicalDeltaX", None):
+            return abs(float(region.PhysicalDeltaY)) * 10.0, abs(float(region.PhysicalDeltaX)) * 10.0
+    return 1.0, 1.0
 
 
 def check_same_orientation(planes: Sequence[SlicePlane], source: str | Path) -> None:

@@ -1,4 +1,4 @@
-"""Write DICOM SEG with highdicom: one BINARY segment per label, frames referencing their source images.
+"""DICOM SEG with highdicom: write one BINARY segment per label on its source frames, read a SEG as labels.
 
 BINARY, not the newer LABELMAP type: PACS viewers, dcmqi/Slicer and dicom3tools' dciodvfy (which flags
 the Label Map Segmentation SOP class as unknown) all handle it. Segments are coded with a general
@@ -19,9 +19,9 @@ from pydicom.sr.codedict import codes
 import medattn
 from medattn.errors import UnreadableImageError, WriteError
 from medattn.io.atomic import atomic_path
-from medattn.io.dicom_geometry import shift_slices_
-from medattn.io.dicom_source import DicomSource, dicom_source
-from medattn.io.geometry import onto_grid, split_channel
+from medattn.io.dicom.geometry import shift_slices_
+from medattn.io.dicom.source import DicomSource, dicom_source
+from medattn.io.geometry import LPS_TO_RAS, onto_grid, split_channel
 from medattn.io.label_table import Label, LabelSpec, as_label_array, label_table, present_values
 
 SERIES_NUMBER = 9000  # far above scanners' series numbers, so the SEG sorts after its source
@@ -148,8 +148,6 @@ def read_dicom_seg(path: str | Path) -> MetaTensor:
     Raises:
         UnreadableImageError: not a SEG highdicom reads, or frames that do not stack into one volume.
     """
-    from medattn.io.dicom_geometry import LPS_TO_RAS
-
     path = Path(path)
     try:
         segmentation = hd.seg.segread(path)

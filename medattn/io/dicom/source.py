@@ -1,6 +1,6 @@
 """The DICOM series a SEG is written for: its headers, its voxel grid, and which slice each source frame is.
 
-The grid is built the way the readers build it (medattn.io.dicom_geometry): slices sorted by their
+The grid is built the way the readers build it (medattn.io.dicom.geometry): slices sorted by their
 position along the slice normal, never by file name, so a mask predicted on a loaded series maps back
 onto the right source frames.
 """
@@ -21,15 +21,16 @@ from pydicom.errors import InvalidDicomError
 from medattn.errors import InputWarning, UnsupportedDicomError, WriteError
 
 # The reader's own plane and spacing functions: reader and writer must agree on the grid to the voxel.
-from medattn.io.dicom import (
-    DicomSeries,
-    find_dicom_series,
+from medattn.io.dicom.geometry import (
+    GantryTilt,
+    SlicePlane,
     plane_of,
-    scan_dicom_files,
-    series_slices,
     spacing_fallback,
+    stack_geometry,
+    tilted_stack_geometry,
 )
-from medattn.io.dicom_geometry import GantryTilt, SlicePlane, stack_geometry, tilted_stack_geometry
+from medattn.io.dicom.series import DicomSeries, find_dicom_series, scan_dicom_files
+from medattn.io.dicom.slices import series_slices
 
 NEEDS_SOURCE = (
     "DICOM SEG needs the source DICOM series: pass reference= the series folder (or its files, or the "
