@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -12,13 +13,16 @@ from PIL import Image
 
 from medattn.pipelines.demo import find_samples, run_demo
 
+REPO_SAMPLES = Path(__file__).resolve().parents[2] / "sample_data"  # bundled with the repository
+
+
+def test_the_demo_finds_the_bundled_samples_without_being_told(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # not through ./sample_data
+    assert find_samples() == REPO_SAMPLES
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    try:
-        find_samples()
-    except Exception:
-        pytest.skip("sample_data/models not present")
     return run_demo(tmp_path_factory.mktemp("demo"), device="cpu")
 
 
