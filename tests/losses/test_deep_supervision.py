@@ -60,7 +60,9 @@ def test_agunet_deep_supervision_outputs_train():
     labels = (image > 0.5).long()
     outputs = network(image)
     assert [tuple(o.shape) for o in outputs] == [(2, 2, 16, 16, 16), (2, 2, 8, 8, 8)]  # full res first
-    loss = DeepSupervisionLoss(create_loss(num_classes=2))(outputs, labels)
+    base = create_loss(num_classes=2)
+    loss = DeepSupervisionLoss(base)(outputs, labels)
     loss.backward()
-    assert torch.isfinite(loss)
+    # Two heads: nnU-Net's weights are (1, 0) (the coarsest gets 0), so the loss is the first head's.
+    assert loss.item() == pytest.approx(base(outputs[0], labels).item(), rel=1e-6)
     assert all(p.grad is not None for p in network.parameters() if p.requires_grad)

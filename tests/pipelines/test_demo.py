@@ -36,7 +36,9 @@ def test_demo_writes_slicer_segmentations_with_names(demo):
 
 def test_demo_volumes_and_montage(demo):
     rows = list(csv.DictReader((demo.out / "brain_mri" / "volumes.csv").read_text().splitlines()))
-    for row in (r for r in rows if r["name"] == "grey_matter"):
+    grey_matter = [r for r in rows if r["name"] == "grey_matter"]
+    assert sorted(r["case"] for r in grey_matter) == ["brain_004", "brain_005"]
+    for row in grey_matter:
         reference = nib.load(find_samples() / "brain_mri" / "labelsTs" / f"{row['case']}.nii.gz")
         voxel_ml = abs(np.linalg.det(reference.affine[:3, :3])) / 1000
         reference_ml = float((np.asarray(reference.dataobj) == 1).sum()) * voxel_ml
