@@ -180,10 +180,8 @@ def test_a_multipage_tiff_and_an_ultrasound_cine_are_segmented_frame_by_frame(pa
         expected = predictor.predict(frame_image(clip[..., t], 3, clips, 0.0))[0].numpy()
         np.testing.assert_array_equal(written, expected.T)
     assert len(list((out / "cine").glob("frame_*.png"))) == 30
-    cine_frames = load_image(clips / "cine.dcm")
-    for t in (0, 29):
-        written = np.asarray(Image.open(out / "cine" / f"frame_{t:06d}.png"))
-        expected = predictor.predict(frame_image(cine_frames[..., t], 3, clips, 30.0))[0].numpy()
-        np.testing.assert_array_equal(written, expected.T)
+    last = frame_image(load_image(clips / "cine.dcm")[..., 29], 3, clips, 30.0)  # the last frame, in order
+    written = np.asarray(Image.open(out / "cine" / "frame_000029.png"))
+    np.testing.assert_array_equal(written, predictor.predict(last)[0].numpy().T)
     again = medattn.predict(clips, out, model=package, device="cpu")
     assert [r.status for r in again] == ["skipped", "skipped"]
