@@ -6,6 +6,8 @@ import json
 import sys
 
 import numpy as np
+import onnx
+import onnxruntime
 import pytest
 import torch
 from tiny_package import COLORS, LABELS, PATCH, make_package
@@ -13,9 +15,6 @@ from tiny_package import COLORS, LABELS, PATCH, make_package
 from medattn.errors import ConfigError, ExportError, InputNotFoundError, MissingDependencyError
 from medattn.export import export_onnx, export_package, sha256
 from medattn.package import load_package, read_config
-
-onnx = pytest.importorskip("onnx")
-onnxruntime = pytest.importorskip("onnxruntime")
 
 # Two batch sizes and two spatial sizes other than the patch (multiples of the size divisor 4).
 SHAPES = [(1, 1, 16, 16, 16), (2, 1, 24, 20, 12)]

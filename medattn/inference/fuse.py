@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.conv import _ConvNd, _ConvTransposeNd
+from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 # Modules that are the identity in eval mode and may sit between a convolution and its batch norm.
 _EVAL_IDENTITY = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
@@ -116,24 +117,27 @@ def _foldable(conv: _ConvNd, norm: _BatchNorm) -> bool:
 
 
 def _fold_batch_norm(conv: _ConvNd, norm: _BatchNorm) -> None:
-    """conv'(x) = norm(conv(x)) for eval-mode statistics: scale the output channels, shift the bias."""
-    scale = torch.rsqrt(norm.running_var.double() + norm.eps)
-    if norm.weight is not None:
-        scale = scale * norm.weight.double()
-    shift = -norm.running_mean.double() * scale
-    if norm.bias is not None:
-        shift = shift + norm.bias.double()
-    weight = conv.weight
-    # Output channels are dim 0 of a convolution's weight and dim 1 of a transposed one's (groups == 1).
-    out_dim = 1 if isinstance(conv, _ConvTransposeNd) else 0
-    shape = [1] * weight.ndim
-    shape[out_dim] = -1
-    weight.copy_((weight.double() * scale.view(shape)).to(weight.dtype))
-    bias = shift if conv.bias is None else conv.bias.double() * scale + shift
+    """conv'(x) = norm(conv(x)) for eval-mode statistics, by `torch.nn.utils.fusion.fuse_conv_bn_weights`
+    (which scales dim 0 of a convolution's weight and dim 1 of a transposed one's, for any number of spatial
+    dims). It computes in the dtype it is given, so it gets float64 copies: the float32 weights then come
+    out as the exactly rounded products. They are written into the convolution's own tensors, which keeps
+    their device and memory format."""
+    as_double = lambda tensor: None if tensor is None else tensor.double()  # noqa: E731
+    weight, bias = fuse_conv_bn_weights(
+        conv.weight.double(),
+        as_double(conv.bias),
+        norm.running_mean.double(),
+        norm.running_var.double(),
+        norm.eps,
+        as_double(norm.weight),
+        as_double(norm.bias),
+        transpose=isinstance(conv, _ConvTransposeNd),
+    )
+    conv.weight.copy_(weight)
     if conv.bias is None:
-        conv.bias = nn.Parameter(bias.to(weight.dtype), requires_grad=False)
+        conv.bias = nn.Parameter(bias.to(conv.weight.dtype), requires_grad=False)
     else:
-        conv.bias.copy_(bias.to(conv.bias.dtype))
+        conv.bias.copy_(bias)
 
 
 class BlockTransposedConv(nn.Module):

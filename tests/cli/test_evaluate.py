@@ -104,7 +104,6 @@ def test_missing_prediction_is_scored_empty_or_fails_with_strict(folders, capsys
 
 
 def test_plot_writes_pngs(folders):
-    pytest.importorskip("matplotlib")
     out = folders / "out"
     assert main(["evaluate", str(folders / "pred"), str(folders / "ref"), "--out", str(out), "--plot"]) == 0
     for name in ("dice_boxplot.png", "volume_bland_altman.png"):

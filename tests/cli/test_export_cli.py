@@ -6,11 +6,11 @@ import json
 import sys
 
 import pytest
+import torch
 from tiny_package import make_package
 
 from medattn.cli.main import main
-
-pytest.importorskip("onnxruntime")
+from medattn.package import load_package
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +20,10 @@ def package(tmp_path_factory):
 
 def test_export_writes_network_and_json(package, tmp_path, capsys):
     assert main(["export", str(package), str(tmp_path / "liver"), "--format", "torchscript"]) == 0
-    assert (tmp_path / "liver.pt").is_file()
+    network, _ = load_package(package)
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.jit.load(tmp_path / "liver.pt")(x), network(x), atol=1e-5, rtol=1e-4)
     data = json.loads((tmp_path / "liver.pt.json").read_text())
     assert data["format"] == "torchscript" and data["dynamic_spatial"] is True
     assert str(tmp_path / "liver.pt") in capsys.readouterr().out

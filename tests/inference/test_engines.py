@@ -19,8 +19,6 @@ from medattn.export import export_package
 from medattn.inference.engines import OnnxEngine, package_engine
 from medattn.package import load_package, save_package
 
-pytest.importorskip("onnxruntime")
-
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory):

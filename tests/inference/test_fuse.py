@@ -64,6 +64,28 @@ def test_block_transposed_conv_equals_torch(dims):
         torch.testing.assert_close(BlockTransposedConv(layer)(x), layer(x), atol=1e-6, rtol=1e-5)
 
 
+@pytest.mark.parametrize("conv", [nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.ConvTranspose3d])
+@pytest.mark.parametrize(("bias", "affine"), [(True, True), (False, False)])
+def test_batch_norm_folds_into_convolutions_and_transposed_ones(conv, bias, affine):
+    """A transposed convolution's output channels are dim 1 of its weight (4 in, 6 out here, so scaling
+    dim 0 cannot pass); kernel 3, stride 1, so it is not rewritten as a matrix product."""
+    dims = 2 if conv.__name__.endswith("2d") else 3
+    torch.manual_seed(0)
+    norm = (nn.BatchNorm2d if dims == 2 else nn.BatchNorm3d)(6, affine=affine)
+    network = nn.Sequential(conv(4, 6, kernel_size=3, bias=bias), norm, nn.ReLU())
+    norm.running_mean.uniform_(-2, 2)
+    norm.running_var.uniform_(0.1, 4)
+    if affine:
+        nn.init.uniform_(norm.weight, 0.5, 1.5)
+        nn.init.uniform_(norm.bias, -0.5, 0.5)
+    network.eval()
+    fused = fuse_for_inference(network)
+    assert isinstance(fused[1], nn.Identity) and fused[2].inplace
+    x = torch.randn(2, 4, *([7] * dims))
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), network(x), atol=1e-5, rtol=1e-5)
+
+
 def test_transposed_convs_that_overlap_are_left_alone():
     layer = nn.ConvTranspose3d(4, 2, kernel_size=3, stride=2, padding=1, output_padding=1)
     fused = fuse_for_inference(nn.Sequential(layer))

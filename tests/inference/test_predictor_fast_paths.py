@@ -10,7 +10,7 @@ import pytest
 import torch
 from grids import ALIGNED_GRIDS, grid_affine
 from monai.data import MetaTensor
-from tiny_package import make_package  # tests/ is on sys.path (conftest)
+from tiny_package import make_package  # tests/ is on sys.path (pythonpath in pyproject.toml)
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import medattn

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from grids import ALIGNED_GRIDS  # tests/ is on sys.path
+from grids import ALIGNED_GRIDS  # tests/ is on sys.path (pythonpath in pyproject.toml)
 from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, Orientationd, Spacingd
 
@@ -46,7 +46,13 @@ def test_oblique_grids_are_left_to_the_general_resampler():
     oblique[:2, :2] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
     assert aligned_axis_map(np.eye(4), oblique) is None
     assert resample_aligned(torch.rand(2, 4, 4, 4), np.eye(4), oblique, (4, 4, 4)) is None
-    assert aligned_axis_map(np.eye(4), GRIDS["LPS (DICOM)"]) is not None
+    # Aligned grids: (source axis, scale, offset) per target axis, read off the target's affine here.
+    assert aligned_axis_map(np.eye(4), GRIDS["LPS (DICOM)"]) == [(0, -1.1, 40), (1, -1.1, 30), (2, 1.7, -20)]
+    assert aligned_axis_map(np.eye(4), GRIDS["axes permuted and flipped"]) == [
+        (2, 1.3, -8),
+        (0, -0.7, 0),
+        (1, -0.9, 12),
+    ]
 
 
 def _smooth_probabilities(classes: int, shape, seed: int = 0, feature_size: int = 6) -> torch.Tensor:

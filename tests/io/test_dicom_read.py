@@ -15,9 +15,9 @@ LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def _testfile(name: str) -> str:
+    """A file of pydicom's test data, read offline (pydicom-data, a dev dependency)."""
     path = get_testdata_file(name, download=False)
-    if path is None:
-        pytest.skip(f"pydicom test file {name} not installed (pip install pydicom-data)")
+    assert path is not None, f"pydicom test file {name} missing: pip install -e '.[dev]' (pydicom-data)"
     return path
 
 
@@ -111,8 +111,8 @@ def test_a_tilt_with_uneven_sideways_steps_is_a_clear_error(tmp_path):
     from medattn.errors import InputWarning
 
     write_series(tmp_path, _volume(), tilt_mm_per_slice=0.6)
-    with pytest.warns(InputWarning, match="gantry tilt"):
-        load_image(tmp_path)  # evenly tilted, it is read (resampled onto an orthogonal grid)
+    with pytest.warns(InputWarning, match="gantry tilt"):  # even steps: a tilt the reader corrects
+        assert load_image(tmp_path).shape == (1, 12, 10, 7)
 
     last = max(tmp_path.iterdir(), key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
     ds = pydicom.dcmread(last)
@@ -240,7 +240,7 @@ def test_rt_dose_grid_is_placed_by_its_frame_offsets_as_simpleitk_places_it():
     in Gy after DoseGridScaling; not on an identity grid, which would put it 762 mm away."""
     import pydicom
 
-    path = get_testdata_file("rtdose.dcm")
+    path = _testfile("rtdose.dcm")
     image = load_image(path)
     reference = sitk.ReadImage(path)
     assert image.shape[1:] == reference.GetSize()

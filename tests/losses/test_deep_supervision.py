@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from medattn import models
 from medattn.errors import ConfigError
 from medattn.losses import DeepSupervisionLoss, create_loss, deep_supervision_weights, resize_labels
 
@@ -52,15 +53,16 @@ def test_single_tensor_and_explicit_weights():
 
 
 def test_agunet_deep_supervision_outputs_train():
-    models = pytest.importorskip("medattn.models")
     spec = models.describe("agunet")
     network = models.create("agunet", 3, 1, 2, deep_supervision=True, **spec.tiny)
     network.train()
     image = torch.randn(2, 1, 16, 16, 16)
     labels = (image > 0.5).long()
     outputs = network(image)
-    assert isinstance(outputs, list) and len(outputs) > 1
-    loss = DeepSupervisionLoss(create_loss(num_classes=2))(outputs, labels)
+    assert [tuple(o.shape) for o in outputs] == [(2, 2, 16, 16, 16), (2, 2, 8, 8, 8)]  # full res first
+    base = create_loss(num_classes=2)
+    loss = DeepSupervisionLoss(base)(outputs, labels)
     loss.backward()
-    assert torch.isfinite(loss)
+    # Two heads: nnU-Net's weights are (1, 0) (the coarsest gets 0), so the loss is the first head's.
+    assert loss.item() == pytest.approx(base(outputs[0], labels).item(), rel=1e-6)
     assert all(p.grad is not None for p in network.parameters() if p.requires_grad)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -12,13 +13,16 @@ from PIL import Image
 
 from medattn.pipelines.demo import find_samples, run_demo
 
+REPO_SAMPLES = Path(__file__).resolve().parents[2] / "sample_data"  # bundled with the repository
+
+
+def test_the_demo_finds_the_bundled_samples_without_being_told(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # not through ./sample_data
+    assert find_samples() == REPO_SAMPLES
+
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    try:
-        find_samples()
-    except Exception:
-        pytest.skip("sample_data/models not present")
     return run_demo(tmp_path_factory.mktemp("demo"), device="cpu")
 
 
@@ -32,7 +36,9 @@ def test_demo_writes_slicer_segmentations_with_names(demo):
 
 def test_demo_volumes_and_montage(demo):
     rows = list(csv.DictReader((demo.out / "brain_mri" / "volumes.csv").read_text().splitlines()))
-    for row in (r for r in rows if r["name"] == "grey_matter"):
+    grey_matter = [r for r in rows if r["name"] == "grey_matter"]
+    assert sorted(r["case"] for r in grey_matter) == ["brain_004", "brain_005"]
+    for row in grey_matter:
         reference = nib.load(find_samples() / "brain_mri" / "labelsTs" / f"{row['case']}.nii.gz")
         voxel_ml = abs(np.linalg.det(reference.affine[:3, :3])) / 1000
         reference_ml = float((np.asarray(reference.dataobj) == 1).sum()) * voxel_ml

@@ -114,7 +114,8 @@ def test_every_frame_gets_the_mask_a_single_frame_prediction_gives(video, packag
     assert [r.status for r in again] == ["skipped"]
     (tmp_path / "clip_frames.csv").unlink()  # a partial earlier output is predicted again, not skipped
     assert [r.status for r in medattn.predict(video, tmp_path, model=package, device="cpu")] == ["done"]
-    assert (tmp_path / "clip_frames.csv").is_file()
+    again_rows = list(csv.DictReader((tmp_path / "clip_frames.csv").read_text().splitlines()))
+    assert [int(r["pixels"]) for r in again_rows] == pixels
 
 
 def test_a_grayscale_model_sees_the_frames_luma(video, tmp_path):
@@ -179,5 +180,8 @@ def test_a_multipage_tiff_and_an_ultrasound_cine_are_segmented_frame_by_frame(pa
         expected = predictor.predict(frame_image(clip[..., t], 3, clips, 0.0))[0].numpy()
         np.testing.assert_array_equal(written, expected.T)
     assert len(list((out / "cine").glob("frame_*.png"))) == 30
+    last = frame_image(load_image(clips / "cine.dcm")[..., 29], 3, clips, 30.0)  # the last frame, in order
+    written = np.asarray(Image.open(out / "cine" / "frame_000029.png"))
+    np.testing.assert_array_equal(written, predictor.predict(last)[0].numpy().T)
     again = medattn.predict(clips, out, model=package, device="cpu")
     assert [r.status for r in again] == ["skipped", "skipped"]

@@ -284,7 +284,15 @@ def test_train_cli_makes_a_package_and_predict_cli_uses_it(dataset, tmp_path):
         )
         == 0
     )
-    assert (out / "t_000.seg.nrrd").is_file()
+    import SimpleITK as sitk
+
+    # The CLI writes what the Python API writes with the same options, on the scan's grid.
+    medattn.predict(single, tmp_path / "api", model=run, format="seg.nrrd", device="cpu", keep_largest=True)
+    by_cli, by_api = (sitk.ReadImage(str(folder / "t_000.seg.nrrd")) for folder in (out, tmp_path / "api"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(by_cli), sitk.GetArrayFromImage(by_api))
+    scan = sitk.ReadImage(str(single))
+    assert by_cli.GetSize()[:3] == scan.GetSize()
+    np.testing.assert_allclose(by_cli.GetOrigin()[:3], scan.GetOrigin(), atol=1e-4)
 
 
 @pytest.mark.parametrize(("typed", "suffix"), [(".MHA", ".mha"), ("nrrd", ".nrrd"), ("nii", ".nii")])

@@ -33,10 +33,12 @@ def _trainer(out_dir, network=None, epochs=3, steps=3, **options):
 
 def test_training_learns_and_writes_logs_and_checkpoints(tmp_path):
     steps_seen, epochs_seen = [], []
+    validate = dice_validator(sphere_cases(2, seed=9))
+    untrained = validate(tiny_unet().eval())["val_dice"]
     trainer = _trainer(
         tmp_path,
         epochs=8,
-        validate_fn=dice_validator(sphere_cases(2, seed=9)),
+        validate_fn=validate,
         validate_every=2,
         on_step=steps_seen.append,
         on_epoch_end=epochs_seen.append,
@@ -46,6 +48,7 @@ def test_training_learns_and_writes_logs_and_checkpoints(tmp_path):
     losses = [row["train_loss"] for row in result.history]
     assert result.stopped_by == "epochs" and result.epochs == 8 and result.steps == 24
     assert losses[-1] < 0.8 * losses[0]
+    assert result.best_metric > max(0.6, untrained + 0.3), (untrained, result.best_metric)  # it learned
     with open(tmp_path / "metrics.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0])[:7] == ["epoch", "step", "train_loss", "lr", "seconds", "val_dice", "val_voxels"]

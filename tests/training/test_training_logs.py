@@ -28,6 +28,43 @@ def test_csv_columns_and_rewrite(tmp_path):
     logger.close()
 
 
+def test_tensorboard_gets_the_newest_rows_finite_numbers_at_its_epoch(tmp_path, monkeypatch):
+    """What reaches TensorBoard, recorded by a stand-in writer (tensorboard is an optional extra)."""
+    from medattn.training import logging
+
+    class Recorder:
+        def __init__(self):
+            self.scalars, self.closed = [], False
+
+        def add_scalar(self, key, value, global_step):
+            self.scalars.append((key, value, global_step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            self.closed = True
+
+    recorder = Recorder()
+    monkeypatch.setattr(logging, "_open_tensorboard", lambda log_dir, purge_step: recorder)
+    logger = MetricsLogger(tmp_path)
+    first = {"epoch": 1, "step": 5, "train_loss": 0.9, "lr": 0.01, "seconds": 1.5}
+    logger.write([first])
+    logger.write([first, {**first, "epoch": 2, "step": 10, "val_dice": float("nan"), "note": "text"}])
+    logger.close()
+    assert recorder.scalars == [
+        ("step", 5, 1),
+        ("train_loss", 0.9, 1),
+        ("lr", 0.01, 1),
+        ("seconds", 1.5, 1),
+        ("step", 10, 2),
+        ("train_loss", 0.9, 2),
+        ("lr", 0.01, 2),
+        ("seconds", 1.5, 2),
+    ]
+    assert recorder.closed
+
+
 def test_tensorboard_events_when_installed(tmp_path):
     pytest.importorskip("tensorboard")
     logger = MetricsLogger(tmp_path)
