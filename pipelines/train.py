@@ -203,6 +203,7 @@ def train(
     from medattn.predictor import resolve_amp, resolve_device
     from medattn.training import (
         Trainer,
+        TrainerConfig,
         create_optimizer,
         create_scheduler,
         distributed_sampler,
@@ -293,15 +294,17 @@ def train(
         loss,
         optimizer,
         scheduler,
-        device=device,
-        out_dir=out,
-        amp="off" if amp_dtype is None else ("bf16" if amp_dtype == torch.bfloat16 else "fp16"),
-        seed=settings.seed,
-        epochs=settings.epochs,
-        steps_per_epoch=steps,
-        max_time=_training_budget(settings.max_time, time.perf_counter() - started, out),
+        config=TrainerConfig(
+            out_dir=out,
+            device=device,
+            amp="off" if amp_dtype is None else ("bf16" if amp_dtype == torch.bfloat16 else "fp16"),
+            seed=settings.seed,
+            epochs=settings.epochs,
+            steps_per_epoch=steps,
+            max_time=_training_budget(settings.max_time, time.perf_counter() - started, out),
+            key_metric="val_dice",
+        ),
         validate_fn=validate,
-        key_metric="val_dice",
         on_step=on_step,
         on_epoch_end=on_epoch_end,
     )
