@@ -199,7 +199,6 @@ def train(
     from medattn.losses import DeepSupervisionLoss, create_loss
     from medattn.models import create, describe
     from medattn.models.base import compiled
-    from medattn.pipelines.validation import make_validate_fn
     from medattn.predictor import resolve_amp, resolve_device
     from medattn.training import (
         Trainer,
@@ -209,6 +208,7 @@ def train(
         distributed_sampler,
         init_distributed,
     )
+    from medattn.training.validation import make_prompted_validate_fn, make_validate_fn
     from medattn.transforms import augmentation, preprocessing
 
     started = time.perf_counter()
@@ -277,8 +277,6 @@ def train(
         else None
     )
     if val_items and getattr(network, "accepts_prompts", False):
-        from medattn.pipelines.prompted import make_prompted_validate_fn
-
         # The SAM family is scored as it is used: with box prompts (here from the reference masks).
         validate = make_prompted_validate_fn(val_items, plan, device=device, amp_dtype=amp_dtype)
     loss_name = settings.loss or ("dice_ce_blob" if spec.loss == "dice_ce" else spec.loss)
