@@ -129,7 +129,7 @@ def _filled(options_class, fields, given: dict):
             try:
                 value = parser(value)
             except ValueError as error:
-                flag = _flags(field.name, str, None, field.metadata) or (f"--{field.name.replace('_', '-')}",)
-                raise typer.BadParameter(f"{flag[0]} {error}") from error
+                flag = field.metadata.get("flags", (f"--{field.name.replace('_', '-')}",))[0]
+                raise typer.BadParameter(f"{flag} {error}") from error
         values[field.name] = value
     return options_class(**values)

@@ -182,7 +182,7 @@ def _plain(value):
 
 def _check_options(options: PredictOptions) -> None:
     """Options wrong for every case fail once, before any case runs (not once per case)."""
-    from medattn.pipelines.predict import FORMATS
+    from medattn.pipelines.predict import FORMATS  # here, not at the top: that module imports this one
 
     if options.format not in FORMATS:
         raise ConfigError(f"unknown --format {options.format!r}; choose {', '.join(FORMATS)}")
@@ -202,7 +202,7 @@ def check_options(output: str | Path, options: PredictOptions | None = None, **c
     `changes` (fields as keyword arguments) applied, as a new object. A value wrong for every case or an
     output path that is a file raise ConfigError, an unknown option TypeError. The CLI calls it before its
     progress bar appears."""
-    from medattn.pipelines.predict import normalized_format
+    from medattn.pipelines.predict import normalized_format  # (see _check_options)
 
     settings = PredictOptions(**changes) if options is None else replace(options, **changes)
     settings.format = normalized_format(settings.format)
