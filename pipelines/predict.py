@@ -10,15 +10,14 @@ bench/predict_folder.py); `medattn.pipelines.predict_case` says what each stage 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from medattn.errors import ConfigError, MedattnError
 from medattn.inference.stages import run_stages
 from medattn.io import discover
 from medattn.io.discovery import Case
-from medattn.io.formats import MASK_FORMATS, normalized_format
 from medattn.pipelines.predict_case import CaseStages, case_target
+from medattn.pipelines.predict_options import PredictOptions, check_options
 from medattn.pipelines.predict_report import (
     CaseResult,
     earlier_volume_rows,
@@ -26,84 +25,6 @@ from medattn.pipelines.predict_report import (
     volume_rows,
     write_reports,
 )
-
-
-@dataclass
-class PredictOptions:
-    """Every option of `medattn predict`; saved in predict.json."""
-
-    format: str = "nii.gz"
-    overwrite: bool = False
-    overlap: float = 0.5
-    sw_batch_size: int = 4
-    tta: bool = False
-    device: str = "auto"
-    amp: str = "auto"
-    stitch_device: str | None = "auto"  # auto: the GPU while the stitched logits fit, else the CPU
-    save_probabilities: bool = False
-    save_attention: bool = False
-    keep_largest: bool = False
-    fill_holes: bool = False
-    min_lesion_ml: float | None = None
-    lesion_threshold: float | None = None  # lesion wherever its probability reaches this (None: argmax)
-    compile: bool = False  # torch.compile the network (the first windows wait for it; once per run)
-    engine: str = "torch"  # torch | onnx (onnxruntime on an exported network, see medattn.inference.engines)
-    overlay: bool = False  # 2D: also <case_id>_overlay.png, each label's contour drawn on the image
-    # Prompts for the SAM family (pipelines/prompted.py), in pixels of the input image (x = first axis):
-    box: list | None = None  # one box "x0,y0,x1,y1" / (x0, y0, x1, y1), or a list of them
-    points: list | None = None  # "x,y[,label]" / (x, y[, label]) clicks, label 1 fg (default) / 0 bg
-    slice_index: int | None = None  # 3D: the slice (last axis) the box/points are on; carried from there
-    prior_mask: str | None = None  # a mask file on the input grid, or a folder of <case_id>.* masks
-    box_model: str | None = None  # a coarse model package whose components give the boxes
-    # Preprocess on the read-ahead thread and write on another while the next case runs (see the module
-    # docstring); None: when the model runs on CUDA.
-    pipelined: bool | None = None
-
-    def __post_init__(self) -> None:
-        # The Python API may pass paths and arrays; predict.json keeps them as text and lists.
-        for name in ("prior_mask", "box_model"):
-            if getattr(self, name) is not None:
-                setattr(self, name, str(getattr(self, name)))
-        self.box, self.points = _plain(self.box), _plain(self.points)
-
-
-def _plain(value):
-    """Nested tuples/arrays of numbers as lists (JSON), strings and None as they are."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
-
-
-def _check_options(options: PredictOptions) -> None:
-    """Options wrong for every case fail once, before any case runs (not once per case)."""
-    if options.format not in MASK_FORMATS:
-        raise ConfigError(f"unknown --format {options.format!r}; choose {', '.join(MASK_FORMATS)}")
-    if not 0 <= options.overlap < 1:
-        raise ConfigError(f"--overlap must be in [0, 1), got {options.overlap}")
-    if options.sw_batch_size < 1:
-        raise ConfigError(f"--sw-batch must be at least 1, got {options.sw_batch_size}")
-    if options.min_lesion_ml is not None and options.min_lesion_ml < 0:
-        raise ConfigError(f"--min-lesion-ml must be 0 or more, got {options.min_lesion_ml}")
-    from medattn.inference.predictor import checked_lesion_threshold
-
-    checked_lesion_threshold(options.lesion_threshold)
-
-
-def check_options(output: str | Path, **options) -> PredictOptions:
-    """The options of `predict` (see there), checked before any work: an unknown option, a value wrong for
-    every case, or an output path that is a file raise ConfigError. The CLI calls it before its progress
-    bar appears."""
-    settings = PredictOptions(**options)
-    settings.format = normalized_format(settings.format)
-    _check_options(settings)
-    out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(
-            "the output is a file; give a folder for the masks, volumes.csv and predict.json", out
-        )
-    return settings
 
 
 def _refuse_overwriting_inputs(cases: list[Case], out: Path, options: PredictOptions) -> None:
@@ -147,9 +68,10 @@ def predict(
     output: str | Path,
     model: str | Path,
     *,
+    options: PredictOptions | None = None,
     on_case: Callable[[CaseResult, int, int], None] | None = None,
     on_frames: Callable[[str, int, int | None], None] | None = None,
-    **options,
+    **changes,
 ) -> list[CaseResult]:
     """Segment every case found under `inputs` (a file, a folder in any layout, a DICOM tree, a video).
 
@@ -164,9 +86,12 @@ def predict(
         inputs: what to segment.
         output: folder for `<case_id>.<format>`, volumes.csv and predict.json.
         model: a model package folder (from `medattn train`).
+        options: the settings (`medattn.pipelines.predict_options.PredictOptions`, where each field's help
+            says what it does); default: PredictOptions().
         on_case: called after each case with (result, index, total), e.g. to advance a progress bar.
         on_frames: videos: called after each frame with (case id, frames done, frames announced or None).
-        **options: fields of `PredictOptions`.
+        **changes: fields of PredictOptions as keyword arguments, applied over `options`
+            (``format="seg.nrrd", tta=True``).
 
     Returns:
         One CaseResult per case; failed cases carry the error (nothing is raised for them).
@@ -174,21 +99,10 @@ def predict(
     from medattn.inference.predictor import load_model
     from medattn.pipelines.prompted import prompt_source
 
-    settings_obj = check_options(output, **options)
+    settings_obj = check_options(output, options, **changes)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    predictor = load_model(
-        model,
-        device=settings_obj.device,
-        amp=settings_obj.amp,
-        overlap=settings_obj.overlap,
-        sw_batch_size=settings_obj.sw_batch_size,
-        tta=settings_obj.tta,
-        stitch_device=settings_obj.stitch_device,
-        engine=settings_obj.engine,
-        compile=settings_obj.compile,
-        lesion_threshold=settings_obj.lesion_threshold,
-    )
+    predictor = load_model(model, **settings_obj.predictor_settings())
     if settings_obj.format == "png" and predictor.plan.spatial_dims == 3:
         raise ConfigError(
             f"--format png writes 2D masks; the model {Path(model).name} is 3D: "

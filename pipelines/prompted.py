@@ -1,6 +1,5 @@
-"""Prompts for the SAM family in the workflows: per-case prompts for `medattn predict` (boxes and points
-from the options, boxes from a prior mask or from a coarse model's mask) and validation during training
-with box prompts from the reference masks.
+"""Prompts for the SAM family in `medattn predict`: per-case prompts (boxes and points from the options,
+boxes from a prior mask or from a coarse model's mask).
 
 The prompted prediction itself is `medattn.inference.prompted` (whole images at the model's input size,
 volumes slice by slice with the box carried), which `Predictor.predict_case(image, prompts=...)` runs.
@@ -8,24 +7,18 @@ volumes slice by slice with the box carried), which `Predictor.predict_case(imag
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 from monai.data import MetaTensor
 
 from medattn.errors import ConfigError, GeometryError, InputNotFoundError
 from medattn.inference.prompted import (
-    SliceSegmenter,
     no_prompts_error,
-    predict_prompted,
-    prompted_input_size,
-    resizer,
 )
 from medattn.io.discovery import Case
 from medattn.models.sam.prompts import ImagePrompts
-from medattn.plan import Plan
 
 PromptSource = Callable[[Case, MetaTensor], ImagePrompts]
 
@@ -121,40 +114,3 @@ def box_model_prompts(coarse, case: Case, image: MetaTensor) -> ImagePrompts:
         else case.load_image(spatial_dims=coarse.input_spatial_dims, channels=coarse.plan.in_channels)
     )
     return ImagePrompts.from_label_map(np.asarray(coarse.predict(source)[0]))
-
-
-def make_prompted_validate_fn(
-    cases: Sequence[dict], plan: Plan, *, device: torch.device, amp_dtype: torch.dtype | None = None
-) -> Callable[[torch.nn.Module], dict[str, float]]:
-    """Validation for prompted models (the SAM family): mean Dice per label, each image segmented with box
-    prompts from its reference mask (one per component, per slice in 3D), as MedSAM is evaluated.
-
-    A box-trained model scored in SAM's no-prompt mode would pick its best checkpoint by a task it never
-    trained for; this scores the one it is used for.
-
-    Args:
-        cases: preprocessed validation items ({"image": MetaTensor, "label": MetaTensor}).
-        plan: the run's plan (patch size = the model's input size, labels).
-        device: where the network runs.
-        amp_dtype: autocast dtype on CUDA, None on CPU.
-    """
-    from medattn.metrics.overlap import dice
-
-    def validate(network: torch.nn.Module) -> dict[str, float]:
-        was_training = network.training
-        network.eval()
-        segmenter = SliceSegmenter(network, resizer(prompted_input_size(network, plan)), device, amp_dtype)
-        per_label: dict[int, list[float]] = {v: [] for v in range(1, plan.num_classes)}
-        for item in cases:
-            reference = np.asarray(item["label"][0]).astype(np.int64)
-            prompts = ImagePrompts.from_label_map(reference)
-            probabilities, _ = predict_prompted(item["image"].as_tensor(), prompts, segmenter)
-            predicted = probabilities.argmax(0).numpy()
-            for value in per_label:
-                if (reference == value).any() or (predicted == value).any():
-                    per_label[value].append(dice(predicted == value, reference == value))
-        network.train(was_training)
-        scores = {f"val_dice_{plan.labels.get(v, v)}": float(np.mean(s)) for v, s in per_label.items() if s}
-        return {"val_dice": float(np.mean(list(scores.values()))) if scores else 0.0, **scores}
-
-    return validate

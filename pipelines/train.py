@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from medattn.io import discover
 from medattn.io.atomic import atomic_path
 from medattn.io.discovery import Case
 from medattn.package import PackageConfig, save_package
+from medattn.pipelines.train_options import TrainOptions
 from medattn.plan import (
     Fingerprint,
     Plan,
@@ -35,47 +36,6 @@ from medattn.plan import (
 
 # Model options naming pretrained weight files: the package's model.pt holds those weights afterwards.
 PRETRAINED_PATHS = ("checkpoint", "cnn_checkpoint")
-
-
-@dataclass
-class TrainOptions:
-    """Every option of `medattn train`; saved as train_options.json in the run folder."""
-
-    model: str = "agunet"
-    model_kwargs: dict[str, Any] = field(default_factory=dict)
-    spacing: list[float] | None = None
-    patch: list[int] | None = None
-    batch: int | None = None
-    preset: str | None = None
-    device: str = "auto"
-    amp: str = "auto"
-    epochs: int = 50
-    steps_per_epoch: int | None = None
-    max_time: float | None = None
-    val_fraction: float = 0.2
-    fold: str | None = None  # "K/N"
-    seed: int = 0
-    lr: float = 1e-3
-    optimizer: str = "adamw"
-    schedule: str = "poly"
-    # None: the model's registered loss; where that is dice_ce, dice_ce_blob (blob loss: every lesion's own
-    # Dice counts, so small lesions weigh as much as large ones; BENCHMARKS.md, equal time).
-    loss: str | None = None
-    deep_supervision: bool = True
-    num_workers: int | None = None  # None: default_workers (augmentation beside the training step)
-    cache: str = "memory"  # memory | disk | none
-    resume: bool = False
-    # Share of training patches centred on a lesion label (named like lesion/tumour/nodule..., else the
-    # label of smallest median volume); None: every class equally often. Half, as the plain loop a user
-    # writes: with a quarter (one class in four) AGUNet found 1 of 24 lesions under 3 mL (BENCHMARKS.md).
-    lesion_patches: float | None = 0.5
-    # The package's weights: "best" (the epoch of the best validation Dice) or "final" (the end of the
-    # schedule, as nnU-Net's checkpoint_final). Best: at equal time it scored as well as or better than final
-    # (BENCHMARKS.md); the validation that picks it keeps to a tenth of the time.
-    weights: str = "best"
-    # torch.compile the training forward (True: inductor; or a backend's name). Validation and the package
-    # use the plain network.
-    compile: bool | str = False
 
 
 @dataclass
@@ -208,24 +168,27 @@ def _prepare(
 
 def train(
     data: str | Path,
-    model: str = "agunet",
+    model: str | None = None,
     out: str | Path = "runs/medattn",
     *,
+    options: TrainOptions | None = None,
     on_step: Callable[[dict], None] | None = None,
     on_epoch_end: Callable[[dict], None] | None = None,
     progress: Callable | None = None,
-    **options: Any,
+    **changes: Any,
 ) -> RunResult:
     """Train `model` on the labelled cases under `data`; the run folder ends as a model package.
 
     Args:
         data: a folder in any layout `medattn.io.discover` knows, with labels.
-        model: a registry name (`medattn.models.available()`).
+        model: a registry name (`medattn.models.available()`); default: the options' (agunet).
         out: the run folder: plan.json, train_options.json, metrics.csv, checkpoints, model.pt,
             medattn.json (the last two make it a model package).
         on_step, on_epoch_end: display callbacks (the CLI's progress bar); nothing is printed otherwise.
         progress: wraps the fingerprinting loop to show progress.
-        **options: fields of TrainOptions.
+        options: the settings (`medattn.pipelines.train_options.TrainOptions`, where each field's help says
+            what it does); default: TrainOptions().
+        **changes: fields of TrainOptions as keyword arguments, applied over `options` (``epochs=10``).
     """
     import torch
     from monai.data import DataLoader
@@ -236,22 +199,21 @@ def train(
     from medattn.losses import DeepSupervisionLoss, create_loss
     from medattn.models import create, describe
     from medattn.models.base import compiled
-    from medattn.pipelines.validation import make_validate_fn
     from medattn.training import (
         Trainer,
+        TrainerConfig,
         create_optimizer,
         create_scheduler,
         distributed_sampler,
         init_distributed,
     )
+    from medattn.training.validation import make_prompted_validate_fn, make_validate_fn
     from medattn.transforms import augmentation, preprocessing
 
     started = time.perf_counter()
-    settings = TrainOptions(model=model, **options)
-    if settings.weights not in ("final", "best"):
-        raise ConfigError(f"--weights takes final or best, got {settings.weights!r}")
-    if settings.lesion_patches is not None and not 0.0 <= settings.lesion_patches <= 1.0:
-        raise ConfigError(f"--lesion-patches is a share between 0 and 1, got {settings.lesion_patches}")
+    if model is not None:
+        changes["model"] = model
+    settings = TrainOptions(**changes) if options is None else replace(options, **changes)
     out = Path(out)
     # Under torchrun every process trains on its share; only rank 0 writes files (the Trainer agrees).
     context = init_distributed(resolve_device(settings.device))
@@ -314,8 +276,6 @@ def train(
         else None
     )
     if val_items and getattr(network, "accepts_prompts", False):
-        from medattn.pipelines.prompted import make_prompted_validate_fn
-
         # The SAM family is scored as it is used: with box prompts (here from the reference masks).
         validate = make_prompted_validate_fn(val_items, plan, device=device, amp_dtype=amp_dtype)
     loss_name = settings.loss or ("dice_ce_blob" if spec.loss == "dice_ce" else spec.loss)
@@ -331,15 +291,17 @@ def train(
         loss,
         optimizer,
         scheduler,
-        device=device,
-        out_dir=out,
-        amp="off" if amp_dtype is None else ("bf16" if amp_dtype == torch.bfloat16 else "fp16"),
-        seed=settings.seed,
-        epochs=settings.epochs,
-        steps_per_epoch=steps,
-        max_time=_training_budget(settings.max_time, time.perf_counter() - started, out),
+        config=TrainerConfig(
+            out_dir=out,
+            device=device,
+            amp=settings.amp,
+            seed=settings.seed,
+            epochs=settings.epochs,
+            steps_per_epoch=steps,
+            max_time=_training_budget(settings.max_time, time.perf_counter() - started, out),
+            key_metric="val_dice",
+        ),
         validate_fn=validate,
-        key_metric="val_dice",
         on_step=on_step,
         on_epoch_end=on_epoch_end,
     )

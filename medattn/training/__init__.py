@@ -1,10 +1,12 @@
-"""Training: the Trainer loop, checkpoints and exact resume, DDP helpers, optimisers and schedules, logs.
+"""Training: the Trainer loop and its config, checkpoints and exact resume, DDP helpers, optimisers and
+schedules, logs, validation.
 
 Example:
-    >>> from medattn.training import Trainer, create_optimizer, create_scheduler
+    >>> from medattn.training import Trainer, TrainerConfig, create_optimizer, create_scheduler
     >>> optimizer = create_optimizer(network.parameters(), "adamw")
     >>> scheduler = create_scheduler(optimizer, "poly", total_steps=epochs * len(loader))
-    >>> result = Trainer(network, loss, optimizer, scheduler, out_dir="run", epochs=epochs).fit(loader)
+    >>> config = TrainerConfig(out_dir="run", epochs=epochs)
+    >>> result = Trainer(network, loss, optimizer, scheduler, config=config).fit(loader)
 """
 
 from medattn.training.checkpoint import (
@@ -14,6 +16,7 @@ from medattn.training.checkpoint import (
     save_checkpoint,
     unwrap_model,
 )
+from medattn.training.config import TrainerConfig
 from medattn.training.distributed import (
     DistributedContext,
     cleanup_distributed,
@@ -23,7 +26,7 @@ from medattn.training.distributed import (
 from medattn.training.logging import MetricsLogger
 from medattn.training.schedules import LRFactor, create_optimizer, create_scheduler
 from medattn.training.seeding import epoch_batches, epoch_seed, seed_epoch
-from medattn.training.trainer import Trainer, TrainResult, resolve_amp
+from medattn.training.trainer import Trainer, TrainResult
 
 __all__ = [
     "DistributedContext",
@@ -31,6 +34,7 @@ __all__ = [
     "MetricsLogger",
     "TrainResult",
     "Trainer",
+    "TrainerConfig",
     "capture_rng_state",
     "cleanup_distributed",
     "create_optimizer",
@@ -40,7 +44,6 @@ __all__ = [
     "epoch_seed",
     "init_distributed",
     "load_checkpoint",
-    "resolve_amp",
     "restore_rng_state",
     "save_checkpoint",
     "seed_epoch",

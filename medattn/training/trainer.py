@@ -13,6 +13,7 @@ import torch
 from monai.data import MetaTensor
 from torch import nn
 
+from medattn.device import autocast, needs_grad_scaler, resolve_amp
 from medattn.errors import ConfigError, MedattnError
 from medattn.training import distributed
 from medattn.training.checkpoint import (
@@ -23,29 +24,13 @@ from medattn.training.checkpoint import (
     save_checkpoint,
     unwrap_model,
 )
+from medattn.training.config import TrainerConfig
 from medattn.training.logging import MetricsLogger
 from medattn.training.schedules import scheduled_steps, set_time_progress
 from medattn.training.seeding import epoch_batches, epoch_seed, seed_epoch
 
-AMP_MODES = ("bf16", "fp16", "off")
 LAST_CHECKPOINT = "checkpoint_last.pt"
 BEST_CHECKPOINT = "checkpoint_best.pt"
-
-
-def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """The autocast dtype (None = full precision) and whether fp16 loss scaling is needed.
-
-    Raises:
-        ConfigError: unknown mode, or mixed precision asked for off CUDA: CPU autocast to bf16 runs about
-            100x slower than float32 on the CPUs we measured, so it is refused rather than silently slow.
-    """
-    if amp not in AMP_MODES:
-        raise ConfigError(f"unknown --amp {amp!r}; choose one of {', '.join(AMP_MODES)}")
-    if amp == "off":
-        return None, False
-    if device.type != "cuda":
-        raise ConfigError(f"--amp {amp} needs a CUDA device; on {device} use --amp off")
-    return (torch.bfloat16, False) if amp == "bf16" else (torch.float16, True)
 
 
 @dataclass
@@ -96,44 +81,19 @@ class Trainer:
 
     Args:
         network: the model; in train mode it may return a list of deep-supervision logits. It is moved to
-            `device` and wrapped in DistributedDataParallel when the process group has several processes.
+            the device and wrapped in DistributedDataParallel when the process group has several processes.
             A network with ``training_prompts(labels)`` (the SAM family) is called as
             ``network(image, **training_prompts(labels))``, e.g. with boxes from each label patch.
         loss: called as ``loss(outputs, labels)``; a network's ``auxiliary_loss()`` (MSGA) is added to it.
         optimizer: built on the network's parameters.
         scheduler: stepped after every optimiser step, or None.
-        out_dir: the run folder.
-        device: where to train.
-        amp: ``"bf16"``, ``"fp16"`` (with a GradScaler) or ``"off"``; CUDA only (see `resolve_amp`).
-        seed: the run's seed.
-        epochs: epochs of the whole run.
-        steps_per_epoch: optimiser steps per epoch; None = one pass over the loader. More than one pass
-            restarts the loader within the epoch.
-        max_time: wall-time budget in seconds of the time spent in `fit` (training, validation, saving),
-            resumed sessions included (the elapsed time is saved in the checkpoint). Checked after every
-            step and epoch. The closing validation is budgeted too: training stops when the time left is what
-            the previous validation took, so the run ends within about one step and one save of the limit,
-            and the learning-rate schedule reaches its end at that stop.
-        validate_every: validate every this many epochs, and always after the last epoch.
-        validation_share: with `max_time`, the largest share of the elapsed time that validation may have
-            taken: an epoch end whose validation (at the cost of the previous one) would exceed it is not
-            validated, so a slow validation never eats the training budget. The last epoch is always
-            validated.
-        grad_clip: maximum gradient norm (nnU-Net: 12); None or 0 to not clip.
+        config: the run's settings (out_dir, device, amp, epochs, max_time...; see `TrainerConfig`).
         validate_fn: called as ``validate_fn(network)`` with the bare network in eval mode under
             ``torch.no_grad()`` on rank 0; returns metric name -> value (e.g. ``{"val_dice": 0.8}``).
-        key_metric: the metric that decides the best checkpoint.
-        key_metric_mode: ``"max"`` (Dice) or ``"min"`` (a loss).
         on_step: display callback after every step (rank 0): epoch, epochs, step, epoch_step,
             steps_per_epoch, loss, lr, elapsed (seconds).
         on_epoch_end: display callback after every epoch (rank 0): the epoch's row plus epochs, elapsed,
             best_metric and is_best.
-        resume_from: a checkpoint to continue from (same as calling `resume`).
-        tensorboard: also log to TensorBoard when it is installed.
-        deterministic: keep cuDNN in deterministic mode (slower); by default cuDNN's benchmark flags are
-            left as they were.
-        find_unused_parameters: passed to DistributedDataParallel, for networks whose train-mode forward
-            skips some parameters.
     """
 
     def __init__(
@@ -143,37 +103,14 @@ class Trainer:
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         *,
-        out_dir: str | Path,
-        device: str | torch.device = "cpu",
-        amp: str = "off",
-        seed: int = 0,
-        epochs: int = 1,
-        steps_per_epoch: int | None = None,
-        max_time: float | None = None,
-        validate_every: int = 1,
-        validation_share: float = 0.1,
-        grad_clip: float | None = 12.0,
+        config: TrainerConfig,
         validate_fn: Callable[[nn.Module], dict[str, float]] | None = None,
-        key_metric: str = "val_dice",
-        key_metric_mode: str = "max",
         on_step: Callable[[dict[str, Any]], None] | None = None,
         on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
-        resume_from: str | Path | None = None,
-        tensorboard: bool = True,
-        deterministic: bool = False,
-        find_unused_parameters: bool = False,
     ):
-        if epochs < 1 or validate_every < 1 or (steps_per_epoch is not None and steps_per_epoch < 1):
-            raise ConfigError(
-                f"epochs, validate_every and steps_per_epoch must be >= 1, got {epochs}, {validate_every}, "
-                f"{steps_per_epoch}"
-            )
-        if max_time is not None and max_time <= 0:
-            raise ConfigError(f"max_time must be a positive number of seconds, got {max_time}")
-        if key_metric_mode not in ("max", "min"):
-            raise ConfigError(f"key_metric_mode must be 'max' or 'min', got {key_metric_mode!r}")
-        self.device = torch.device(device)
-        self.autocast_dtype, use_scaler = resolve_amp(amp, self.device)
+        self.config = config
+        self.device = torch.device(config.device)
+        self.autocast_dtype = resolve_amp(config.amp, self.device)
         # `model` runs the forward (it may be torch.compile'd); `network` is the bare module that is saved,
         # validated and asked for attention maps or auxiliary losses.
         self.model: nn.Module = network.to(self.device)
@@ -182,27 +119,15 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 self.model,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=find_unused_parameters,
+                find_unused_parameters=config.find_unused_parameters,
             )
         self.loss = loss
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self.scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-        self.out_dir = Path(out_dir)
-        self.seed = int(seed)
-        self.epochs = epochs
-        self.steps_per_epoch = steps_per_epoch
-        self.max_time = max_time
-        self.validate_every = validate_every
-        self.validation_share = validation_share
-        self.grad_clip = grad_clip
+        self.scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(self.autocast_dtype) else None
         self.validate_fn = validate_fn
-        self.key_metric = key_metric
-        self.key_metric_mode = key_metric_mode
         self.on_step = on_step
         self.on_epoch_end = on_epoch_end
-        self.tensorboard = tensorboard
-        self.deterministic = deterministic
         self.is_main = distributed.rank() == 0
         # Counters of the whole run; `resume` restores them.
         self.epoch = 0
@@ -216,18 +141,18 @@ class Trainer:
         self.validation_seconds = 0.0
         self.last_validation_seconds = 0.0
         self._session_start = time.perf_counter()
-        if resume_from is not None:
-            self.resume(resume_from)
+        if config.resume_from is not None:
+            self.resume(config.resume_from)
 
     @property
     def last_checkpoint(self) -> Path:
         """``out_dir/checkpoint_last.pt``, written after every epoch."""
-        return self.out_dir / LAST_CHECKPOINT
+        return self.config.out_dir / LAST_CHECKPOINT
 
     @property
     def best_checkpoint(self) -> Path:
         """``out_dir/checkpoint_best.pt``, written when the key metric improves."""
-        return self.out_dir / BEST_CHECKPOINT
+        return self.config.out_dir / BEST_CHECKPOINT
 
     def elapsed(self) -> float:
         """Wall time of the run so far (seconds), earlier sessions included."""
@@ -261,33 +186,33 @@ class Trainer:
     def fit(self, train_loader: Any) -> TrainResult:
         """Train until `epochs` (or `max_time`), validating and checkpointing; see the class docstring."""
         steps = self._steps_per_epoch(train_loader)
-        covered = scheduled_steps(self.scheduler)
-        if covered is not None and covered < self.epochs * steps:
+        covered, epochs = scheduled_steps(self.scheduler), self.config.epochs
+        if covered is not None and covered < epochs * steps:
             raise ConfigError(
-                f"the learning-rate schedule covers {covered} steps but the run has {self.epochs} epochs x "
-                f"{steps} steps = {self.epochs * steps}; create it with total_steps={self.epochs * steps} "
+                f"the learning-rate schedule covers {covered} steps but the run has {epochs} epochs x "
+                f"{steps} steps = {epochs * steps}; create it with total_steps={epochs * steps} "
                 "(a resumed run keeps the schedule it started with: resume with the same epochs)"
             )
         logger = None
         if self.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            logger = MetricsLogger(
-                self.out_dir, self.tensorboard, purge_step=self.epoch + 1 if self.epoch else None
-            )
+            out_dir = self.config.out_dir
+            out_dir.mkdir(parents=True, exist_ok=True)
+            purge_step = self.epoch + 1 if self.epoch else None
+            logger = MetricsLogger(out_dir, self.config.tensorboard, purge_step=purge_step)
         stopped_by = "epochs"
         self._session_start = time.perf_counter()
         try:
             # A resumed run whose budget is spent trains no further; within this call, time is checked
             # after every step and epoch, so the epoch that uses it up is always validated and saved.
-            if self.epoch < self.epochs and self._out_of_time():
+            if self.epoch < self.config.epochs and self._out_of_time():
                 stopped_by = "max_time"
-            while self.epoch < self.epochs and stopped_by == "epochs":
+            while self.epoch < self.config.epochs and stopped_by == "epochs":
                 started = time.perf_counter()
                 epoch = self.epoch + 1
                 seed_epoch(
                     train_loader,
-                    epoch_seed(self.seed, epoch, distributed.rank()),
-                    deterministic=self.deterministic,
+                    epoch_seed(self.config.seed, epoch, distributed.rank()),
+                    deterministic=self.config.deterministic,
                 )
                 lr = float(self.optimizer.param_groups[0]["lr"])
                 train_loss, out_of_time = self._train_epoch(train_loader, epoch, steps)
@@ -296,12 +221,12 @@ class Trainer:
                     raise MedattnError(
                         f"training diverged in epoch {epoch}: the mean loss is {train_loss}; lower the "
                         "learning rate or turn off mixed precision",
-                        self.out_dir,
+                        self.config.out_dir,
                     )
                 self.epoch = epoch
                 row: dict[str, Any] = {"epoch": epoch, "step": self.step, "train_loss": train_loss, "lr": lr}
-                last = epoch == self.epochs or out_of_time
-                due = epoch % self.validate_every == 0 and self._validation_affordable()
+                last = epoch == self.config.epochs or out_of_time
+                due = epoch % self.config.validate_every == 0 and self._validation_affordable()
                 metrics = self._validate() if (due or last) else {}
                 row["seconds"] = round(time.perf_counter() - started, 3)
                 row.update(metrics)
@@ -312,7 +237,7 @@ class Trainer:
                 if self.is_main:
                     self._write(logger, is_best)
                     if self.on_epoch_end is not None:
-                        info = {"epochs": self.epochs, "elapsed": self.elapsed(), "is_best": is_best}
+                        info = {"epochs": self.config.epochs, "elapsed": self.elapsed(), "is_best": is_best}
                         self.on_epoch_end({**row, **info, "best_metric": self.best_metric})
                 if out_of_time:
                     stopped_by = "max_time"
@@ -335,8 +260,8 @@ class Trainer:
     # -- one epoch ---------------------------------------------------------------------------------------
 
     def _steps_per_epoch(self, loader: Any) -> int:
-        if self.steps_per_epoch is not None:
-            return self.steps_per_epoch
+        if self.config.steps_per_epoch is not None:
+            return self.config.steps_per_epoch
         try:
             length = len(loader)
         except TypeError:
@@ -348,22 +273,22 @@ class Trainer:
     def _time_fraction(self) -> float:
         """The share of the wall-time budget spent (0 without one), counting the time kept back for the
         closing validation; the same number on every process."""
-        if self.max_time is None:
+        if self.config.max_time is None:
             return 0.0
         spent = self.elapsed() + self.last_validation_seconds
-        return distributed.max_over_processes(spent / self.max_time, self.device)
+        return distributed.max_over_processes(spent / self.config.max_time, self.device)
 
     def _validation_affordable(self) -> bool:
         """Whether validating now (at the last validation's cost) keeps validation within its share of the
         elapsed time; always without a time budget."""
-        if self.max_time is None or self.validate_fn is None:
+        if self.config.max_time is None or self.validate_fn is None:
             return True
         expected = self.validation_seconds + self.last_validation_seconds
-        too_costly = float(expected > self.validation_share * self.elapsed())  # only rank 0 validates
+        too_costly = float(expected > self.config.validation_share * self.elapsed())  # only rank 0 validates
         return distributed.max_over_processes(too_costly, self.device) == 0.0
 
     def _out_of_time(self) -> bool:
-        return self.max_time is not None and self._time_fraction() >= 1.0
+        return self.config.max_time is not None and self._time_fraction() >= 1.0
 
     def _train_epoch(self, loader: Any, epoch: int, steps: int) -> tuple[float, bool]:
         """Train one epoch; returns the mean loss over steps and processes, and whether time ran out."""
@@ -377,7 +302,7 @@ class Trainer:
             self.step += 1
             if self.on_step is not None and self.is_main:
                 lr = float(self.optimizer.param_groups[0]["lr"])
-                info = {"epoch": epoch, "epochs": self.epochs, "step": self.step, "epoch_step": done}
+                info = {"epoch": epoch, "epochs": self.config.epochs, "step": self.step, "epoch_step": done}
                 self.on_step(
                     {
                         **info,
@@ -387,7 +312,7 @@ class Trainer:
                         "elapsed": self.elapsed(),
                     }
                 )
-            if self.max_time is not None:
+            if self.config.max_time is not None:
                 # Once per step (a collective under DDP): the stop below and the next step's learning rate.
                 spent = self._time_fraction()
                 if self.scheduler is not None:
@@ -402,9 +327,7 @@ class Trainer:
         # Prompted models (the SAM family) train with prompts made from each label patch (MedSAM's boxes).
         make_prompts = getattr(self.network, "training_prompts", None)
         prompts = make_prompts(label) if callable(make_prompts) else {}
-        with torch.autocast(
-            self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None
-        ):
+        with autocast(self.device, self.autocast_dtype):
             outputs = self.model(image, **prompts)
             loss = self.loss(outputs, label)
             auxiliary = getattr(self.network, "auxiliary_loss", None)
@@ -427,8 +350,8 @@ class Trainer:
         return loss.detach().float()
 
     def _clip(self) -> None:
-        if self.grad_clip:
-            nn.utils.clip_grad_norm_(self.network.parameters(), self.grad_clip)
+        if self.config.grad_clip:
+            nn.utils.clip_grad_norm_(self.network.parameters(), self.config.grad_clip)
 
     def _tensors(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Image and label of a batch as plain tensors on the device (MetaTensor bookkeeping costs time)."""
@@ -454,9 +377,10 @@ class Trainer:
             with torch.no_grad():
                 metrics = {str(k): float(v) for k, v in self.validate_fn(self.network).items()}
             self.network.train()
-            if self.key_metric not in metrics:
+            key = self.config.key_metric
+            if key not in metrics:
                 raise ConfigError(
-                    f"validation returned {sorted(metrics)} but the key metric is {self.key_metric!r}; "
+                    f"validation returned {sorted(metrics)} but the key metric is {key!r}; "
                     "return it or choose one of those as key_metric"
                 )
             self.last_validation_seconds = time.perf_counter() - started
@@ -465,11 +389,11 @@ class Trainer:
         return metrics
 
     def _update_best(self, metrics: dict[str, float], epoch: int) -> bool:
-        value = metrics.get(self.key_metric)
+        value = metrics.get(self.config.key_metric)
         if value is None or not math.isfinite(value):
             return False
         better = self.best_metric is None or (
-            value > self.best_metric if self.key_metric_mode == "max" else value < self.best_metric
+            value > self.best_metric if self.config.key_metric_mode == "max" else value < self.best_metric
         )
         if better:
             self.best_metric, self.best_epoch = value, epoch
@@ -492,11 +416,11 @@ class Trainer:
             "step": self.step,
             "best_metric": self.best_metric,
             "best_epoch": self.best_epoch,
-            "key_metric": self.key_metric,
+            "key_metric": self.config.key_metric,
             "history": self.history,
             "elapsed_seconds": self.elapsed(),
             "validation_seconds": self.validation_seconds,
             "last_validation_seconds": self.last_validation_seconds,
-            "seed": self.seed,
+            "seed": self.config.seed,
             "rng": capture_rng_state(),
         }

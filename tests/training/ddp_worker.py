@@ -16,6 +16,7 @@ from training_data import augmented_dataset, dice_validator, loader, sphere_case
 from medattn.losses import create_loss
 from medattn.training import (
     Trainer,
+    TrainerConfig,
     cleanup_distributed,
     create_optimizer,
     create_scheduler,
@@ -40,10 +41,7 @@ def main(out_dir: Path) -> None:
         create_loss("dice_ce", num_classes=2),
         optimizer,
         scheduler,
-        out_dir=out_dir / "run",
-        device=context.device,
-        epochs=epochs,
-        seed=3,
+        config=TrainerConfig(out_dir=out_dir / "run", device=context.device, epochs=epochs, seed=3),
         validate_fn=dice_validator(sphere_cases(1, seed=9)),
         on_step=steps.append,
     )

@@ -7,7 +7,7 @@ import torch
 from training_data import augmented_dataset, loader, sphere_cases, tiny_unet
 
 from medattn.losses import create_loss
-from medattn.training import Trainer, create_optimizer, create_scheduler, load_checkpoint
+from medattn.training import Trainer, TrainerConfig, create_optimizer, create_scheduler, load_checkpoint
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 EPOCHS, STEPS = 6, 3
@@ -30,12 +30,8 @@ def _trainer(out_dir, amp, epochs, resume_from=None):
         create_loss("dice_ce", num_classes=2),
         optimizer,
         create_scheduler(optimizer, "poly", total_steps=EPOCHS * STEPS),
-        out_dir=out_dir,
-        device="cuda",
-        amp=amp,
-        epochs=epochs,
+        config=TrainerConfig(out_dir=out_dir, device="cuda", amp=amp, epochs=epochs, resume_from=resume_from),
         validate_fn=_validate_on_cuda,
-        resume_from=resume_from,
     )
 
 

@@ -10,7 +10,14 @@ import torch
 from training_data import augmented_dataset, dice_validator, loader, sphere_cases, tiny_unet
 
 from medattn.losses import create_loss
-from medattn.training import Trainer, capture_rng_state, create_optimizer, create_scheduler, restore_rng_state
+from medattn.training import (
+    Trainer,
+    TrainerConfig,
+    capture_rng_state,
+    create_optimizer,
+    create_scheduler,
+    restore_rng_state,
+)
 
 EPOCHS, STEPS = 4, 3
 
@@ -32,12 +39,9 @@ def _run(out_dir, network, resume_from=None, kill_after=None, workers=0):
         create_loss("dice_ce", num_classes=2),
         optimizer,
         scheduler,
-        out_dir=out_dir,
-        seed=7,
-        epochs=EPOCHS,
+        config=TrainerConfig(out_dir=out_dir, seed=7, epochs=EPOCHS, resume_from=resume_from),
         validate_fn=dice_validator(sphere_cases(2, seed=9)),
         on_epoch_end=on_epoch_end,
-        resume_from=resume_from,
     )
     # A fresh loader each time, like a new process: its transforms start from MONAI's construction seed.
     return trainer, trainer.fit(loader(augmented_dataset(), num_workers=workers))

@@ -95,7 +95,7 @@ def test_a_run_stopped_by_its_time_budget_decays_the_learning_rate_to_the_end(tm
     from training_data import augmented_dataset, loader, tiny_unet
 
     from medattn.losses import create_loss
-    from medattn.training import Trainer
+    from medattn.training import Trainer, TrainerConfig
 
     class OneSecondPerStep(Trainer):
         def elapsed(self) -> float:
@@ -111,9 +111,7 @@ def test_a_run_stopped_by_its_time_budget_decays_the_learning_rate_to_the_end(tm
         create_loss("dice_ce", num_classes=2),
         optimizer,
         scheduler,
-        out_dir=tmp_path,
-        epochs=epochs,
-        max_time=8,
+        config=TrainerConfig(out_dir=tmp_path, epochs=epochs, max_time=8),
         on_step=lambda info: rates.append(info["lr"]),
     )
     result = trainer.fit(loader(augmented_dataset()))

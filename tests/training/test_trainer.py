@@ -10,12 +10,21 @@ import torch
 from monai.networks.nets import UNet
 from training_data import augmented_dataset, dice_validator, loader, sphere_cases, tiny_unet
 
+from medattn.device import needs_grad_scaler, resolve_amp
 from medattn.errors import ConfigError, InputNotFoundError, MedattnError
 from medattn.losses import DeepSupervisionLoss, create_loss
-from medattn.training import Trainer, create_optimizer, create_scheduler, load_checkpoint, resolve_amp
+from medattn.training import (
+    Trainer,
+    TrainerConfig,
+    create_optimizer,
+    create_scheduler,
+    load_checkpoint,
+)
 
 
-def _trainer(out_dir, network=None, epochs=3, steps=3, **options):
+def _trainer(
+    out_dir, network=None, epochs=3, steps=3, validate_fn=None, on_step=None, on_epoch_end=None, **config
+):
     network = network or tiny_unet()
     optimizer = create_optimizer(network.parameters(), "adamw", lr=1e-2)
     scheduler = create_scheduler(optimizer, "poly", total_steps=epochs * steps)
@@ -24,10 +33,10 @@ def _trainer(out_dir, network=None, epochs=3, steps=3, **options):
         DeepSupervisionLoss(create_loss("dice_ce", num_classes=2)),
         optimizer,
         scheduler,
-        out_dir=out_dir,
-        epochs=epochs,
-        steps_per_epoch=steps,
-        **options,
+        config=TrainerConfig(out_dir=out_dir, epochs=epochs, steps_per_epoch=steps, **config),
+        validate_fn=validate_fn,
+        on_step=on_step,
+        on_epoch_end=on_epoch_end,
     )
 
 
@@ -139,10 +148,17 @@ def test_options_that_cannot_work_are_refused(tmp_path):
         _trainer(tmp_path, amp="bf16")
     with pytest.raises(ConfigError, match="unknown --amp"):
         _trainer(tmp_path, amp="fp8")
+    with pytest.raises(ConfigError, match="must be >= 1, got 0, 1, None"):
+        TrainerConfig(out_dir=tmp_path, epochs=0)
+    with pytest.raises(ConfigError, match="positive number of seconds"):
+        TrainerConfig(out_dir=tmp_path, max_time=0)
+    with pytest.raises(ConfigError, match="key_metric_mode"):
+        TrainerConfig(out_dir=tmp_path, key_metric_mode="best")
     network = tiny_unet()
     optimizer = create_optimizer(network.parameters())
     short = create_scheduler(optimizer, total_steps=5)
-    trainer = Trainer(network, create_loss(num_classes=2), optimizer, short, out_dir=tmp_path, epochs=2)
+    config = TrainerConfig(out_dir=tmp_path, epochs=2)
+    trainer = Trainer(network, create_loss(num_classes=2), optimizer, short, config=config)
     with pytest.raises(ConfigError, match="total_steps=6"):
         trainer.fit(loader(augmented_dataset()))  # 3 batches x 2 epochs
     wrong_key = _trainer(tmp_path, epochs=1, validate_fn=lambda net: {"dice": 1.0})
@@ -163,7 +179,8 @@ def test_options_that_cannot_work_are_refused(tmp_path):
 
 def test_amp_modes_resolve_for_cuda():
     cuda = torch.device("cuda")
-    assert resolve_amp("bf16", cuda) == (torch.bfloat16, False)
-    assert resolve_amp("fp16", cuda) == (torch.float16, True)  # fp16 needs a GradScaler
-    assert resolve_amp("off", cuda) == (None, False)
-    assert resolve_amp("off", torch.device("cpu")) == (None, False)
+    assert resolve_amp("bf16", cuda) == torch.bfloat16 and not needs_grad_scaler(torch.bfloat16)
+    assert resolve_amp("fp16", cuda) == torch.float16 and needs_grad_scaler(torch.float16)
+    assert resolve_amp("off", cuda) is None
+    assert resolve_amp("off", torch.device("cpu")) is None
+    assert resolve_amp("auto", torch.device("cpu")) is None  # CPUs without bf16 units run float32
