@@ -5,7 +5,7 @@ one polyp per frame, 192 x 192), the test frames from other seeds after a domain
 balance (channel gains 0.8-1.25), blur (gaussian sigma 1.5 px) and noise (sigma 8 grey levels), as another
 endoscope would give. Both arms train for the same seconds on the same frames, then segment the shifted
 test frames; reported are Dice (mean over frames), polyp detection (a frame counts when Dice > 0.5) and
-the steps each arm managed. Appends to BENCHMARKS.md.
+the steps each arm managed. Writes its section of BENCHMARKS.md.
 
     .venv/bin/python bench/equal_time_2d.py --seconds 120 [--model pranet] [--model-kwargs '{"width": 16}']
 """
@@ -18,14 +18,13 @@ import platform
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 from plain_monai import train_until  # bench/plain_monai.py
-from report import append_section  # bench/report.py
+from report import write_section  # bench/report.py
 
 import medattn
 
@@ -155,15 +154,15 @@ def main() -> None:
         ]
     )
     print(table)
-    append_section(
-        f"\n## accuracy at equal time, 2D endoscopy: `bench/equal_time_2d.py --seconds {args.seconds:.0f}` "
-        f"({date.today()})\n\n"
+    write_section(
+        "## accuracy at equal time, 2D endoscopy: `bench/equal_time_2d.py`",
+        f"`.venv/bin/python bench/equal_time_2d.py --seconds {args.seconds:.0f}`. "
         f"{args.train_frames} generated training frames (192 x 192), {args.test_frames} test frames of other "
         "scenes after a domain shift (colour gains 0.8-1.25, blur sigma 1.5 px, noise sigma 8). Dice is the "
         "mean over test frames; a frame is detected when its Dice > 0.5.\n\n"
         f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}.\n\n"
-        f"{table}\n"
+        f"{table}\n",
     )
 
 

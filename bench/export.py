@@ -13,7 +13,7 @@ Per network: PyTorch eager under ``torch.inference_mode()`` (channels-first, and
 (as many intra-op threads as torch), the TorchScript file (``torch.jit.load``) under inference mode. Timed
 interleaved round by round after two warm-up calls each (TorchScript profiles its first calls), so load on
 the shared machine hits all alike; best and median of the rounds, and the largest logit difference from
-eager. Prints a table and appends a section to BENCHMARKS.md (``--no-write`` skips it).
+eager. Prints a table and writes its section of BENCHMARKS.md (``--no-write`` skips it).
 Run: .venv/bin/python bench/export.py [--rounds 5] [--patch 64 64 64] [--threads 1]
 """
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import statistics
 import tempfile
 import time
@@ -29,8 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from report import append_section  # bench/report.py
 from report import machine as report_machine
+from report import write_section  # bench/report.py
 
 REPO = Path(__file__).resolve().parent.parent
 BRAIN_PACKAGE = REPO / "sample_data" / "models" / "brain_mri"
@@ -120,7 +119,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2, help="windows per call for the default agunet")
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds per variant")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
-    parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
+    parser.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -177,7 +176,7 @@ def main() -> None:
     if args.no_write:
         return
     section = (
-        f"\n## export: `bench/export.py` ({datetime.date.today().isoformat()})\n\n"
+        f"`.venv/bin/python bench/export.py --rounds {args.rounds}`. "
         "Forward time per call on CPU of the same weights in PyTorch eager (inference mode), onnxruntime "
         "(CPU provider, ONNX opset 17 from `medattn export`) and TorchScript (`torch.jit.trace`); seeded "
         f"N(0, 1) input; best and median of {args.rounds} interleaved rounds after 2 warm-up calls each. "
@@ -186,7 +185,7 @@ def main() -> None:
         "label differs.\n\n"
         f"Machine: {machine}.\n\n{table}\n"
     )
-    append_section(section)
+    write_section("## export formats: `bench/export.py`", section)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@
 PraNet's paper reports about 50 FPS on a GPU. This times one forward per frame (batch 1 by default) after
 a warm-up, with the model's default configuration (PraNet: Res2Net-50 layout; sam_adapter: ViT-B; 3 input
 channels, 2 classes) unless options are given, prints one markdown table row (median and best time per
-batch, FPS from the median) and appends it to BENCHMARKS.md. On CPU the machine may be shared: the best
-run is the least disturbed, the median what a user sees.
+batch, FPS from the median) and writes it to the model's section of BENCHMARKS.md. On CPU the machine may
+be shared: the best run is the least disturbed, the median what a user sees.
 
 Run: .venv/bin/python bench/fps_2d.py [--model pranet] [--size 352] [--batch 1] [--device auto]
      [--amp none|bf16|fp16] [--threads N] [--runs 20] [--options "backbone='resnet';width=32"]
@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import ast
-import datetime
 import statistics
+import sys
 import time
 
 import torch
-from report import append_section, machine  # bench/report.py
+from report import machine, write_section  # bench/report.py
 
 from medattn.models import create
 
@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0 = PyTorch's default)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed forwards first")
     parser.add_argument("--runs", type=int, default=20, help="timed forwards")
-    parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
+    parser.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md")
     parser.add_argument("--options", default="", help="model options, e.g. \"width=32;backbone='resnet'\"")
     args = parser.parse_args()
     result = time_forward(args)
@@ -89,10 +89,11 @@ def main() -> None:
     )
     print(header, "|---|---|---|---|---|---|---|---|---|", row, sep="\n")
     if not args.no_write:
-        append_section(
-            f"\n## 2D frames per second: `bench/fps_2d.py --model {args.model} --size {args.size}` "
-            f"({datetime.date.today()})\n\nMachine: {machine()}.\n\n{header}\n"
-            f"|---|---|---|---|---|---|---|---|---|\n{row}\n"
+        on_cuda = "" if result["device"].startswith("CPU") else " on CUDA"  # a GPU run keeps its own section
+        write_section(
+            f"## 2D frames per second, {args.model}{on_cuda}: `bench/fps_2d.py`",
+            f"`.venv/bin/python bench/fps_2d.py {' '.join(sys.argv[1:])}`. Machine: {machine()}.\n\n"
+            f"{header}\n|---|---|---|---|---|---|---|---|---|\n{row}\n",
         )
 
 

@@ -15,7 +15,7 @@ overlap 0.5, 4 windows per batch, on CPU. Timed, interleaved round by round so m
 
 Also printed: agreement of the masks (Dice of argmax per label, vs plain MONAI), the largest probability
 difference, and peak resident memory above the start of each run (sampled every 5 ms).
-Prints a table and appends a section to BENCHMARKS.md (append only; ``--no-write`` skips it).
+Prints a table and writes its section of BENCHMARKS.md (``--no-write`` skips it).
 Run: .venv/bin/python bench/inference.py [--rounds 3] [--shape 160 160 96] [--threads 1]
 """
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
 import os
 import statistics
 import threading
@@ -31,7 +30,7 @@ import time
 from collections.abc import Callable
 
 import torch
-from report import append_section, machine  # bench/report.py (scripts run from bench/ on sys.path)
+from report import machine, write_section  # bench/report.py (scripts run from bench/ on sys.path)
 
 PATCH = (96, 96, 64)
 OVERLAP = 0.5
@@ -155,7 +154,7 @@ def main() -> None:
         default=0,
         help="torch CPU threads (0: torch's default); 1 is steadier on a busy machine",
     )
-    parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
+    parser.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -225,7 +224,7 @@ def main() -> None:
     if args.no_write:
         return
     section = (
-        f"\n## inference: `bench/inference.py` ({datetime.date.today().isoformat()})\n\n"
+        f"`.venv/bin/python bench/inference.py --rounds {args.rounds}`. "
         f"Sliding-window prediction of one {shape} volume on CPU: MONAI UNet (batch norm, channels "
         f"16-32-64-128, 2 residual units, random seeded weights), patch {PATCH}, overlap {OVERLAP}, "
         f"gaussian blending, {SW_BATCH} windows per batch, {windows} windows, {CLASSES} classes; best of "
@@ -233,7 +232,7 @@ def main() -> None:
         f"{stitched_mb:.0f} MB (logits, count map, image, softmax scratch).\n\n"
         f"Machine: {description}.\n\n{table}\n\n{reading}\n"
     )
-    append_section(section)
+    write_section("## the sliding window alone: `bench/inference.py`", section)
 
 
 if __name__ == "__main__":

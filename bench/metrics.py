@@ -11,13 +11,12 @@ a lesion and adds a false one. Timed:
    `compute_hausdorff_distance(percentile=95)`, `compute_average_surface_distance(symmetric=True)` and
    `compute_surface_dice(use_subvoxels=True)` (no lesion metrics), on the first `--monai-cases` cases.
 
-Prints a table and appends a section to BENCHMARKS.md (append only). Run: .venv/bin/python bench/metrics.py
+Prints a table and writes its section of BENCHMARKS.md. Run: .venv/bin/python bench/metrics.py
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import platform
 import tempfile
@@ -25,7 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from report import append_section  # bench/report.py (scripts run from bench/ on sys.path)
+from report import write_section  # bench/report.py (scripts run from bench/ on sys.path)
 
 SHAPE = (256, 256, 256)
 SPACING = (0.8, 0.8, 1.5)
@@ -165,7 +164,7 @@ def main() -> None:
     parser.add_argument(
         "--monai-cases", type=int, default=3, help="cases timed with MONAI (slow; 0 skips it)"
     )
-    parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
+    parser.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md")
     args = parser.parse_args()
 
     start = time.perf_counter()
@@ -194,7 +193,7 @@ def main() -> None:
     if args.no_write:
         return
     section = (
-        f"\n## metrics: `bench/metrics.py` ({datetime.date.today().isoformat()})\n\n"
+        f"`.venv/bin/python bench/metrics.py --cases {args.cases}`. "
         f"{args.cases} synthetic cases of {SHAPE[0]}x{SHAPE[1]}x{SHAPE[2]} voxels ({SPACING} mm), labels 1-3 "
         "(organ, medium structure, 6 scattered lesions); per label Dice/IoU/precision/recall, HD95, "
         "Hausdorff, ASSD, surface Dice at 1 mm, volumes, lesion matching. The MONAI row computes Dice, HD95, "
@@ -205,7 +204,7 @@ def main() -> None:
         "includes starting the worker server (it imports torch and MONAI once, seconds) and shares the "
         "cores with whatever else runs.\n\n{table}\n"
     )
-    append_section(section)
+    write_section("## metrics: `bench/metrics.py`", section)
 
 
 if __name__ == "__main__":

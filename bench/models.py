@@ -11,7 +11,7 @@ its own subprocess at one patch size, so one model's memory does not count towar
   step; on CPU the process's peak resident set (ru_maxrss) above its resident set before the first step,
   which counts allocator caching too, so read it as an upper bound.
 
-Prints a markdown table and appends it to BENCHMARKS.md (append only; `--no-write` skips that).
+Prints a markdown table and writes its section of BENCHMARKS.md (`--no-write` skips that).
 Run: .venv/bin/python bench/models.py --patch 64 --dims 3 [--batch 1] [--device auto] [--models a,b]
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import ast
-import datetime
 import json
 import os
 import platform
@@ -29,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from report import append_section  # bench/report.py (scripts run from bench/ on sys.path)
+from report import write_section  # bench/report.py (scripts run from bench/ on sys.path)
 
 DEFAULT_MODELS = (
     "agunet,agunet:gate=None,daunet,msga,monai.unet,monai.attention_unet,monai.swin_unetr,hbformer,ratunet"
@@ -210,7 +209,7 @@ def main() -> None:
         default=DEFAULT_MODELS,
         help="comma-separated registry names, each optionally with options: 'agunet:gate=None;depth=3'",
     )
-    parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
+    parser.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -233,7 +232,6 @@ def main() -> None:
     patch = "x".join([str(args.patch)] * args.dims)
     precision = "bf16 autocast" if machine_device.startswith("cuda") and args.amp == "bf16" else "fp32"
     section = (
-        f"\n## models: `bench/models.py` ({datetime.date.today().isoformat()})\n\n"
         f"Patch {patch}, batch {args.batch}, {args.in_channels} input channel(s), "
         f"{args.out_channels} classes, "
         f"{machine_device} {precision}, default configurations, fastest of {args.steps} steps after "
@@ -247,7 +245,9 @@ def main() -> None:
         f"Whole run {time.perf_counter() - started:.0f} s.\n\n"
         f"Command: `.venv/bin/python bench/models.py {' '.join(passed)}`\n\n{table}\n"
     )
-    append_section(section)
+    on_cuda = " on CUDA" if machine_device.startswith("cuda") else ""
+    batch = f", batch {args.batch}" if args.batch != 2 else ""  # 2: the training batch the defaults target
+    write_section(f"## networks{on_cuda}{batch}: `bench/models.py`", section)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,15 @@ input grid -> argmax -> write NIfTI, interleaved round by round so machine load 
 
 Also: agreement of the masks (Dice per label, medattn vs plain), peak resident memory above the start of
 each arm and stage (sampled every 5 ms, in one untimed round before the timed ones: the sampling thread
-slows a 2-core machine's forward). Appends a section to BENCHMARKS.md (``--no-write`` skips it).
+slows a 2-core machine's forward). Writes its section of BENCHMARKS.md (``--no-write`` skips it).
 Run: .venv/bin/python bench/predict.py [--rounds 3] [--spacing 1.0] [--package PKG]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +32,7 @@ import nibabel as nib
 import numpy as np
 import torch
 from inference import PeakMemory  # bench/inference.py
-from report import append_section, machine
+from report import machine, write_section
 
 from medattn.io import load_image, save_mask
 from medattn.metrics.overlap import dice
@@ -259,7 +259,7 @@ def main() -> None:
         action="store_true",
         help="medattn with --compile (torch.compile, inductor); the compilation is timed apart, before",
     )
-    parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
+    parser.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md")
     args = parser.parse_args()
     import medattn
 
@@ -323,6 +323,12 @@ def main() -> None:
         + (" (CPU default, instance norm)" if args.stem_stride == 2 else "")
         + ", random weights, 1.5 mm, patch 64^3"
     )
+    # One section per network: the CPU default (stem_stride 2), full resolution, or the package named.
+    configuration = (
+        f", package {args.package.name}"
+        if args.package
+        else ("" if stride == 2 else f", full resolution (stem_stride {stride})")
+    )
     labels = [v for v in config.plan.labels if v]
     agreement = smallest_dice(mask, plain_mask, labels)
     best = int(np.argmin(medattn_times))
@@ -361,7 +367,7 @@ def main() -> None:
     print(summary)
     if not args.no_write:
         section = (
-            f"\n## end-to-end prediction vs plain MONAI: `bench/predict.py` ({datetime.date.today()})\n\n"
+            f"`.venv/bin/python bench/predict.py {' '.join(sys.argv[1:])}`. "
             f"Case: sample brain MRI resampled to {args.spacing} mm ({shape} voxels); package: "
             f"{args.package or package_name}"
             "; "
@@ -375,7 +381,7 @@ def main() -> None:
             + ".\n\n"
             f"Machine: {machine()}.\n\n{table}\n\n{summary}\n"
         )
-        append_section(section)
+        write_section(f"## end-to-end prediction vs plain MONAI{configuration}: `bench/predict.py`", section)
 
 
 if __name__ == "__main__":

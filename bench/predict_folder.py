@@ -17,14 +17,14 @@ way back to the input grid plus writing on a writer thread while the next case's
 The arms alternate round by round so machine load hits both alike. Against the sum of the network's
 forward alone on every case's windows, the pipeline's overhead is what a folder costs beyond the model
 (reading overlaps the previous case's prediction, so it is hidden where the model runs long enough).
-Masks are compared per label (Dice, medattn vs plain). Appends a section to BENCHMARKS.md.
+Masks are compared per label (Dice, medattn vs plain). Writes its section of BENCHMARKS.md.
 Run: .venv/bin/python bench/predict_folder.py [--rounds 2] [--spacing 1.0] [--package PKG | --train 150]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,7 +43,7 @@ from predict import (
     smallest_dice,
     trained_package,
 )
-from report import append_section, machine
+from report import machine, write_section
 
 from medattn.io import load_image
 from medattn.package import load_package
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument(
         "--pipelined", action="store_true", help="also time medattn pipelined (the CUDA default) on CPU"
     )
-    parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
+    parser.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md")
     args = parser.parse_args()
     import medattn
     from medattn.pipelines.predict import predict
@@ -175,13 +175,13 @@ def main() -> None:
             if args.train
             else args.package or "AGUNet (CPU default), random weights, 1.5 mm, patch 64^3"
         )
-        append_section(
-            f"\n## a folder end to end vs a plain MONAI loop: `bench/predict_folder.py` "
-            f"({datetime.date.today()})\n\n"
+        write_section(
+            "## a folder end to end vs a plain MONAI loop: `bench/predict_folder.py`",
+            f"`.venv/bin/python bench/predict_folder.py {' '.join(sys.argv[1:])}`. "
             f"Cases: the {cases} sample brain MRIs resampled to {args.spacing} mm, int16 NIfTI "
             f"({min(shapes)} to {max(shapes)} voxels); package: {package_name}; overlap {OVERLAP}, "
             f"{SW_BATCH} windows per batch, float32 on CPU.\n\n"
-            f"Machine: {machine()}.\n\n{table}\n\n{summary}\n"
+            f"Machine: {machine()}.\n\n{table}\n\n{summary}\n",
         )
 
 

@@ -4,7 +4,7 @@ Fewer overlapping windows and no mirror TTA are the usual ways to buy speed; thi
 package (default: the demo package in sample_data/models/brain_mri, trained on the brain training cases),
 the seconds per case and the Dice per label against the reference labels of the held-out test cases
 (imagesTs/labelsTs), plus the agreement (smallest Dice per label) with the default setting (overlap 0.5,
-no TTA). Appends to BENCHMARKS.md.
+no TTA). Writes its section of BENCHMARKS.md.
 
     .venv/bin/python bench/tradeoffs.py [--package PKG] [--rounds 2]
 """
@@ -12,13 +12,12 @@ no TTA). Appends to BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import datetime
 import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from report import append_section, machine  # bench/ is on sys.path when run as a script
+from report import machine, write_section  # bench/ is on sys.path when run as a script
 
 import medattn
 from medattn.metrics.overlap import dice
@@ -51,7 +50,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--package", type=Path, default=ROOT / "sample_data" / "models" / "brain_mri")
     parser.add_argument("--rounds", type=int, default=2, help="timed rounds per setting (best is reported)")
-    parser.add_argument("--no-write", action="store_true", help="do not append to BENCHMARKS.md")
+    parser.add_argument("--no-write", action="store_true", help="do not write BENCHMARKS.md")
     args = parser.parse_args()
     labels = {int(k): v for k, v in medattn.load_model(args.package).config.plan.labels.items() if int(k)}
     references = {
@@ -86,12 +85,12 @@ def main() -> None:
     print(table)
     if not args.no_write:
         shown = args.package.relative_to(ROOT) if args.package.is_relative_to(ROOT) else args.package
-        append_section(
-            f"\n## accuracy cost of the speed flags: `bench/tradeoffs.py` ({datetime.date.today()})\n\n"
-            f"Package: {shown}"
+        write_section(
+            "## accuracy cost of the speed flags: `bench/tradeoffs.py`",
+            f"`.venv/bin/python bench/tradeoffs.py --rounds {args.rounds}`. Package: {shown}"
             f"; the {len(references)} brain test cases (imagesTs, unshifted) against labelsTs; seconds per "
             f"case are end to end (read to mask), best of {args.rounds}. Default: overlap 0.5, no TTA.\n\n"
-            f"Machine: {machine()}.\n\n{table}\n"
+            f"Machine: {machine()}.\n\n{table}\n",
         )
 
 

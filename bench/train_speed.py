@@ -13,7 +13,6 @@ second (the first 3 steps, which include caching, are left out) and peak residen
 from __future__ import annotations
 
 import argparse
-import datetime
 import tempfile
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 from inference import PeakMemory  # bench/inference.py
 from plain_monai import mr_preprocessing, nnunet_items, train_until  # bench/plain_monai.py
-from report import append_section, machine
+from report import machine, write_section
 
 import medattn
 
@@ -99,12 +98,13 @@ def main() -> None:
     print(table)
     print(summary)
     if not args.no_write:
-        append_section(
-            "\n## training iterations/s vs a plain MONAI loop: `bench/train_speed.py` "
-            f"({datetime.date.today()})\n\nNetwork monai.unet (the same in both), brain MRI sample cases at "
+        write_section(
+            "## training steps/s vs a plain MONAI loop: `bench/train_speed.py`",
+            f"`.venv/bin/python bench/train_speed.py --steps {args.steps}`. "
+            "Network monai.unet (the same in both), brain MRI sample cases at "
             f"spacing {plan.spacing} mm, "
             f"patch {plan.patch_size}, batch 2, {args.steps} steps (first {WARMUP} left out), CPU.\n\n"
-            f"Machine: {machine()}.\n\n{table}\n\n{summary}\n"
+            f"Machine: {machine()}.\n\n{table}\n\n{summary}\n",
         )
 
 
