@@ -8,7 +8,7 @@ a prediction back onto the input grid. Two steps take a faster route with the sa
   to Spacingd's to float rounding; oblique grids run Spacingd;
 - the z-score normalisation runs in place (`zscore_channels_`, equal to NormalizeIntensityd's).
 
-See BENCHMARKS.md (prediction stages) for what each saves.
+See BENCHMARKS.md (end-to-end prediction: the prediction stages' fast paths) for what each saves.
 """
 
 from __future__ import annotations
