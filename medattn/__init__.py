@@ -1,6 +1,12 @@
 """medattn: attention U-Nets for medical image segmentation on MONAI.
 
 Scans in (DICOM, NIfTI, NRRD/MHA, 2D images, video), masks out that 3D Slicer opens in the right place.
+
+The library, one job per subpackage: `io` (read any input, write masks; one module per format),
+`transforms` (preprocessing and augmentation), `models` (networks and the registry), `losses`,
+`inference` (the predictor and the one stage list every case runs), `training` (the Trainer), `metrics`,
+`export` (ONNX/TorchScript); `device` (device, precision, memory layout), `package` (model packages),
+`plan` (training plans), `errors`. The workflows are `medattn.pipelines`, the command line `medattn.cli`.
 """
 
 import importlib

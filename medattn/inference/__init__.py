@@ -1,4 +1,16 @@
-"""Inference: gaussian sliding-window prediction with TTA and AMP, and label-map postprocessing."""
+"""Inference: a loaded model package turning images into masks on their own grid.
+
+Where things are:
+- `predictor`: `load_model` and `Predictor`, the package ready to predict, with the three middle stages of
+  a case (preprocess, infer, finish);
+- `stages`: the one stage list every case and video frame runs (read -> preprocess -> infer -> finish ->
+  write), in turn or pipelined;
+- `sliding_window`: gaussian sliding-window inference with mirror TTA and AMP, built on MONAI's;
+  `prompted`: the SAM family's whole-image path (volumes slice by slice);
+- `resample`: probabilities back onto the input grid; `network_outputs`: probabilities and attention
+  maps from a forward pass; `postprocess`: label-map cleaning; `fuse`: batch norms folded for inference;
+  `engines`: onnxruntime in place of torch.
+"""
 
 from medattn.inference.postprocess import (
     argmax_labels,

@@ -1,4 +1,9 @@
-"""MONAI transform chains per intensity preset: preprocessing (invertible for prediction) and augmentation."""
+"""MONAI transform chains per intensity preset: preprocessing (invertible for prediction) and augmentation.
+
+`presets` builds the chains, `preprocess.Preprocessor` runs a package's preprocessing on one image with
+its fast paths, `normalize` the in-place z-score, `sampling` lesion-aware patch sampling, `regions`
+superpixels, `masks` binary mask labels.
+"""
 
 from medattn.transforms.presets import augmentation, preprocessing
 from medattn.transforms.sampling import ComponentBalancedIndicesd
