@@ -14,10 +14,11 @@ Where things are (one module per format, nnU-Net style):
 - `nifti` (.nii/.nii.gz, ISA-L gzip, probability volumes), `itk` (NRRD, MHA/MHD), `seg_nrrd` (3D Slicer
   segmentations), `image2d` (PNG, JPEG, TIFF, BMP read), `png` (PNG masks and overlays), `video`,
   `dicom/` (series, slices, geometry, pixels, SEG).
-- `geometry`: affines and putting a mask exactly on a reference grid; `overlay`: contours drawn for
+- `geometry`: affines and putting an array exactly on a reference grid; `placement`: a mask on its
+  reference's grid, as the writers take it; `overlay`: contours drawn for
   display; `label_table`: label names and colours; `mask_images`: 0/255 mask images as 0/1.
-- `discovery` (`discover`, `Case`): the cases in a folder; `readers`: a MONAI `ImageReader` over
-  `load_image`; `atomic`: atomic writes.
+- `discovery` (`discover`, `Case`): the cases in a folder; `readers`: MONAI `ImageReader`s
+  (`MedattnReader` over `load_image`, `Image2DReader`, `VideoReader`); `atomic`: atomic writes.
 
 Names are imported lazily so `import medattn.io` stays quick for the CLI.
 """

@@ -10,6 +10,7 @@ with the same function.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,22 @@ def onto_grid(
     out = np.zeros(target3, dtype=array.dtype)
     out[tuple(slice(a, b) for a, b in zip(start, end, strict=True))] = placed
     return out.reshape(target_shape)
+
+
+@dataclass(frozen=True)
+class NiftiForms:
+    """The geometry of a NIfTI file whose readers disagree on it, as the file holds it.
+
+    A header with a qform and an sform that differ, or with neither coded, places the scan differently in
+    nibabel (sform first, else the qform, else a centred guess from the voxel size) and in ITK / 3D Slicer
+    (qform first; the raw voxel size at the origin when neither is coded). medattn reads nibabel's
+    placement; the mask writers use these to put a mask wherever each reader puts the scan: NIfTI masks
+    copy both forms and their codes, NRRD / MHA / .seg.nrrd masks (read by ITK) take ITK's placement.
+    """
+
+    qform: np.ndarray
+    qform_code: int
+    sform: np.ndarray
+    sform_code: int
+    nibabel_affine: np.ndarray  # voxel -> RAS, as nibabel (and medattn) read the file
+    itk_affine: np.ndarray  # voxel -> RAS, as ITK reads the file

@@ -27,11 +27,9 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from monai.data.image_reader import ImageReader
 from PIL import Image, ImageSequence
 
 from medattn.errors import GeometryError, InputNotFoundError, UnreadableImageError
-from medattn.io.formats import IMAGE2D_SUFFIXES
 
 # Pillow modes whose pixels are already one grayscale value each (np.asarray gives (H, W)).
 _GRAY_MODES = {"L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
@@ -283,59 +281,3 @@ def read_image2d(path: str | Path, palette_indices: bool = False) -> MetaTensor:
     """
     decoded = decode_image2d(path, palette_indices)
     return MetaTensor(torch.from_numpy(decoded.array.astype(np.float32)), meta=decoded.meta)
-
-
-class DecodingReader(ImageReader):
-    """Base of medattn's MONAI readers: `read` decodes each file at once, `get_data` stacks them as channels.
-
-    Decoding in `read` closes the file and makes a corrupt one fail there with a medattn error. Note that
-    `LoadImage(reader=SomeReader())` falls back to MONAI's own readers when ours raises, so a corrupt file
-    then surfaces MONAI's error; `LoadImage()(path, reader=SomeReader())` raises ours.
-    Subclasses set `suffixes` and implement `decode`.
-    """
-
-    suffixes: tuple[str, ...] = ()
-
-    def decode(self, path: str | Path) -> DecodedImage:
-        """Decode one file into a channel-first array and its meta."""
-        raise NotImplementedError(f"{type(self).__name__} must implement decode")
-
-    def verify_suffix(self, filename: Sequence[str | Path] | str | Path) -> bool:
-        """Whether every file ends in one of this reader's `suffixes`."""
-        return has_suffix(filename, self.suffixes)
-
-    def read(
-        self, data: Sequence[str | Path] | str | Path, **kwargs: Any
-    ) -> DecodedImage | list[DecodedImage]:
-        """Decode the file (or each file) now; kwargs from LoadImage are not used."""
-        if isinstance(data, (str, Path)):
-            return self.decode(data)
-        decoded = [self.decode(name) for name in data]
-        return decoded if len(decoded) > 1 else decoded[0]
-
-    def get_data(self, img: DecodedImage | Sequence[DecodedImage]) -> tuple[np.ndarray, dict]:
-        """The channel-first array (file dtype; LoadImage casts it) and meta; several files as channels."""
-        return stack_decoded(img)
-
-
-class Image2DReader(DecodingReader):
-    """MONAI ImageReader for PNG, JPEG, TIFF and BMP, a drop-in for PILReader with medattn's channel rules.
-
-    With `LoadImage(reader=Image2DReader(), ensure_channel_first=True)` the array equals PILReader's for RGB
-    and grayscale files; unlike PILReader it drops alpha, converts palette images to RGB, reads TIFF, closes
-    the file, and raises medattn errors. The array is channel-first already (`ensure_channel_first` is
-    optional). Several files given together are concatenated as channels.
-
-    Args:
-        palette_indices: keep palette indices (one channel) instead of converting palette images to RGB.
-    """
-
-    suffixes = IMAGE2D_SUFFIXES
-
-    def __init__(self, palette_indices: bool = False):
-        super().__init__()
-        self.palette_indices = palette_indices
-
-    def decode(self, path: str | Path) -> DecodedImage:
-        """The image as (C, W, H) (or (C, W, H, T) for multi-page files) in its own dtype, with meta."""
-        return decode_image2d(path, self.palette_indices)

@@ -7,7 +7,6 @@ ITK stores geometry in LPS millimetres; it is converted to RAS here. A fourth ax
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
@@ -15,10 +14,8 @@ from monai.data import MetaTensor
 
 from medattn.errors import UnreadableImageError, WriteError
 from medattn.io.atomic import atomic_path, full_suffix
-from medattn.io.geometry import LPS_TO_RAS, as_volume, volume_meta
-
-if TYPE_CHECKING:
-    from medattn.io.nifti import NiftiForms
+from medattn.io.geometry import LPS_TO_RAS, NiftiForms, as_volume, volume_meta
+from medattn.io.placement import place_mask
 
 
 def read_itk(path: str | Path) -> MetaTensor:
@@ -111,7 +108,5 @@ def write_itk(labels: np.ndarray, affine_ras: np.ndarray, path: Path) -> None:
 
 def write_mask(mask: object, path: Path, reference: object, labels: object) -> None:
     """`save_mask` for .nrrd / .mha: a label map on the reference grid, where ITK places the reference."""
-    from medattn.io.write import place_mask
-
     placed = place_mask(mask, path, reference, labels)
     write_itk(placed.labels, itk_affine(placed.affine, placed.nifti_forms), path)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import warnings
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -23,7 +22,9 @@ from monai.data import MetaTensor
 
 from medattn.errors import InputWarning, UnreadableImageError
 from medattn.io.atomic import atomic_path, full_suffix
-from medattn.io.geometry import as_volume, volume_meta
+from medattn.io.geometry import NiftiForms, as_volume, volume_meta
+from medattn.io.itk import header_affine_ras
+from medattn.io.placement import place_mask
 
 try:
     from isal import igzip, isal_zlib
@@ -81,25 +82,6 @@ def read_nifti(path: str | Path) -> MetaTensor:
     return MetaTensor(np.ascontiguousarray(array), affine=affine, meta=meta)
 
 
-@dataclass(frozen=True)
-class NiftiForms:
-    """The geometry of a NIfTI file whose readers disagree on it, as the file holds it.
-
-    A header with a qform and an sform that differ, or with neither coded, places the scan differently in
-    nibabel (sform first, else the qform, else a centred guess from the voxel size) and in ITK / 3D Slicer
-    (qform first; the raw voxel size at the origin when neither is coded). medattn reads nibabel's
-    placement; the mask writers use these to put a mask wherever each reader puts the scan: NIfTI masks
-    copy both forms and their codes, NRRD / MHA / .seg.nrrd masks (read by ITK) take ITK's placement.
-    """
-
-    qform: np.ndarray
-    qform_code: int
-    sform: np.ndarray
-    sform_code: int
-    nibabel_affine: np.ndarray  # voxel -> RAS, as nibabel (and medattn) read the file
-    itk_affine: np.ndarray  # voxel -> RAS, as ITK reads the file
-
-
 def ambiguous_forms(header, affine: np.ndarray, path: Path) -> NiftiForms | None:
     """`NiftiForms` of a header whose readers disagree (both forms coded and different, or neither coded),
     with an InputWarning naming the file; None for an ordinary header."""
@@ -109,8 +91,6 @@ def ambiguous_forms(header, affine: np.ndarray, path: Path) -> NiftiForms | None
     if not (neither_coded or (both_coded and not np.allclose(qform, sform, atol=1e-3))):
         return None
     import SimpleITK as sitk
-
-    from medattn.io.itk import header_affine_ras
 
     try:
         reader = sitk.ImageFileReader()
@@ -256,8 +236,6 @@ def set_forms(image: nib.Nifti1Image, affine_ras: np.ndarray, forms: NiftiForms 
 
 def write_mask(mask: object, path: Path, reference: object, labels: object) -> None:
     """`save_mask` for .nii.gz / .nii: the labels on the reference grid, a 2D NIfTI's mask kept 2D."""
-    from medattn.io.write import place_mask
-
     placed = place_mask(mask, path, reference, labels)
     labels_array = placed.labels
     reference_image = placed.reference

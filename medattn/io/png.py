@@ -17,6 +17,7 @@ from medattn.errors import GeometryError, WriteError
 from medattn.io.atomic import atomic_path
 from medattn.io.label_table import Label
 from medattn.io.overlay import display_rgb, draw_contours
+from medattn.io.placement import place_mask
 
 
 def write_label_png(labels: np.ndarray, path: Path, exif_orientation: int | None = None) -> None:
@@ -77,16 +78,12 @@ def _check_2d(labels: np.ndarray, path: Path) -> None:
 
 def write_mask(mask: object, path: Path, reference: object, labels: object) -> None:
     """`save_mask` for .png: the label values of a 2D mask on the reference grid."""
-    from medattn.io.write import place_mask
-
     placed = place_mask(mask, path, reference, labels, spatial_dims=_png_dims(mask))
     write_label_png(placed.labels, path, placed.exif_orientation)
 
 
 def write_overlay_mask(mask: object, path: Path, reference: object, labels: object) -> None:
     """`save_mask(overlay=True)`: each label's contour drawn on the reference image, as an RGB PNG."""
-    from medattn.io.write import place_mask
-
     placed = place_mask(mask, path, reference, labels, spatial_dims=_png_dims(mask))
     image = placed.reference.detach().cpu().numpy()
     write_overlay_png(placed.labels, image, placed.table, path, placed.exif_orientation)

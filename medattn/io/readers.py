@@ -1,9 +1,12 @@
-"""MONAI `ImageReader` adapter, so `LoadImage(reader=...)`/`LoadImaged` read like `load_image`."""
+"""MONAI `ImageReader`s, so `LoadImage(reader=...)`/`LoadImaged` read like medattn: `MedattnReader` every
+format `load_image` knows, `Image2DReader` PNG/JPEG/TIFF/BMP (a drop-in for PILReader), `VideoReader`
+videos."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from monai.data import ImageReader
@@ -11,7 +14,8 @@ from monai.data.meta_tensor import MetaTensor
 
 from medattn.io.atomic import full_suffix
 from medattn.io.dicom.series import looks_like_dicom
-from medattn.io.formats import supported_suffix
+from medattn.io.formats import IMAGE2D_SUFFIXES, VIDEO_SUFFIXES, supported_suffix
+from medattn.io.image2d import DecodedImage, decode_image2d, has_suffix, stack_decoded
 from medattn.io.load import load_image
 
 _WRITING_ONLY_META = ("nifti_forms", "nifti_2d", "first_slice_file")
@@ -59,3 +63,82 @@ class MedattnReader(ImageReader):
         meta["spatial_shape"] = np.asarray(array.shape[1:])
         meta["original_channel_dim"] = 0
         return array, meta
+
+
+class DecodingReader(ImageReader):
+    """Base of medattn's MONAI readers: `read` decodes each file at once, `get_data` stacks them as channels.
+
+    Decoding in `read` closes the file and makes a corrupt one fail there with a medattn error. Note that
+    `LoadImage(reader=SomeReader())` falls back to MONAI's own readers when ours raises, so a corrupt file
+    then surfaces MONAI's error; `LoadImage()(path, reader=SomeReader())` raises ours.
+    Subclasses set `suffixes` and implement `decode`.
+    """
+
+    suffixes: tuple[str, ...] = ()
+
+    def decode(self, path: str | Path) -> DecodedImage:
+        """Decode one file into a channel-first array and its meta."""
+        raise NotImplementedError(f"{type(self).__name__} must implement decode")
+
+    def verify_suffix(self, filename: Sequence[str | Path] | str | Path) -> bool:
+        """Whether every file ends in one of this reader's `suffixes`."""
+        return has_suffix(filename, self.suffixes)
+
+    def read(
+        self, data: Sequence[str | Path] | str | Path, **kwargs: Any
+    ) -> DecodedImage | list[DecodedImage]:
+        """Decode the file (or each file) now; kwargs from LoadImage are not used."""
+        if isinstance(data, (str, Path)):
+            return self.decode(data)
+        decoded = [self.decode(name) for name in data]
+        return decoded if len(decoded) > 1 else decoded[0]
+
+    def get_data(self, img: DecodedImage | Sequence[DecodedImage]) -> tuple[np.ndarray, dict]:
+        """The channel-first array (file dtype; LoadImage casts it) and meta; several files as channels."""
+        return stack_decoded(img)
+
+
+class Image2DReader(DecodingReader):
+    """MONAI ImageReader for PNG, JPEG, TIFF and BMP, a drop-in for PILReader with medattn's channel rules.
+
+    With `LoadImage(reader=Image2DReader(), ensure_channel_first=True)` the array equals PILReader's for RGB
+    and grayscale files; unlike PILReader it drops alpha, converts palette images to RGB, reads TIFF, closes
+    the file, and raises medattn errors. The array is channel-first already (`ensure_channel_first` is
+    optional). Several files given together are concatenated as channels.
+
+    Args:
+        palette_indices: keep palette indices (one channel) instead of converting palette images to RGB.
+    """
+
+    suffixes = IMAGE2D_SUFFIXES
+
+    def __init__(self, palette_indices: bool = False):
+        super().__init__()
+        self.palette_indices = palette_indices
+
+    def decode(self, path: str | Path) -> DecodedImage:
+        """The image as (C, W, H) (or (C, W, H, T) for multi-page files) in its own dtype, with meta."""
+        return decode_image2d(path, self.palette_indices)
+
+
+class VideoReader(DecodingReader):
+    """MONAI ImageReader for video files: `LoadImage(reader=VideoReader())` gives read_video's (3, W, H, T).
+
+    The array is channel-first already (`ensure_channel_first` is optional). Several files given together
+    are concatenated as channels, which needs equal frame size and count.
+
+    Args:
+        max_frames: read only the first this many frames of each video (None: all).
+    """
+
+    suffixes = VIDEO_SUFFIXES
+
+    def __init__(self, max_frames: int | None = None):
+        super().__init__()
+        self.max_frames = max_frames
+
+    def decode(self, path: str | Path) -> DecodedImage:
+        """The video as (3, W, H, T) uint8 with its meta."""
+        from medattn.io.video import decode_video
+
+        return decode_video(path, self.max_frames)

@@ -19,6 +19,7 @@ from medattn.errors import WriteError
 from medattn.io.atomic import atomic_path
 from medattn.io.geometry import LPS_TO_RAS, as_volume
 from medattn.io.label_table import Label
+from medattn.io.placement import place_mask
 
 NRRD_TYPES = {
     np.dtype(np.uint8): "unsigned char",
@@ -106,7 +107,6 @@ def _number(value: float) -> str:
 def write_mask(mask: object, path: Path, reference: object, labels: object) -> None:
     """`save_mask` for .seg.nrrd: the labels on the reference grid, where ITK (Slicer) places the scan."""
     from medattn.io.itk import itk_affine
-    from medattn.io.write import place_mask
 
     placed = place_mask(mask, path, reference, labels)
     write_seg_nrrd(placed.labels, itk_affine(placed.affine, placed.nifti_forms), placed.table, path)

@@ -28,8 +28,7 @@ import torch
 from monai.data import MetaTensor
 
 from medattn.errors import UnreadableImageError
-from medattn.io.formats import VIDEO_SUFFIXES
-from medattn.io.image2d import DecodedImage, DecodingReader, check_file, planar_meta
+from medattn.io.image2d import DecodedImage, check_file, planar_meta
 
 
 @contextmanager
@@ -221,27 +220,6 @@ def iter_video_frames(path: str | Path, chunk_size: int = 16) -> Iterator[MetaTe
 def _chunk(path: Path, planes: list[np.ndarray], header: dict[str, Any], start: int) -> MetaTensor:
     array = np.stack(planes, axis=-1).astype(np.float32)
     return MetaTensor(torch.from_numpy(array), meta=_video_meta(path, array, header, frame_start=start))
-
-
-class VideoReader(DecodingReader):
-    """MONAI ImageReader for video files: `LoadImage(reader=VideoReader())` gives read_video's (3, W, H, T).
-
-    The array is channel-first already (`ensure_channel_first` is optional). Several files given together
-    are concatenated as channels, which needs equal frame size and count.
-
-    Args:
-        max_frames: read only the first this many frames of each video (None: all).
-    """
-
-    suffixes = VIDEO_SUFFIXES
-
-    def __init__(self, max_frames: int | None = None):
-        super().__init__()
-        self.max_frames = max_frames
-
-    def decode(self, path: str | Path) -> DecodedImage:
-        """The video as (3, W, H, T) uint8 with its meta."""
-        return decode_video(path, self.max_frames)
 
 
 class OverlayVideoWriter:

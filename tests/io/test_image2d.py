@@ -15,7 +15,8 @@ from monai.transforms import LoadImage, LoadImaged
 from PIL import Image
 
 from medattn.errors import GeometryError, InputNotFoundError, UnreadableImageError
-from medattn.io.image2d import Image2DReader, read_image2d
+from medattn.io.image2d import read_image2d
+from medattn.io.readers import Image2DReader
 
 RNG = np.random.default_rng(7)
 RGB = RNG.integers(0, 256, (20, 30, 3), dtype=np.uint8)  # (H, W, C): 20 rows, 30 columns

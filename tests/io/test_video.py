@@ -13,7 +13,8 @@ from PIL import Image
 
 from medattn.errors import InputNotFoundError, UnreadableImageError
 from medattn.io.image2d import read_image2d
-from medattn.io.video import VideoReader, iter_video_frames, read_video, video_info
+from medattn.io.readers import VideoReader
+from medattn.io.video import iter_video_frames, read_video, video_info
 
 N_FRAMES, WIDTH, HEIGHT, FPS = 12, 64, 48, 10
 SQUARE = 10  # side of the moving square, pixels
