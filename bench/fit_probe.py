@@ -23,7 +23,7 @@ from plain_monai import mr_preprocessing, nnunet_items
 from medattn.losses import DeepSupervisionLoss, create_loss
 from medattn.metrics.overlap import dice
 from medattn.models import create
-from medattn.plan import network_defaults
+from medattn.models.registry import network_defaults
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_data" / "brain_mri"
 LABELS = ("grey_matter", "white_matter", "lesion")

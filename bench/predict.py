@@ -36,8 +36,9 @@ from report import machine, write_section
 
 from medattn.io import load_image, save_mask
 from medattn.metrics.overlap import dice
+from medattn.models.registry import network_defaults
 from medattn.package import PackageConfig, build_network, load_package, save_package
-from medattn.plan import Plan, network_defaults
+from medattn.plan import Plan
 
 SAMPLE = (
     Path(__file__).resolve().parents[1] / "sample_data" / "brain_mri" / "imagesTs" / "brain_004_0000.nii.gz"

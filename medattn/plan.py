@@ -12,7 +12,6 @@ import re
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
 
 import numpy as np
 
@@ -335,16 +334,6 @@ def lesion_labels(plan: Plan, label_volumes_ml: dict[str, list[float]] | None = 
         return named or ([plan.num_classes - 1] if plan.num_classes > 1 else [])
     medians = {int(k): float(np.median(v)) for k, v in label_volumes_ml.items() if v}
     return [min(medians, key=medians.get)] if medians else []
-
-
-def network_defaults(model: str, device_type: str) -> dict[str, Any]:
-    """Options a network gets on `device_type` ("cpu" or "cuda") unless the user sets them: the registry's
-    `train_options`, and on a CPU its `cpu_options` over them (lighter networks, so a time budget buys
-    enough steps)."""
-    from medattn.models import describe
-
-    spec = describe(model)
-    return {**spec.train_options, **(spec.cpu_options if device_type == "cpu" else {})}
 
 
 def default_steps_per_epoch(batches_per_pass: int, device_type: str) -> int:

@@ -22,6 +22,7 @@ from medattn.errors import ConfigError
 from medattn.io import discover
 from medattn.io.atomic import atomic_path
 from medattn.io.discovery import Case
+from medattn.models.registry import network_defaults
 from medattn.package import PackageConfig, save_package
 from medattn.pipelines.train_options import TrainOptions
 from medattn.plan import (
@@ -31,7 +32,6 @@ from medattn.plan import (
     fingerprint_dataset,
     lesion_labels,
     make_plan,
-    network_defaults,
 )
 
 # Model options naming pretrained weight files: the package's model.pt holds those weights afterwards.

@@ -1,12 +1,10 @@
-"""Bring probabilities back from the model's grid to the input grid, fast when the two grids are aligned.
+"""Bring probabilities back from the model's grid to the input grid, and decide labels there.
 
-The preprocessing only reorients (a permutation and flips of the axes) and rescales (new spacing), so the
-map from an input voxel index to a model-grid index is, up to that permutation, a scale and an offset per
-axis. Trilinear interpolation on such a map is separable: three 1D linear interpolations, one per axis,
-each a gather of two neighbouring slabs and a weighted sum. That gives the same values as MONAI's Invertd
-(`grid_sample` over the whole output grid, with border padding) at a fraction of the time and memory (no
-N x 3 sampling grid; BENCHMARKS.md, end-to-end prediction). Grids that are not aligned (an oblique scan
-resampled to RAS) return None and the caller falls back to Invertd.
+Aligned 3D grids (the preprocessing only reorients and rescales) take the separable resampling of
+`medattn.transforms.aligned_resample`, which gives MONAI Invertd's values at a fraction of the time and
+memory (BENCHMARKS.md, end-to-end prediction); labels alone are interpolated only where the 8 model-grid
+neighbours of a voxel disagree. Grids that are not aligned (an oblique scan resampled to RAS) fall back to
+Invertd through the preprocessing chain.
 """
 
 from __future__ import annotations
@@ -22,9 +20,14 @@ from monai.transforms import Invertd
 from medattn.device import to_host
 from medattn.errors import ConfigError
 from medattn.inference.postprocess import argmax_labels
+from medattn.transforms.aligned_resample import (
+    aligned_axis_map,
+    axis_neighbours,
+    resample_aligned,
+    source_order,
+    source_positions,
+)
 
-# Relative size below which an off-diagonal entry of the voxel-to-voxel map counts as zero.
-_ALIGNED_TOLERANCE = 1e-6
 # Share of mixed cells above which `resample_labels_aligned` resamples densely instead: interpolating a
 # mixed voxel from its corners costs about twice a voxel of the dense path (BENCHMARKS.md, end-to-end
 # prediction).
@@ -32,90 +35,6 @@ _MIXED_LIMIT = 0.4
 # Target voxels per slab whose mixed cells `resample_labels_aligned` interpolates at once (bounds the
 # gathered corners' memory, about 200 bytes per mixed voxel).
 _MIXED_SLAB_VOXELS = 1 << 20
-
-
-def aligned_axis_map(
-    source_affine: np.ndarray, target_affine: np.ndarray
-) -> list[tuple[int, float, float]] | None:
-    """For each target axis j: (source axis, scale, offset) with source index = scale * j_index + offset.
-
-    Args:
-        source_affine: voxel -> world of the grid the values are on (the model's grid), 4x4.
-        target_affine: voxel -> world of the grid wanted (the input's), 4x4.
-
-    Returns:
-        One (source axis, scale, offset) per target axis, or None when the grids are not axis-aligned
-        (the voxel-to-voxel map mixes axes), in which case only a general resampler can do it.
-    """
-    voxel_map = np.linalg.inv(np.asarray(source_affine, dtype=np.float64)) @ np.asarray(
-        target_affine, dtype=np.float64
-    )
-    linear = voxel_map[:3, :3]
-    largest = np.abs(linear).max()
-    axes = []
-    for j in range(3):
-        column = np.abs(linear[:, j])
-        i = int(column.argmax())
-        if np.delete(column, i).max(initial=0.0) > _ALIGNED_TOLERANCE * largest:
-            return None
-        axes.append((i, float(linear[i, j]), float(voxel_map[i, 3])))
-    if sorted(i for i, _, _ in axes) != [0, 1, 2]:
-        return None
-    return axes
-
-
-def resample_aligned(
-    volume: torch.Tensor,
-    source_affine: np.ndarray,
-    target_affine: np.ndarray,
-    target_shape: Sequence[int],
-) -> torch.Tensor | None:
-    """Trilinear resampling of `volume` (C, *source grid) onto the target grid, border-padded.
-
-    Args:
-        volume: float values (C, X, Y, Z) on the source grid (e.g. softmax probabilities).
-        source_affine: the source grid's voxel -> world matrix (4x4).
-        target_affine: the target grid's voxel -> world matrix (4x4).
-        target_shape: the target grid's (X, Y, Z) voxels.
-
-    Returns:
-        (C, *target_shape) float tensor, or None when the grids are not axis-aligned.
-    """
-    axes = aligned_axis_map(source_affine, target_affine)
-    if axes is None or volume.ndim != 4:
-        return None
-    # Interpolate along each source axis in turn (placing the result at that target axis's size), then
-    # permute the source axes into target order.
-    for target_axis, (source_axis, scale, offset) in enumerate(axes):
-        volume = _interpolate_axis(
-            volume, source_axis + 1, _positions(scale, offset, target_shape[target_axis])
-        )
-    return volume.permute(0, *(axis + 1 for axis in _source_order(axes))).contiguous()
-
-
-def _source_order(axes: list[tuple[int, float, float]]) -> list[int]:
-    """The source axis of each target axis: the permutation from source to target order."""
-    return [source_axis for source_axis, _, _ in axes]
-
-
-def _interpolate_axis(volume: torch.Tensor, dim: int, positions: torch.Tensor) -> torch.Tensor:
-    """Linear interpolation of `volume` along `dim` at fractional `positions` (clamped to the border)."""
-    lower, upper, weight = _neighbours(positions, volume.shape[dim], volume.dtype)
-    shape = [1] * volume.ndim
-    shape[dim] = -1
-    low = volume.index_select(dim, lower)
-    high = volume.index_select(dim, upper)
-    return low.lerp_(high, weight.view(shape))
-
-
-def _neighbours(
-    positions: torch.Tensor, size: int, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Lower and upper source index and the upper one's weight for each position (border-clamped)."""
-    positions = positions.clamp(0, size - 1)
-    lower = positions.floor().long().clamp(max=size - 1)
-    upper = (lower + 1).clamp(max=size - 1)
-    return lower, upper, (positions - lower).to(dtype)
 
 
 def resample_labels_aligned(
@@ -147,7 +66,6 @@ def resample_labels_aligned(
         Labels (*target_shape) as uint8 (int32 beyond 256 classes), or None when the grids are not
         axis-aligned.
     """
-    from medattn.inference.postprocess import argmax_labels
 
     axes = aligned_axis_map(source_affine, target_affine)
     if axes is None or probabilities.ndim != 4:
@@ -156,8 +74,8 @@ def resample_labels_aligned(
     # Per source axis: each target position's lower and upper neighbour and the upper one's weight.
     neighbours: list = [None] * 3
     for target_axis, (source_axis, scale, offset) in enumerate(axes):
-        positions = _positions(scale, offset, target_shape[target_axis])
-        neighbours[source_axis] = _neighbours(
+        positions = source_positions(scale, offset, target_shape[target_axis])
+        neighbours[source_axis] = axis_neighbours(
             positions, probabilities.shape[1 + source_axis], probabilities.dtype
         )
     # The label of each target voxel's lower corner and whether its cell mixes labels, gathered together:
@@ -184,7 +102,7 @@ def resample_labels_aligned(
             index[:, 0] += start
             values = _trilinear_at(rows, strides, index, neighbours)
             labels[index[:, 0], index[:, 1], index[:, 2]] = argmax_labels(values.T).to(labels.dtype)
-    return labels.permute(*_source_order(axes)).contiguous()
+    return labels.permute(*source_order(axes)).contiguous()
 
 
 def _mixed_cells(labels: torch.Tensor) -> torch.Tensor:
@@ -219,10 +137,6 @@ def _trilinear_at(
 
     planes = [along_last(a, 0).lerp_(along_last(a, 1), weights[1]) for a in (0, 1)]
     return planes[0].lerp_(planes[1], weights[0])
-
-
-def _positions(scale: float, offset: float, size: int) -> torch.Tensor:
-    return scale * torch.arange(int(size), dtype=torch.float64) + offset
 
 
 def to_input_grid(

@@ -189,3 +189,11 @@ def default_parameter_count(
     except (RuntimeError, NotImplementedError):
         model = create(name, spatial_dims, in_channels, out_channels)
     return model.parameter_count(trainable_only)
+
+
+def network_defaults(model: str, device_type: str) -> dict[str, Any]:
+    """Options a network gets on `device_type` ("cpu" or "cuda") unless the user sets them: the registry's
+    `train_options`, and on a CPU its `cpu_options` over them (lighter networks, so a time budget buys
+    enough steps)."""
+    spec = describe(model)
+    return {**spec.train_options, **(spec.cpu_options if device_type == "cpu" else {})}

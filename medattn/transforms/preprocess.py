@@ -21,8 +21,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, Spacingd
 
-from medattn.inference.resample import resample_aligned
 from medattn.plan import Plan
+from medattn.transforms.aligned_resample import resample_aligned
 from medattn.transforms.normalize import zscore_channels_, zscore_parameters
 from medattn.transforms.presets import preprocessing
 

@@ -10,13 +10,8 @@ from monai.data import MetaTensor
 from monai.transforms import Compose, Invertd, Orientationd, Spacingd
 
 from medattn.inference.postprocess import argmax_labels
-from medattn.inference.resample import (
-    _MIXED_LIMIT,
-    _mixed_cells,
-    aligned_axis_map,
-    resample_aligned,
-    resample_labels_aligned,
-)
+from medattn.inference.resample import _MIXED_LIMIT, _mixed_cells, resample_labels_aligned
+from medattn.transforms.aligned_resample import aligned_axis_map, resample_aligned
 
 GRIDS = ALIGNED_GRIDS
 

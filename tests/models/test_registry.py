@@ -107,7 +107,7 @@ def test_training_defaults_name_real_options_and_losses():
 def test_network_defaults_layer_cpu_options_over_train_options():
     """`medattn train` gives AGUNet a leaky activation on every device and the lighter network on CPU only;
     the class itself keeps the paper's ReLU, so packages that name no activation rebuild unchanged."""
-    from medattn.plan import network_defaults
+    from medattn.models.registry import network_defaults
 
     assert network_defaults("agunet", "cuda") == {"act": "leakyrelu"}
     assert network_defaults("agunet", "cpu") == {"act": "leakyrelu", "stem_stride": 2, "norm": "instance"}
