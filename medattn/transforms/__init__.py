@@ -1,7 +1,7 @@
 """MONAI transform chains per intensity preset: preprocessing (invertible for prediction) and augmentation.
 
 `presets` builds the chains, `preprocess.Preprocessor` runs a package's preprocessing on one image with
-its fast paths, `normalize` the in-place z-score, `sampling` lesion-aware patch sampling, `regions`
+its fast paths, `aligned_resample` the separable resampling between axis-aligned grids (both ways), `normalize` the in-place z-score, `sampling` lesion-aware patch sampling, `regions`
 superpixels, `masks` binary mask labels.
 """
 
