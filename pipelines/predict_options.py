@@ -192,9 +192,11 @@ def _check_options(options: PredictOptions) -> None:
         raise ConfigError(f"--sw-batch must be at least 1, got {options.sw_batch_size}")
     if options.min_lesion_ml is not None and options.min_lesion_ml < 0:
         raise ConfigError(f"--min-lesion-ml must be 0 or more, got {options.min_lesion_ml}")
+    from medattn.device import resolve_amp, resolve_device
     from medattn.inference.predictor import checked_lesion_threshold
 
     checked_lesion_threshold(options.lesion_threshold)
+    resolve_amp(options.amp, resolve_device(options.device))  # an unknown device, or AMP off CUDA
 
 
 def check_options(output: str | Path, options: PredictOptions | None = None, **changes) -> PredictOptions:

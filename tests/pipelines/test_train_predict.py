@@ -337,6 +337,7 @@ def test_unknown_model_and_bad_device_are_one_line_errors(dataset, tmp_path, cap
         (["--sw-batch", "0"], "--sw-batch must be at least 1"),
         (["--min-lesion-ml", "-1"], "--min-lesion-ml must be 0 or more"),
         (["--lesion-threshold", "0"], "--lesion-threshold is a probability in (0, 1]"),
+        (["--device", "cpu", "--amp", "bf16"], "--amp bf16 needs a CUDA device"),
         (["--format", "png"], "--format png writes 2D masks"),
         (
             ["--format", "jpg"],
