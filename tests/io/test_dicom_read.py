@@ -381,7 +381,7 @@ def test_volumes_nothing_tells_apart_stay_a_clear_error(tmp_path):
 
 def test_a_tag_that_differs_on_every_image_does_not_split_a_series_into_slices(tmp_path):
     """Magnitude and phase at the same positions, with a TriggerTime per image: split by ImageType into two
-    whole volumes, not into one-slice "volumes" by TriggerTime (found by review)."""
+    whole volumes, not into one-slice "volumes" by TriggerTime."""
     uid = "1.2.826.0.1.3680043.8.498.92"
     for n, kind in enumerate(("M", "P")):
         write_series(
@@ -403,7 +403,7 @@ def test_a_tag_that_differs_on_every_image_does_not_split_a_series_into_slices(t
 
 def test_orientations_a_hair_apart_are_one_stack_not_strays(tmp_path):
     """0.0050001 and 0.0049999 round apart at 2 decimals; within the reader's tolerance they are one
-    orientation, so no slice is left out (found by review)."""
+    orientation, so no slice is left out."""
     import pydicom
 
     write_series(tmp_path, _volume(), direction=rotation(0.2865, 0))  # cos/sin terms near 0.005

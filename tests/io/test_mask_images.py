@@ -45,7 +45,7 @@ def test_black_and_white_masks_are_told_from_class_values(tmp_path):
 
 @pytest.mark.parametrize("suffix", [".jpg", ".png"])
 def test_training_reads_them_as_one_foreground_class(tmp_path, suffix):
-    """Before, a 0/255 JPEG mask set planned a 256-class network (every noise level a class)."""
+    """A 0/255 JPEG mask set plans one foreground class, not a class per noise level of the compression."""
     cases = list(discover(_dataset(tmp_path, suffix)))
     with pytest.warns(InputWarning, match="3 label image.* black/white masks"):
         fingerprint = fingerprint_dataset(cases)
@@ -70,7 +70,7 @@ def test_evaluate_scores_a_mask_against_a_black_and_white_reference(tmp_path):
 
 def test_class_values_with_a_void_border_are_not_a_black_and_white_mask(tmp_path):
     """PASCAL VOC style: class 15 inside a 255 "void" border, in a lossless PNG; binarising it would erase
-    the class (found by review). JPEG keeps its tolerance for compression noise."""
+    the class. JPEG keeps its tolerance for compression noise."""
     mask = np.zeros((ROWS, COLUMNS), np.uint8)
     mask[10:30, 10:40] = 255
     mask[12:28, 12:38] = 15
