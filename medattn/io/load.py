@@ -57,6 +57,7 @@ def load_image(
             raise InputNotFoundError("no such file or folder", source)
         reader = reader_for(source)
         image = reader(source, series_uid=series_uid) if series_uid else reader(source)
+    _check_placement(image, source)
     if spatial_dims is not None:
         image = _as_spatial_dims(image, spatial_dims, source)
     if channels is not None and image.shape[0] != channels:
@@ -69,6 +70,28 @@ def load_image(
         image = image.to(dtype=_torch_dtype(dtype))
     _replace_nonfinite_(image, source)
     return image
+
+
+def _check_placement(image: MetaTensor, source: Path) -> None:
+    """GeometryError for an image no viewer can place or no model can read: no voxels, an affine with a
+    non-finite entry (NaN origin or spacing), or a singular one (a zero spacing, a degenerate direction
+    matrix). Readers name the damaged header field where they can; this is the net under all of them."""
+    if image.numel() == 0:
+        raise GeometryError(f"the image has no voxels (shape {tuple(image.shape)})", source)
+    affine = np.asarray(image.affine, dtype=np.float64)
+    if not np.isfinite(affine).all():
+        raise GeometryError(
+            "the image's placement (spacing, origin or direction) is not a finite number", source
+        )
+    size = affine.shape[0] - 1
+    linear = affine[:size, :size]
+    spacing = np.linalg.norm(linear, axis=0)
+    if (spacing == 0).any() or abs(np.linalg.det(linear)) <= 1e-6 * float(np.prod(spacing)):
+        raise GeometryError(
+            f"the image's voxel grid is degenerate (spacing {np.round(spacing, 6).tolist()} mm or a singular "
+            "direction matrix): the header's spacing or orientation is damaged",
+            source,
+        )
 
 
 def _replace_nonfinite_(image: MetaTensor, source: Path) -> None:
