@@ -143,3 +143,74 @@ def load_package(
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(f"the weights do not fit the package's model ({first})", weights) from error
     return network.eval(), config
+
+
+# An ensemble package: a folder whose medattn.json lists member packages (k-fold training writes one, with
+# the folds as fold_0 ... fold_{N-1} inside it); prediction averages its members' probabilities.
+ENSEMBLE_KIND = "ensemble"
+
+
+def is_ensemble(folder: str | Path) -> bool:
+    """Whether `folder` is an ensemble package (its medattn.json has ``"kind": "ensemble"``)."""
+    path = Path(folder) / CONFIG_NAME
+    try:
+        return json.loads(path.read_text()).get("kind") == ENSEMBLE_KIND
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
+
+
+def save_ensemble(folder: str | Path, members: list[str | Path], folds: int | None = None) -> Path:
+    """Write `folder`/medattn.json listing `members` (paths relative to `folder` where they lie inside it).
+
+    Args:
+        folder: the ensemble package folder.
+        members: member package folders, in order.
+        folds: for k-fold training, how many folds the ensemble is meant to have (a later run may add the
+            missing ones); None for an ensemble of separate packages.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    listed = []
+    for member in members:
+        member = Path(member)
+        try:
+            listed.append(str(member.resolve().relative_to(folder.resolve())))
+        except ValueError:
+            listed.append(str(member.resolve()))
+    config = {
+        "format_version": FORMAT_VERSION,
+        "medattn_version": __version__,
+        "kind": ENSEMBLE_KIND,
+        "members": listed,
+        "folds": folds,
+    }
+    with atomic_path(folder / CONFIG_NAME) as tmp:
+        tmp.write_text(json.dumps(config, indent=2))
+    return folder
+
+
+def package_members(folder: str | Path, folds: list[int] | None = None) -> list[Path]:
+    """The model packages a package folder stands for: itself, or an ensemble's members (all, or the
+    members at the positions `folds` names).
+
+    Raises:
+        ConfigError: an ensemble with no members, a fold index it does not have, or a member that is not
+            a model package (each named).
+    """
+    folder = Path(folder)
+    if not is_ensemble(folder):
+        if folds:
+            raise ConfigError(f"--folds picks members of an ensemble package; {folder} is a single model")
+        return [folder]
+    listed = json.loads((folder / CONFIG_NAME).read_text()).get("members") or []
+    members = [Path(m) if Path(m).is_absolute() else folder / m for m in listed]
+    if not members:
+        raise ConfigError("the ensemble package lists no members", folder / CONFIG_NAME)
+    if folds:
+        wrong = [k for k in folds if not 0 <= k < len(members)]
+        if wrong:
+            raise ConfigError(f"--folds {wrong}: the ensemble has members 0 to {len(members) - 1}", folder)
+        members = [members[k] for k in folds]
+    for member in members:
+        read_config(member)  # names a missing or damaged member before any case runs
+    return members
