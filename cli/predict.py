@@ -19,7 +19,14 @@ def predict(
         ..., metavar="INPUT", help="A scan, a folder of scans, a DICOM tree or a video."
     ),
     output: Path = typer.Argument(..., metavar="OUTPUT", help="Folder for masks, volumes.csv, predict.json."),
-    model: Path = typer.Option(..., "--model", "-m", help="Model package folder (from `medattn train`)."),
+    model: list[Path] = typer.Option(
+        ...,
+        "--model",
+        "-m",
+        metavar="PKG",
+        help="Model package folder (from `medattn train`), or an ensemble package (`train --folds`); repeat "
+        "to ensemble several packages (their probabilities averaged).",
+    ),
     options: PredictOptions = None,
 ) -> None:
     """Segment every case under INPUT; masks land on each input's own grid. Exit code 1 if a case failed.
@@ -59,7 +66,9 @@ def predict(
         def on_frames(case: str, done: int, total: int | None) -> None:
             bar.update(task, description=f"{case}: frame {done}" + (f"/{total}" if total else ""))
 
-        results = run_prediction(inputs, output, model, options=options, on_case=on_case, on_frames=on_frames)
+        results = run_prediction(
+            inputs, output, list(model), options=options, on_case=on_case, on_frames=on_frames
+        )
     done = sum(r.status == "done" for r in results)
     skipped = sum(r.status == "skipped" for r in results)
     Console().print(f"{done} predicted, {skipped} skipped (already done), {len(failures)} failed -> {output}")

@@ -20,7 +20,7 @@ from medattn.pipelines.predict_case import CaseStages, case_target
 from medattn.pipelines.predict_options import PredictOptions, check_options
 from medattn.pipelines.predict_report import (
     CaseResult,
-    earlier_volume_rows,
+    earlier_report_rows,
     run_settings,
     volume_rows,
     write_reports,
@@ -66,7 +66,7 @@ def _finished(case: Case, out: Path, options: PredictOptions, names: dict[int, s
 def predict(
     inputs: str | Path,
     output: str | Path,
-    model: str | Path,
+    model: str | Path | list[str | Path],
     *,
     options: PredictOptions | None = None,
     on_case: Callable[[CaseResult, int, int], None] | None = None,
@@ -85,7 +85,8 @@ def predict(
     Args:
         inputs: what to segment.
         output: folder for `<case_id>.<format>`, volumes.csv and predict.json.
-        model: a model package folder (from `medattn train`).
+        model: a model package folder (from `medattn train`), an ensemble package (`train --folds`), or a
+            list of packages to ensemble (their probabilities averaged; see `medattn.inference.ensemble`).
         options: the settings (`medattn.pipelines.predict_options.PredictOptions`, where each field's help
             says what it does); default: PredictOptions().
         on_case: called after each case with (result, index, total), e.g. to advance a progress bar.
@@ -96,23 +97,26 @@ def predict(
     Returns:
         One CaseResult per case; failed cases carry the error (nothing is raised for them).
     """
-    from medattn.inference.predictor import load_model
+    from medattn.inference.ensemble import load_predictor
+    from medattn.package import package_members
     from medattn.pipelines.prompted import prompt_source
 
     settings_obj = check_options(output, options, **changes)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    predictor = load_model(model, **settings_obj.predictor_settings())
+    packages = [model] if isinstance(model, (str, Path)) else list(model)
+    members = [member for package in packages for member in package_members(package, settings_obj.folds)]
+    predictor = load_predictor(members, **settings_obj.predictor_settings())
     if settings_obj.format == "png" and predictor.plan.spatial_dims == 3:
         raise ConfigError(
-            f"--format png writes 2D masks; the model {Path(model).name} is 3D: "
+            f"--format png writes 2D masks; the model {Path(packages[0]).name} is 3D: "
             "use nii.gz, seg.nrrd or dicom-seg"
         )
     prompts_for = prompt_source(settings_obj, predictor)
     cases = list(discover(inputs))
     _refuse_overwriting_inputs(cases, out, settings_obj)
-    earlier_rows = earlier_volume_rows(out, {case.id for case in cases})
-    settings = run_settings(Path(model), predictor, settings_obj, Path(inputs))
+    earlier_rows = earlier_report_rows(out, {case.id for case in cases})
+    settings = run_settings(packages, members, predictor, settings_obj, Path(inputs))
     results: list[CaseResult] = []
     todo = []
     for case in cases:

@@ -18,6 +18,7 @@ from monai.data import MetaTensor
 
 from medattn.errors import ConfigError, GeometryError, MedattnError, failure_message
 from medattn.inference.stages import Stages
+from medattn.inference.uncertainty import component_rows
 from medattn.io import save_mask
 from medattn.io.discovery import Case
 from medattn.io.formats import MASK_FORMATS
@@ -33,6 +34,23 @@ def case_target(out: Path, case: Case, options) -> Path:
 
         return video_outputs(out, case.id)["masks"]
     return out / f"{case.id}{MASK_FORMATS[options.format]}"
+
+
+#: Suffix of the uncertainty maps per --format: ITK formats keep theirs, everything else is NIfTI.
+_MAP_SUFFIXES = {"nrrd": ".nrrd", "seg.nrrd": ".nrrd", "mha": ".mha"}
+
+
+def write_scalar_map(volume: MetaTensor, path: Path) -> Path:
+    """A (1, *spatial) float map on the input grid as NIfTI or, by suffix, NRRD/MHA (scalar volumes 3D
+    Slicer shows over the scan)."""
+    if path.name.endswith(".nii.gz"):
+        return save_probability_volume(volume, path)
+    from medattn.io.geometry import affine_4x4
+    from medattn.io.itk import write_itk
+
+    array = np.asarray(volume, dtype=np.float32)[0]
+    write_itk(array, affine_4x4(np.asarray(volume.affine), array.ndim), path)
+    return path
 
 
 def postprocess_labels(labels: np.ndarray, spacing: tuple[float, ...], options) -> np.ndarray:
@@ -111,8 +129,14 @@ class CaseStages:
 
     def finish(self, work: _Work) -> _Work:
         if work.image is not None:
-            keep = self.options.save_probabilities
-            work.output = self.predictor.finish(work.inferred, work.prepared, work.image, probabilities=keep)
+            options = self.options
+            work.output = self.predictor.finish(
+                work.inferred,
+                work.prepared,
+                work.image,
+                probabilities=options.save_probabilities,
+                uncertainty=options.uncertainty,
+            )
             work.prepared = work.inferred = None
         return work
 
@@ -134,13 +158,33 @@ class CaseStages:
         save_mask(mask, target, reference=case.images if case.dicom else image, labels=table)
         if options.overlay:
             save_mask(mask, self.out / f"{case.id}_overlay.png", reference=image, labels=table, overlay=True)
-        if result.probabilities is not None:
+        if result.probabilities is not None and options.save_probabilities:
             save_probability_volume(result.probabilities, self.out / f"{case.id}_probabilities.nii.gz")
         if result.attention is not None:
             save_probability_volume(result.attention, self.out / f"{case.id}_attention.nii.gz")
-        rows = volume_rows(case.id, mask, image.affine, self.predictor.config.labels)
-        return CaseResult(
-            case.id, "done", str(target), round(time.perf_counter() - work.started, 3), volumes=rows
+        names = self.predictor.config.labels
+        rows = volume_rows(case.id, mask, image.affine, names)
+        seconds = round(time.perf_counter() - work.started, 3)
+        done = CaseResult(case.id, "done", str(target), seconds, volumes=rows)
+        if result.uncertainty is not None:
+            self._write_uncertainty(done, labels, result, names)
+        return done
+
+    def _write_uncertainty(self, done: CaseResult, labels: np.ndarray, result, names: dict[int, str]) -> None:
+        """The uncertainty (and disagreement) maps beside the mask, the case's components.csv rows and its
+        mean uncertainty where a foreground is plausible (the mask, or a foreground probability of 0.1 or
+        more): over the whole image, background would drown it."""
+        case_id, suffix = done.case, _MAP_SUFFIXES.get(self.options.format, ".nii.gz")
+        write_scalar_map(result.uncertainty, self.out / f"{case_id}_uncertainty{suffix}")
+        if result.disagreement is not None:
+            write_scalar_map(result.disagreement, self.out / f"{case_id}_disagreement{suffix}")
+        probabilities = np.asarray(result.probabilities)
+        uncertainty = np.asarray(result.uncertainty)[0]
+        plausible = (labels > 0) | (1.0 - probabilities[0] >= 0.1)
+        done.mean_uncertainty = round(float(uncertainty[plausible].mean()), 4) if plausible.any() else 0.0
+        affine = np.asarray(result.uncertainty.affine)
+        done.components = component_rows(
+            case_id, labels, probabilities, uncertainty, affine, names, self.options.low_confidence
         )
 
     def failed(self, case: Case, error: Exception, started: float) -> CaseResult:

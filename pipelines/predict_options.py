@@ -80,6 +80,30 @@ class PredictOptions:
             "predictor": True,
         },
     )
+    uncertainty: bool = field(
+        default=False,
+        metadata={
+            "help": "Also write <case>_uncertainty.nii.gz (.nrrd / .mha with those formats): the normalized "
+            "entropy of the class probabilities, 0-1, on the input grid; with an ensemble also "
+            "<case>_disagreement (the members' mutual information); and components.csv: a row per "
+            "connected component of each label with its volume, centroid and confidence.",
+        },
+    )
+    low_confidence: float = field(
+        default=0.5,
+        metadata={
+            "help": "With --uncertainty: flag a component low_confidence in components.csv when its "
+            "confidence (the mean probability of its label over its voxels) is below this.",
+        },
+    )
+    folds: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "Ensemble packages: use only these members, e.g. 0,2 (default: every fold).",
+            "parser": lambda text: [int(v) for v in str(text).split(",") if v.strip()],
+            "cli_type": str,
+        },
+    )
     overlay: bool = field(
         default=False,
         metadata={"help": "2D images: also write <case>_overlay.png with each label's contour on the image."},

@@ -13,10 +13,14 @@ from pathlib import Path
 import numpy as np
 
 from medattn import __version__
+from medattn.inference.uncertainty import COMPONENT_COLUMNS
 from medattn.io.atomic import atomic_path
 from medattn.metrics.volume import label_voxel_counts, voxel_volume_ml
 
 VOLUME_COLUMNS = ("case", "label", "name", "voxels", "volume_ml")
+#: The CSV reports, their columns, and the CaseResult field that holds a case's rows.
+REPORTS = {"volumes.csv": VOLUME_COLUMNS, "components.csv": COMPONENT_COLUMNS}
+_RESULT_FIELD = {"volumes.csv": "volumes", "components.csv": "components"}
 
 
 @dataclass
@@ -31,6 +35,8 @@ class CaseResult:
     volumes: list[dict] = field(default_factory=list)
     frames: int | None = None  # videos: frames segmented
     fps: float | None = None  # videos: frames segmented per second, decoding and writing included
+    mean_uncertainty: float | None = None  # --uncertainty: the case's mean normalized entropy in its mask
+    components: list[dict] = field(default_factory=list)  # --uncertainty: components.csv rows
 
 
 def volume_rows(case_id: str, mask, affine, names: dict[int, str]) -> list[dict]:
@@ -48,13 +54,18 @@ def volume_rows(case_id: str, mask, affine, names: dict[int, str]) -> list[dict]
     ]
 
 
-def earlier_volume_rows(out: Path, case_ids: set[str]) -> list[dict]:
-    """Rows of volumes.csv from an earlier run into `out` for cases this run does not have (a run on a
-    subset of the inputs must not drop the others' volumes); none when the file is absent or foreign."""
+def earlier_report_rows(out: Path, case_ids: set[str]) -> dict[str, list[dict]]:
+    """Rows of volumes.csv and components.csv from an earlier run into `out` for cases this run does not
+    have (a run on a subset of the inputs must not drop the others' rows); none for an absent or foreign
+    file."""
+    return {name: _earlier_rows(out / name, columns, case_ids) for name, columns in REPORTS.items()}
+
+
+def _earlier_rows(path: Path, columns: tuple[str, ...], case_ids: set[str]) -> list[dict]:
     try:
-        with open(out / "volumes.csv", newline="") as handle:
+        with open(path, newline="") as handle:
             reader = csv.DictReader(handle)
-            if tuple(reader.fieldnames or ()) != VOLUME_COLUMNS:
+            if tuple(reader.fieldnames or ()) != columns:
                 return []
             return [row for row in reader if row["case"] not in case_ids]
     except (OSError, csv.Error, UnicodeDecodeError):
@@ -62,31 +73,39 @@ def earlier_volume_rows(out: Path, case_ids: set[str]) -> list[dict]:
 
 
 def write_reports(
-    out: Path, results: list[CaseResult], settings: dict, earlier_rows: list[dict] = ()
+    out: Path, results: list[CaseResult], settings: dict, earlier_rows: dict[str, list[dict]] | None = None
 ) -> None:
-    """volumes.csv (earlier rows first, then this run's) and predict.json (settings and every case)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=VOLUME_COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(earlier_rows)
-    for result in results:
-        writer.writerows(result.volumes)
-    with atomic_path(out / "volumes.csv") as tmp:
-        tmp.write_text(buffer.getvalue())
-    report = {**settings, "cases": [{k: v for k, v in asdict(r).items() if k != "volumes"} for r in results]}
+    """volumes.csv, components.csv when a case has components (earlier rows first, then this run's), and
+    predict.json (settings and every case)."""
+    earlier_rows = earlier_rows or {}
+    for name, columns in REPORTS.items():
+        rows = [row for result in results for row in getattr(result, _RESULT_FIELD[name])]
+        if name != "volumes.csv" and not rows and not earlier_rows.get(name):
+            continue
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(earlier_rows.get(name, ()))
+        writer.writerows(rows)
+        with atomic_path(out / name) as tmp:
+            tmp.write_text(buffer.getvalue())
+    listed = ("volumes", "components")
+    report = {**settings, "cases": [{k: v for k, v in asdict(r).items() if k not in listed} for r in results]}
     with atomic_path(out / "predict.json") as tmp:
         tmp.write_text(json.dumps(report, indent=2))
 
 
-def run_settings(model: Path, predictor, options, inputs: Path) -> dict:
-    """predict.json's header: versions, the input, the package, every option, the device and precision."""
+def run_settings(packages: list, members: list, predictor, options, inputs: Path) -> dict:
+    """predict.json's header: versions, the input, the package(s) and the members used, every option, the
+    device and precision."""
     import monai
     import torch
 
     return {
         "medattn_version": __version__,
         "input": str(inputs),
-        "model_package": str(model),
+        "model_package": str(packages[0]) if len(packages) == 1 else [str(p) for p in packages],
+        "members": [str(m) for m in members],
         "model": predictor.config.model,
         "options": asdict(options),
         "device": str(predictor.device),

@@ -27,6 +27,7 @@ from medattn.device import channels_last_format, resolve_amp, resolve_device, to
 from medattn.errors import ConfigError
 from medattn.inference.resample import labels_on_input_grid, to_input_grid
 from medattn.inference.sliding_window import choose_stitch_device
+from medattn.inference.uncertainty import normalized_entropy
 from medattn.models.base import compiled
 from medattn.package import PackageConfig, load_package
 from medattn.transforms.preprocess import Preprocessor
@@ -41,11 +42,13 @@ def checked_lesion_threshold(threshold: float | None) -> float | None:
 
 @dataclass
 class PredictionOutput:
-    """A case's mask on its input grid, with the optional probability and attention volumes."""
+    """A case's mask on its input grid, with the optional probability, attention and uncertainty volumes."""
 
     mask: MetaTensor  # (1, *spatial) integer labels
     probabilities: MetaTensor | None = None  # (num_classes, *spatial) float32
     attention: MetaTensor | None = None  # (1, *spatial) float32
+    uncertainty: MetaTensor | None = None  # (1, *spatial) normalized entropy in [0, 1]
+    disagreement: MetaTensor | None = None  # (1, *spatial) ensembles: members' mutual information, [0, 1]
 
 
 class Predictor:
@@ -245,16 +248,20 @@ class Predictor:
             pad_last_batch=bool(self.compile),
         )
 
-    def finish(self, inferred, prepared, image: MetaTensor, probabilities: bool = False) -> PredictionOutput:
+    def finish(
+        self, inferred, prepared, image: MetaTensor, probabilities: bool = False, uncertainty: bool = False
+    ) -> PredictionOutput:
         """What `infer` returned (probabilities, or with attention the pair) on `image`'s grid: the mask,
-        and the probabilities if asked for and the attention map if there is one, on that grid."""
+        the attention map if there is one, and with `probabilities` or `uncertainty` the class
+        probabilities on that grid, with `uncertainty` also their normalized entropy."""
         probs, attention_map = inferred if isinstance(inferred, tuple) else (inferred, None)
+        keep = probabilities or uncertainty
         if not isinstance(prepared, MetaTensor):  # the SAM family predicts on the input grid
             labels = probs.argmax(dim=0).to(torch.uint8 if probs.shape[0] < 256 else torch.int32)
-            on_input = MetaTensor(probs, affine=image.affine) if probabilities else None
+            on_input = MetaTensor(probs, affine=image.affine) if keep else None
             attention = None if attention_map is None else MetaTensor(attention_map, affine=image.affine)
         else:
-            labels, on_input = self.to_input_labels(probs, prepared, image, keep_probabilities=probabilities)
+            labels, on_input = self.to_input_labels(probs, prepared, image, keep_probabilities=keep)
             attention = None
             if attention_map is not None:
                 attention = to_input_grid(attention_map, prepared, image, self.preprocessor)
@@ -262,6 +269,9 @@ class Predictor:
             mask=MetaTensor(labels[None], affine=image.affine, meta=_plain_meta(image)),
             probabilities=on_input,
             attention=attention,
+            uncertainty=None
+            if not uncertainty
+            else _on_grid(normalized_entropy(on_input.as_tensor()), image),
         )
 
     def to_input_labels(
@@ -278,13 +288,14 @@ class Predictor:
             preprocessed,
             image,
             self.preprocessor,
-            self._thresholded_lesions(),
+            self.thresholded_lesions(),
             self.lesion_threshold,
             keep_probabilities,
         )
 
-    def _thresholded_lesions(self) -> list[int]:
-        """The lesion labels `lesion_threshold` applies to (none without a threshold)."""
+    def thresholded_lesions(self) -> list[int]:
+        """The lesion labels `lesion_threshold` applies to (none without a threshold); an `Ensemble` applies
+        its first member's."""
         if self.lesion_threshold is None:
             return []
         from medattn.plan import lesion_labels
@@ -337,6 +348,11 @@ def _resolve_stitch_device(stitch_device: str | torch.device | None) -> torch.de
         return torch.device(stitch_device)
     except RuntimeError as error:
         raise ConfigError(f"unknown stitch device {stitch_device!r}; use auto, cpu or cuda[:N]") from error
+
+
+def _on_grid(volume: torch.Tensor, image: MetaTensor) -> MetaTensor:
+    """A (*spatial) map as a (1, *spatial) MetaTensor on `image`'s grid."""
+    return MetaTensor(volume[None].float(), affine=image.affine)
 
 
 def _plain_meta(image: MetaTensor) -> dict:

@@ -202,7 +202,16 @@ def labels_on_input_grid(
         if labels is not None:
             return labels, None
     on_input = to_input_grid(probs, preprocessed, original, preprocessor)
-    labels = argmax_labels(on_input.as_tensor())
-    for value in lesions:
-        labels[on_input.as_tensor()[value] >= lesion_threshold] = value
+    labels = labels_from_probabilities(on_input.as_tensor(), lesions, lesion_threshold)
     return labels, on_input if keep_probabilities else None
+
+
+def labels_from_probabilities(
+    probabilities: torch.Tensor, lesions: Sequence[int] = (), lesion_threshold: float | None = None
+) -> torch.Tensor:
+    """Labels (*spatial) from (C, *spatial) probabilities: the argmax, except that a label of `lesions`
+    wins wherever its probability reaches `lesion_threshold`."""
+    labels = argmax_labels(probabilities)
+    for value in lesions:
+        labels[probabilities[value] >= lesion_threshold] = value
+    return labels
