@@ -239,8 +239,11 @@ def _plan_problem(plan: dict) -> str | None:
         isinstance(spacing, list) and len(spacing) == dims and all(_is_number(v) and v > 0 for v in spacing)
     ):
         return f"plan.spacing must be {dims} positive numbers (mm per axis) or null, not {spacing!r}"
-    if plan["preset"] not in PRESETS:
-        return f"plan.preset must be one of {', '.join(PRESETS)}, not {plan['preset']!r}"
+    from medattn.inference.prompted import MEDSAM_PRESET
+
+    presets = (*PRESETS, MEDSAM_PRESET)
+    if plan["preset"] not in presets:
+        return f"plan.preset must be one of {', '.join(presets)}, not {plan['preset']!r}"
     clip = plan.get("clip_range")
     if clip is not None and not (
         isinstance(clip, list) and len(clip) == 2 and all(_is_number(v) for v in clip) and clip[0] < clip[1]

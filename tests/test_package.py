@@ -62,7 +62,7 @@ def test_a_package_from_a_newer_medattn_says_to_upgrade(copy):
         (lambda data: data["plan"].update(num_classes="3"), "plan.num_classes must be a whole number"),
         (lambda data: data["plan"].update(spatial_dims=7), "plan.spatial_dims must be 2 or 3, not 7"),
         (lambda data: data["plan"].update(spacing=[0, 1, 1]), "plan.spacing must be 3 positive numbers"),
-        (lambda data: data["plan"].update(preset="xray"), "plan.preset must be one of ct, mr, rgb"),
+        (lambda data: data["plan"].update(preset="xray"), "plan.preset must be one of ct, mr, rgb, medsam"),
         (lambda data: data["plan"].update(normalize_std=0), "plan.normalize_std must be a positive number"),
         (lambda data: data["plan"].update(clip_range=[5, 1]), "plan.clip_range must be \\[low, high\\]"),
         (lambda data: data["plan"].update(labels=[1, 2]), "plan.labels must map label values to names"),
