@@ -25,7 +25,7 @@ from medattn import __version__
 from medattn.errors import ConfigError, InputNotFoundError, PackageError
 from medattn.io.atomic import atomic_path
 from medattn.plan import PRESETS, Plan
-from medattn.weights import as_state_dict, compare_keys, read_weights
+from medattn.weights import as_state_dict, compare_keys, read_weights, save_weights
 
 CONFIG_NAME = "medattn.json"
 WEIGHTS_NAME = "model.pt"
@@ -104,8 +104,7 @@ def save_package(folder: str | Path, state_dict: dict[str, torch.Tensor], config
     """Write model.pt and medattn.json into `folder`, each atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with atomic_path(folder / WEIGHTS_NAME) as tmp:
-        torch.save({k: v.detach().cpu() for k, v in state_dict.items()}, tmp)
+    save_weights({k: v.detach().cpu() for k, v in state_dict.items()}, folder / WEIGHTS_NAME)
     with atomic_path(folder / CONFIG_NAME) as tmp:
         tmp.write_text(json.dumps(config.to_dict(), indent=2))
     return folder

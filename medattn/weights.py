@@ -1,10 +1,11 @@
-"""Read the PyTorch files medattn is given (packages, checkpoints) safely, and say what is wrong with them.
+"""Read and write PyTorch weights files (packages, checkpoints) safely, and say what is wrong with them.
 
 Every file is read with ``weights_only=True``: a weights file is untrusted input, and a full pickle could run
 code. ``torch.load`` reports a damaged file with a zoo of exception types and miniz's internals;
 `read_weights` turns each into one PackageError naming the file. With ``verify`` it also checks the CRC-32
 of every record in the zip archive ``torch.save`` writes, which ``torch.load`` does not: a byte changed
-inside a tensor is then an error, not a model that silently predicts something else.
+inside a tensor is then an error, not a model that silently predicts something else. `save_weights` writes
+atomically and names a full disk, which torch.save reports as a bare RuntimeError.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 
 from medattn.errors import InputNotFoundError, PackageError
+from medattn.io.atomic import atomic_path
 
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTOCOL = 0x80  # first byte of a pickle (torch.save's format before PyTorch 1.6)
@@ -74,6 +76,42 @@ def read_weights(
         raise PackageError(
             f"the file is damaged or cut short and cannot be read ({_first_sentence(error)})", path
         ) from error
+
+
+def save_weights(content: Any, path: str | Path) -> Path:
+    """``torch.save(content)`` to `path` atomically; a full disk is a DiskFullError naming `path`.
+
+    torch.save turns an error of the file it writes into a RuntimeError; writing through `_KeptErrors`
+    keeps the OSError (ENOSPC, EACCES), which `atomic_path` names.
+    """
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        stream = _KeptErrors(handle)
+        try:
+            torch.save(content, stream)
+        except RuntimeError:
+            if stream.error is not None:
+                raise stream.error from None
+            raise
+    return path
+
+
+class _KeptErrors:
+    """A binary file's write() that remembers the OSError it raised (for `save_weights`)."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as error:
+            self.error = error
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def as_state_dict(loaded: Any, path: str | Path) -> dict[str, torch.Tensor]:

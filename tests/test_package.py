@@ -8,9 +8,10 @@ import shutil
 
 import pytest
 import torch
-from tiny_package import make_package  # tests/ is on sys.path (pythonpath in pyproject.toml)
+from full_disk import FullDisk  # tests/ is on sys.path (pythonpath in pyproject.toml)
+from tiny_package import make_package
 
-from medattn.errors import MedattnError, PackageError
+from medattn.errors import DiskFullError, MedattnError, PackageError
 from medattn.package import CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, load_package
 from medattn.training.checkpoint import load_checkpoint, save_checkpoint
 
@@ -180,3 +181,13 @@ def test_a_damaged_training_checkpoint_is_named(tmp_path):
         PackageError, match="checkpoint_last.pt: checkpoint layout 99 is newer .* upgrade medattn"
     ):
         load_checkpoint(path)
+
+
+@pytest.mark.parametrize("free", [0, 3_000, 60_000])
+def test_a_full_disk_while_saving_weights_names_the_file_and_keeps_nothing(tmp_path, monkeypatch, free):
+    """torch.save reports a failed write as a RuntimeError; save_weights names it as a full disk."""
+    state = {"weight": torch.zeros(40_000)}
+    FullDisk(tmp_path, free).install(monkeypatch)
+    with pytest.raises(DiskFullError, match="checkpoint_last.pt: the disk is full"):
+        save_checkpoint({"model": state}, tmp_path / "checkpoint_last.pt")
+    assert not list(tmp_path.iterdir())

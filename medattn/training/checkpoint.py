@@ -18,7 +18,7 @@ from torch import nn
 
 from medattn.errors import InputNotFoundError, PackageError
 from medattn.io.atomic import atomic_path
-from medattn.weights import read_weights
+from medattn.weights import read_weights, save_weights
 
 #: Bumped when the checkpoint layout changes incompatibly.
 CHECKPOINT_FORMAT = 1
@@ -80,10 +80,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write `state` to `path` atomically: a kill leaves the previous checkpoint or the new one, whole."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
-    return path
+    return save_weights({"format": CHECKPOINT_FORMAT, **state}, path)
 
 
 def copy_checkpoint(source: str | Path, destination: str | Path) -> Path:
