@@ -43,8 +43,18 @@ class WriteError(MedattnError, OSError):
     """An output could not be written (unknown suffix, missing reference, disk problem)."""
 
 
+class DiskFullError(WriteError):
+    """The output's disk (or the user's quota) is full: every later case would fail the same way, so a batch
+    stops at the first one instead of recording the same failure for each."""
+
+
 class ConfigError(MedattnError, ValueError):
     """An option medattn cannot use (unknown model name, unsupported combination); names the valid ones."""
+
+
+class PackageError(ConfigError):
+    """A model package, checkpoint or weights file medattn cannot use: damaged, cut short, not a state dict,
+    fields missing or of the wrong type, or written by a newer medattn; names the file and what is wrong."""
 
 
 class MissingDependencyError(MedattnError, ImportError):

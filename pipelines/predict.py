@@ -2,9 +2,12 @@
 
 A finished case is skipped on a re-run unless `overwrite`; a failing case is recorded and the rest go
 on; every file is written atomically and the report is rewritten after each case, so a kill leaves
-finished cases complete and nothing partial. The cases run the stages of `medattn.inference.stages`, in
-turn or pipelined (the default on CUDA; on CPU the network's own threads already use every core, see
-bench/predict_folder.py); `medattn.pipelines.predict_case` says what each stage does to a case.
+finished cases complete and nothing partial. An output folder that cannot be written to is refused before
+the first case, and a full disk stops the batch at the case it happens on (every later case would fail
+the same way), with the masks and the reports in agreement. The cases run the stages of
+`medattn.inference.stages`, in turn or pipelined (the default on CUDA; on CPU the network's own threads
+already use every core, see bench/predict_folder.py); `medattn.pipelines.predict_case` says what each
+stage does to a case.
 """
 
 from __future__ import annotations
@@ -12,9 +15,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from medattn.errors import ConfigError, MedattnError
+from medattn.errors import ConfigError, DiskFullError, MedattnError
 from medattn.inference.stages import run_stages
 from medattn.io import discover
+from medattn.io.atomic import check_writable
 from medattn.io.discovery import Case
 from medattn.pipelines.predict_case import CaseStages, case_target
 from medattn.pipelines.predict_options import PredictOptions, check_options
@@ -96,14 +100,17 @@ def predict(
 
     Returns:
         One CaseResult per case; failed cases carry the error (nothing is raised for them).
+
+    Raises:
+        WriteError: the output folder cannot be written to (before any case).
+        DiskFullError: the disk filled up; the batch stops there, the cases before it complete and reported.
     """
     from medattn.inference.ensemble import load_predictor
     from medattn.package import package_members
     from medattn.pipelines.prompted import prompt_source
 
     settings_obj = check_options(output, options, **changes)
-    out = Path(output)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable(output)
     packages = [model] if isinstance(model, (str, Path)) else list(model)
     members = [member for package in packages for member in package_members(package, settings_obj.folds)]
     predictor = load_predictor(members, **settings_obj.predictor_settings())
@@ -134,7 +141,14 @@ def predict(
 
     def record(result: CaseResult, index: int) -> None:
         results.append(result)
-        write_reports(out, results, settings, earlier_rows)
+        try:
+            write_reports(out, results, settings, earlier_rows)
+        except DiskFullError:
+            # The reports keep the cases before this one: its mask goes too, so the folder agrees with them
+            # (a re-run predicts it again).
+            if result.status == "done" and result.output and Path(result.output).is_file():
+                Path(result.output).unlink()
+            raise
         if on_case is not None:
             on_case(result, index, len(todo))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from monai.data import MetaTensor
 
-from medattn.errors import ConfigError, GeometryError, MedattnError, failure_message
+from medattn.errors import ConfigError, DiskFullError, GeometryError, MedattnError, failure_message
 from medattn.inference.stages import Stages
 from medattn.inference.uncertainty import component_rows
 from medattn.io import save_mask
@@ -188,7 +188,10 @@ class CaseStages:
         )
 
     def failed(self, case: Case, error: Exception, started: float) -> CaseResult:
-        """The result of a case whose stage raised: one case's error (or bug) must not stop the batch."""
+        """The result of a case whose stage raised: one case's error (or bug) must not stop the batch. A
+        full disk does: it is raised again, as every later case would fail the same way."""
+        if isinstance(error, DiskFullError):
+            raise error
         return CaseResult(
             case.id, "failed", None, round(time.perf_counter() - started, 3), failure_message(error)
         )

@@ -207,6 +207,7 @@ def train(
         distributed_sampler,
         init_distributed,
     )
+    from medattn.training.checkpoint import load_checkpoint
     from medattn.training.validation import make_prompted_validate_fn, make_validate_fn
     from medattn.transforms import augmentation, preprocessing
 
@@ -311,8 +312,7 @@ def train(
     result = trainer.fit(loader)
     use_best = settings.weights == "best" and result.best_checkpoint is not None
     chosen = Path(result.best_checkpoint if use_best else result.last_checkpoint)
-    state = torch.load(chosen, map_location="cpu", weights_only=True)
-    weights = state.get("model", state)
+    weights = load_checkpoint(chosen)["model"]
     # model.pt holds every weight: the package must not point at the pretrained checkpoints it started
     # from (SAM's, ccsam's CNN), and ccsam's text embedding is stored as its numbers, not as a file path.
     package_kwargs = {k: v for k, v in model_kwargs.items() if k not in PRETRAINED_PATHS}

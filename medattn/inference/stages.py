@@ -74,7 +74,8 @@ def run_stages(
         pipelined: the three-thread schedule instead of the two-thread one.
         on_result: called on the calling thread with what `write` (or `guard`) returned and the item's index.
         guard: `guard(item, error, started)` -> the result of an item whose step raised (`started`: its
-            `time.perf_counter()` when its reading began); None lets the error end the run.
+            `time.perf_counter()` when its reading began); None, or a guard that raises, lets the error
+            end the run.
     """
     ahead = [stages.read, stages.preprocess] if pipelined else [stages.read]
     main = [stages.infer] if pipelined else [stages.preprocess, stages.infer, stages.finish, stages.write]

@@ -1,14 +1,19 @@
-"""Atomic file writes: a crash leaves the old file or the new one, never a partial file."""
+"""Atomic file writes: a crash, a full disk or a refused write leaves the old file or the new one, never a
+partial file, and is one WriteError naming the file (DiskFullError when the disk is full)."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from medattn.errors import WriteError
+from medattn.errors import DiskFullError, MedattnError, WriteError
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT}
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
 
 
 def full_suffix(path: str | Path) -> str:
@@ -42,9 +47,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except OSError as error:
         raise WriteError(f"cannot create the output folder: {error.strerror}", path.parent) from error
     suffix = full_suffix(path)
-    handle, tmp_name = tempfile.mkstemp(
-        prefix=f".{path.name[: -len(suffix) or None]}.", suffix=f".tmp{suffix}", dir=path.parent
-    )
+    try:
+        handle, tmp_name = tempfile.mkstemp(
+            prefix=f".{path.name[: -len(suffix) or None]}.", suffix=f".tmp{suffix}", dir=path.parent
+        )
+    except OSError as error:
+        named = output_error(error, path)
+        if named is None:
+            raise
+        raise named from error
     os.close(handle)
     tmp = Path(tmp_name)
     try:
@@ -54,7 +65,48 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         # mkstemp makes the file private (0600); outputs get the mode any new file would get here.
         os.chmod(tmp, _default_mode(path))
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as error:
         with contextlib.suppress(OSError):
             tmp.unlink()
+        named = output_error(error, path) if isinstance(error, OSError) else None
+        if named is not None:
+            raise named from error
         raise
+
+
+def check_writable(folder: str | Path) -> Path:
+    """Create `folder` if needed and a file in it, then remove that file: a batch refuses an output folder
+    it cannot write to (no permission, read-only, not a folder) once, before its first case.
+
+    Raises:
+        WriteError: naming the folder and why.
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".medattn-write-check.", dir=folder)
+    except OSError as error:
+        raise output_error(error, folder) or WriteError(
+            f"cannot write here: {error.strerror}", folder
+        ) from error
+    os.close(handle)
+    os.unlink(probe)
+    return folder
+
+
+def output_error(error: OSError, path: Path) -> WriteError | None:
+    """The WriteError to raise for an OSError while writing `path`: a full disk (DiskFullError) or a
+    folder that refuses writes; None for anything else, which is raised as it is."""
+    if isinstance(error, MedattnError):
+        return None
+    if error.errno in _DISK_FULL:
+        return DiskFullError(
+            "the disk is full (no space left on the device); nothing of this file was kept: free space "
+            "or choose an output folder on another disk, then run again",
+            path,
+        )
+    if error.errno in _NOT_WRITABLE:
+        return WriteError(
+            f"cannot write here ({error.strerror}); choose an output folder you can write to", path
+        )
+    return None

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from medattn.errors import InputNotFoundError, MedattnError
+from medattn.errors import InputNotFoundError, PackageError
 from medattn.io.atomic import atomic_path
+from medattn.weights import read_weights, save_weights
 
 #: Bumped when the checkpoint layout changes incompatibly.
 CHECKPOINT_FORMAT = 1
@@ -79,10 +80,7 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     """Write `state` to `path` atomically: a kill leaves the previous checkpoint or the new one, whole."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **state}, tmp)
-    return path
+    return save_weights({"format": CHECKPOINT_FORMAT, **state}, path)
 
 
 def copy_checkpoint(source: str | Path, destination: str | Path) -> Path:
@@ -105,23 +103,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
     Raises:
         InputNotFoundError: no file at `path`.
-        MedattnError: the file is not a medattn checkpoint (truncated, another format, a newer layout).
+        PackageError: the file is not a medattn checkpoint (truncated, damaged, another format, a newer
+            layout).
     """
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(
             "no checkpoint here; resume needs checkpoint_last.pt of an earlier run", path
         )
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        raise MedattnError(
-            f"cannot read the checkpoint ({error}); it is damaged or not medattn's", path
-        ) from error
-    if not isinstance(state, dict) or "model" not in state:
-        raise MedattnError("not a medattn training checkpoint (no 'model' entry)", path)
-    if state.get("format", 0) > CHECKPOINT_FORMAT:
-        raise MedattnError(
+    state = read_weights(path, map_location=map_location, verify=True)
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
+        raise PackageError("not a medattn training checkpoint (no 'model' state dict)", path)
+    layout = state.get("format", 0)
+    if not isinstance(layout, int) or isinstance(layout, bool):
+        raise PackageError(f"the checkpoint's layout number is damaged ({layout!r})", path)
+    if layout > CHECKPOINT_FORMAT:
+        raise PackageError(
             f"checkpoint layout {state['format']} is newer than this medattn reads ({CHECKPOINT_FORMAT}); "
             "upgrade medattn",
             path,

@@ -43,6 +43,23 @@ def test_a_missing_file_is_one_error_line(tmp_path, capsys):
     assert "absent.pth: checkpoint file not found" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda path: path.write_bytes(path.read_bytes()[:300]),
+        lambda path: torch.save(torch.nn.Linear(2, 2), path),
+    ],
+    ids=["cut short", "a pickled module"],
+)
+def test_a_damaged_or_foreign_file_is_one_error_line(vit_b_file, tmp_path, capsys, damage):
+    path = tmp_path / "damaged.pth"
+    path.write_bytes(vit_b_file.read_bytes())
+    damage(path)
+    assert main(["models", "load-check", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: " in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
 def test_the_cli_imports_torch_only_when_a_command_runs():
     code = "import sys, medattn.cli.main; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

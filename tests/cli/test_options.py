@@ -126,5 +126,5 @@ def test_predict_command_passes_the_options_object_on(monkeypatch, tmp_path):
     expected = PredictOptions(
         format="nrrd", sw_batch_size=2, tta=True, box=["1,2,3,4"], prior_mask="m.nii.gz"
     )
-    assert seen == {"inputs": Path("in"), "model": Path("pkg"), "options": expected}
+    assert seen == {"inputs": Path("in"), "model": [Path("pkg")], "options": expected}
     assert expected.predictor_settings()["sw_batch_size"] == 2 and "box" not in expected.predictor_settings()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medattn.errors import ConfigError, InputNotFoundError
+from medattn.errors import InputNotFoundError, PackageError
 from medattn.models import create
 from medattn.models.sam.checkpoint import check_checkpoint, read_state_dict
 from medattn.models.sam.variants import guess_variant
@@ -35,7 +35,7 @@ def test_missing_unexpected_and_mis_shaped_keys_are_all_named(tmp_path):
     state["image_encoder.blocks.9.attn.qkv.weight"] = torch.zeros(3)
     path = tmp_path / "broken.pth"
     torch.save(state, path)
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(PackageError) as caught:
         create("sam", 2, 1, 1, variant="tiny", checkpoint=str(path))
     message = str(caught.value)
     assert str(path) in message
@@ -50,12 +50,34 @@ def test_unreadable_and_absent_files(tmp_path):
         create("sam", 2, 3, 1, variant="tiny", checkpoint=str(tmp_path / "absent.pth"))
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint at all")
-    with pytest.raises(ConfigError, match="garbage.pth: cannot read it as a PyTorch checkpoint"):
+    with pytest.raises(PackageError, match="garbage.pth: not a PyTorch weights file"):
         read_state_dict(garbage)
-    listed = tmp_path / "list.pth"
-    torch.save([torch.zeros(1)], listed)
-    with pytest.raises(ConfigError, match="list.pth: holds no state dict"):
-        read_state_dict(listed)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ([torch.zeros(1)], "holds a list, not a state dict"),
+        (torch.zeros(3), "holds a Tensor, not a state dict"),
+        ({"model": {"a": 1}}, "holds a mapping whose values include int, not a state dict"),
+        (torch.nn.Linear(2, 2), "holds pickled Python objects, not only tensors"),
+    ],
+    ids=["list", "tensor", "numbers", "module"],
+)
+def test_a_checkpoint_that_is_not_a_state_dict_is_refused_without_unpickling_it(tmp_path, content, message):
+    """A module would only load with weights_only=False (running pickled code); it is refused, not loaded."""
+    path = tmp_path / "odd.pth"
+    torch.save(content, path)
+    with pytest.raises(PackageError, match=f"odd.pth: {message}"):
+        read_state_dict(path)
+
+
+def test_a_cut_short_checkpoint_says_so(tmp_path):
+    path = tmp_path / "cut.pth"
+    torch.save({"a": torch.zeros(64)}, path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(PackageError, match="cut.pth: the file is cut short"):
+        read_state_dict(path)
 
 
 def test_check_names_the_variant_a_file_has_without_loading_it(tmp_path):
