@@ -11,6 +11,7 @@
 - `--probabilities DIR` (predict's `--save-probabilities`: `<case>_probabilities.nii.gz`, float32
   channels last, one channel per class, on the prediction's grid): each foreground label's expected
   calibration error and Brier score over every voxel of every case (`CalibrationCounts`), in summary.json.
+  Memory: a worker holds one case's probability volume (C float32 channels) beside its label maps.
 """
 
 from __future__ import annotations
