@@ -113,9 +113,18 @@ def evaluate(
         "--strict",
         help="Fail when a reference case has no prediction, instead of scoring it as empty.",
     ),
+    probabilities: Path | None = typer.Option(
+        None,
+        "--probabilities",
+        help="Folder of predict's <case>_probabilities.nii.gz (--save-probabilities): adds each label's "
+        "expected calibration error and Brier score to summary.json.",
+    ),
 ) -> None:
     """Score predictions against references: Dice, IoU, precision, recall, HD95 and ASSD (mm), surface Dice,
     volumes (mL) and lesion-wise detection, per case and label.
+
+    With predict's components.csv in PRED (predict --uncertainty), lesions.csv gets each predicted lesion's
+    confidence and summary.json the AUROC of confidence for true- against false-positive lesions.
 
     Grids must match: a mismatch is an error unless --resample.
 
@@ -140,6 +149,7 @@ def evaluate(
             min_lesion_voxels=min_lesion_voxels,
             strict=strict,
             workers=workers,
+            probabilities=probabilities,
             progress=lambda case: status.update(f"evaluating: {case} done"),
         )
     metrics, strata = _tables(result.summary)

@@ -6,8 +6,10 @@ Outputs in the `out` folder (each written atomically):
 - lesions.csv: one row per connected component of either side, columns `LESION_COLUMNS`: source
   (`ref`/`pred`), lesion number (largest first), status (ref: TP/FN, pred: TP/FP), voxels, volume_ml, volume
   stratum, overlap_ml (volume covered by the other side), best_dice (with the best-matching lesion) and the
-  centroid in world RAS+ mm (x_mm, y_mm, z_mm), so a missed lesion can be found in a viewer.
-- summary.json: settings, definitions, case lists and `medattn.metrics.summary.summarize` per label.
+  centroid in world RAS+ mm (x_mm, y_mm, z_mm), so a missed lesion can be found in a viewer, and a predicted
+  lesion's confidence from predict's components.csv (see `medattn.pipelines.evaluate_confidence`).
+- summary.json: settings, definitions, case lists and `medattn.metrics.summary.summarize` per label, with
+  the confidence AUROC and, given probabilities, the calibration of `evaluate_confidence`.
 - with `plot=True`: dice_boxplot.png and volume_bland_altman.png (needs matplotlib, extra `plot`).
 
 Cases: a file's case id is its name without the image suffix (`.nii.gz`, `.nii`, `.seg.nrrd`, `.nrrd`,
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medattn import __version__
 from medattn.errors import (
     GeometryError,
     InputNotFoundError,
@@ -49,6 +52,7 @@ from medattn.metrics.case import (
     evaluate_label_maps,
 )
 from medattn.metrics.summary import json_safe, summarize
+from medattn.pipelines.evaluate_confidence import add_confidence_summary, confidence_inputs, score_confidence
 
 DEFINITIONS = {
     "surface": "DeepMind surface-distance surfels (area-weighted, voxel-corner grid); HD95 = max of the two "
@@ -75,6 +79,7 @@ class EvaluateSettings:
     min_lesion_voxels: int = 1
     strict: bool = False
     workers: int = 1
+    probabilities: str | None = None
 
 
 @dataclass
@@ -149,9 +154,10 @@ def pair_cases(pred: Path, ref: Path) -> tuple[list[tuple[str, Path | None, Path
 def load_label_map(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """A label file as (integer array of spatial axes, 4x4 voxel -> RAS mm affine)."""
     from medattn.io import load_image
+    from medattn.io.dicom.seg import read_dicom_seg
     from medattn.io.geometry import affine_4x4
 
-    image = _read_seg(path) if _is_dicom_seg(path) else load_image(path, dtype=None)
+    image = read_dicom_seg(path) if _is_dicom_seg(path) else load_image(path, dtype=None)
     array = np.asarray(image.array)
     if image.meta.get("time_axis"):
         raise GeometryError("a video or image stack is not a label map", path)
@@ -179,12 +185,6 @@ def _is_dicom_seg(path: Path) -> bool:
     except Exception:  # not DICOM at all: load_image names the problem
         return False
     return str(header.get("Modality", "")) == "SEG"
-
-
-def _read_seg(path: Path):
-    from medattn.io.dicom.seg import read_dicom_seg
-
-    return read_dicom_seg(path)
 
 
 def _describe_grid(shape: Sequence[int], affine: np.ndarray) -> str:
@@ -286,7 +286,7 @@ def _evaluate_case(
         pred = onto_reference_grid(pred, pred_affine, ref, ref_affine, settings.resample, pred_path)
     if ref.ndim == 3 and ref.shape[-1] == 1:  # a single-slice volume is a 2D image: measure in-plane
         ref, pred = ref[..., 0], pred[..., 0]
-    return evaluate_label_maps(
+    result = evaluate_label_maps(
         pred,
         ref,
         ref_affine,
@@ -296,6 +296,7 @@ def _evaluate_case(
         detection_threshold=settings.detection_threshold,
         min_lesion_voxels=settings.min_lesion_voxels,
     )
+    return score_confidence(result, ref, ref_affine, pred_path, settings.probabilities)
 
 
 def _evaluate_case_guarded(
@@ -389,6 +390,7 @@ def evaluate(
     min_lesion_voxels: int = 1,
     strict: bool = False,
     workers: int = 1,
+    probabilities: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> EvaluationResult:
     """Evaluate predicted label maps against references: overlap, surface distances (mm), volumes, lesions.
@@ -406,6 +408,7 @@ def evaluate(
         min_lesion_voxels: smallest connected component counted as a lesion, in voxels.
         strict: a reference case without prediction raises InputNotFoundError instead of scoring as empty.
         workers: cases evaluated at once, each in its own process (memory: about 3 label maps per worker).
+        probabilities: folder of predict's `<case>_probabilities.nii.gz`: adds each label's ECE and Brier.
         progress: called with each case id once it is done.
 
     Returns:
@@ -422,6 +425,7 @@ def evaluate(
         min_lesion_voxels=int(min_lesion_voxels),
         strict=strict,
         workers=int(workers),
+        probabilities=None if probabilities is None else str(probabilities),
     )
     if workers < 1:
         raise MedattnError(f"workers must be at least 1, got {workers}")
@@ -429,6 +433,7 @@ def evaluate(
         raise MedattnError(f"labels must be positive integers, got {labels}")
     started = time.perf_counter()
     pairs, unmatched = pair_cases(Path(pred), Path(ref))
+    components = confidence_inputs(Path(pred), settings.probabilities)  # malformed or missing: fail now
     missing = [key for key, pred_path, _ in pairs if pred_path is None]
     if missing and strict:
         raise InputNotFoundError(f"no prediction for reference case(s) {', '.join(missing)}", pred)
@@ -440,7 +445,7 @@ def evaluate(
     metrics = _fill_absent_labels(results, all_labels)
     lesions = [lesion for result in results for lesion in result.lesions]
     summary = {
-        "medattn_version": _version(),
+        "medattn_version": __version__,
         "settings": asdict(settings),
         "definitions": DEFINITIONS,
         "n_cases": len(pairs),
@@ -451,6 +456,7 @@ def evaluate(
         "labels": summarize(metrics, lesions),
         "seconds": round(time.perf_counter() - started, 3),
     }
+    add_confidence_summary(summary, results, lesions, components, settings.probabilities)
     result = EvaluationResult(metrics, lesions, summary, missing, unmatched, failed=failed)
     if out is not None:
         result.files = write_outputs(result, Path(out), plot)
@@ -470,9 +476,3 @@ def write_outputs(result: EvaluationResult, out: Path, plot: bool) -> dict[str, 
         files["dice_plot"] = plot_dice(result.metrics, out / "dice_boxplot.png")
         files["volume_plot"] = plot_volumes(result.metrics, out / "volume_bland_altman.png")
     return files
-
-
-def _version() -> str:
-    from medattn import __version__
-
-    return __version__

@@ -4,6 +4,7 @@
 - `surface`: HD95, Hausdorff, ASSD, surface Dice at a tolerance, on DeepMind surface-distance's surfels.
 - `volume`: spacing and voxel volume from an affine, mask volume in mL.
 - `lesions`: connected components, lesion matching, volume strata (< 1, 1-3, 3-10, > 10 mL).
+- `calibration`: expected calibration error and Brier score of probabilities, AUROC of confidences.
 - `case`: all of the above for every label of one case, on cropped boxes.
 - `summary`: mean/std/median per label and stratum, patient-wise detection, undefined values counted.
 
@@ -35,6 +36,10 @@ _EXPORTS = {
     "connected_components": "medattn.metrics.lesions",
     "match_lesions": "medattn.metrics.lesions",
     "volume_stratum": "medattn.metrics.lesions",
+    "CalibrationCounts": "medattn.metrics.calibration",
+    "expected_calibration_error": "medattn.metrics.calibration",
+    "brier_score": "medattn.metrics.calibration",
+    "auroc": "medattn.metrics.calibration",
     "LabelMetrics": "medattn.metrics.case",
     "LesionRow": "medattn.metrics.case",
     "CaseResult": "medattn.metrics.case",

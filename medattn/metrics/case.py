@@ -7,8 +7,10 @@ two boxes only.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -18,6 +20,9 @@ from medattn.metrics.lesions import Lesion, match_lesions
 from medattn.metrics.overlap import OverlapCounts
 from medattn.metrics.surface import surface_metrics
 from medattn.metrics.volume import spacing_from_affine, voxel_volume_ml
+
+if TYPE_CHECKING:
+    from medattn.metrics.calibration import CalibrationCounts
 
 #: Columns of metrics.csv, in order (a contract: scripts read them by name).
 METRIC_COLUMNS = (
@@ -34,7 +39,8 @@ METRIC_COLUMNS = (
     "vol_ref_ml",
     "vol_diff_ml",
 )
-#: Columns of lesions.csv, in order (centroids in world RAS+ mm).
+#: Columns of lesions.csv, in order (centroids in world RAS+ mm; `confidence` that of predict's
+#: components.csv for a predicted lesion, empty for reference lesions and without components.csv).
 LESION_COLUMNS = (
     "case",
     "label",
@@ -49,6 +55,7 @@ LESION_COLUMNS = (
     "x_mm",
     "y_mm",
     "z_mm",
+    "confidence",
 )
 
 
@@ -80,7 +87,8 @@ class LabelMetrics:
 
 @dataclass(frozen=True)
 class LesionRow:
-    """One lesion of one case and label, as written to lesions.csv (see `LESION_COLUMNS`)."""
+    """One lesion of one case and label, as written to lesions.csv (see `LESION_COLUMNS`); `confidence` is
+    NaN (an empty cell) unless a predicted lesion got one from predict's components.csv."""
 
     case: str
     label: int
@@ -95,6 +103,7 @@ class LesionRow:
     x_mm: float
     y_mm: float
     z_mm: float
+    confidence: float = math.nan
 
     def as_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
@@ -102,11 +111,13 @@ class LesionRow:
 
 @dataclass(frozen=True)
 class CaseResult:
-    """Everything measured on one case: one `LabelMetrics` per label and every lesion of every label."""
+    """Everything measured on one case: one `LabelMetrics` per label, every lesion of every label and,
+    when its probabilities were given, each label's `CalibrationCounts` (None: not measured)."""
 
     case: str
     metrics: list[LabelMetrics]
     lesions: list[LesionRow]
+    calibration: dict[int, CalibrationCounts] | None = None
 
 
 def as_label_map(array: ArrayLike, name: str = "label map") -> np.ndarray:

@@ -58,10 +58,20 @@ def test_writes_metrics_lesions_and_summary(folders, capsys):
     )
     lesion_header = _read_csv(out / "lesions.csv")[0]
     assert lesion_header[:5] == ["case", "label", "source", "lesion", "status"] and "x_mm" in lesion_header
+    assert lesion_header[-1] == "confidence"  # empty without predict's components.csv
     summary = json.loads((out / "summary.json").read_text())
     assert {"settings", "definitions", "n_cases", "missing_predictions", "labels"} <= set(summary)
     label2 = summary["labels"]["2"]
-    assert set(label2) == {"n_cases", "empty", "metrics", "by_reference_volume", "lesions", "patients"}
+    assert set(label2) == {
+        "n_cases",
+        "empty",
+        "metrics",
+        "by_reference_volume",
+        "lesions",
+        "patients",
+        "calibration",
+    }
+    assert label2["calibration"] is None and label2["lesions"]["confidence"] is None
     assert set(label2["metrics"]["dice"]) == {"mean", "std", "median", "n", "n_undefined"}
     assert label2["metrics"]["hd95_mm"]["n_undefined"] == 1
     assert set(label2["lesions"]["strata"]) == {"<1", "1-3", "3-10", ">10"}
@@ -119,3 +129,17 @@ def test_a_bad_case_is_reported_and_the_others_are_scored(folders, capsys):
     cases = {row[0] for row in _read_csv(out / "metrics.csv")[1:]}
     assert cases == {"a", "c"}
     assert json.loads((out / "summary.json").read_text())["failed_cases"][0]["case"] == "b"
+
+
+def test_probabilities_option_adds_calibration(folders):
+    (folders / "probs").mkdir()
+    for name in "abc":
+        ref = np.asarray(nib.load(folders / "ref" / f"{name}.nii.gz").dataobj)
+        one_hot = np.stack([ref == k for k in range(3)], axis=-1).astype(np.float32)
+        nib.save(nib.Nifti1Image(one_hot, AFFINE), folders / "probs" / f"{name}_probabilities.nii.gz")
+    out = folders / "out"
+    args = ["evaluate", str(folders / "pred"), str(folders / "ref"), "-o", str(out)]
+    assert main([*args, "--probabilities", str(folders / "probs")]) == 0
+    calibration = json.loads((out / "summary.json").read_text())["labels"]["2"]["calibration"]
+    assert calibration["ece"] == 0.0 and calibration["brier"] == 0.0 and calibration["n_cases"] == 3
+    assert main([*args, "--probabilities", str(folders / "nowhere")]) == 1
