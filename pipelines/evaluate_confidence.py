@@ -25,25 +25,12 @@ from pathlib import Path
 import numpy as np
 
 from medattn.errors import GeometryError, InputNotFoundError, MedattnError
+from medattn.inference.uncertainty import COMPONENT_COLUMNS
 from medattn.metrics.calibration import CalibrationCounts, auroc
 from medattn.metrics.case import CaseResult, LesionRow
 
 COMPONENTS_FILE = "components.csv"
 #: Columns of components.csv, in order (the file predict writes; evaluate reads those it needs by name).
-COMPONENT_COLUMNS = (
-    "case",
-    "label",
-    "name",
-    "component",
-    "volume_ml",
-    "centroid_x",
-    "centroid_y",
-    "centroid_z",
-    "mean_probability",
-    "mean_uncertainty",
-    "confidence",
-    "low_confidence",
-)
 _NEEDED = ("case", "label", "component", "volume_ml", "centroid_x", "centroid_y", "centroid_z", "confidence")
 DEFINITIONS = {
     "confidence": "a predicted lesion's confidence is that of the components.csv row of its case and label "

@@ -13,9 +13,10 @@ import pytest
 
 import medattn
 from medattn.errors import InputNotFoundError, MedattnError
+from medattn.inference.uncertainty import COMPONENT_COLUMNS
 from medattn.metrics.calibration import brier_score, expected_calibration_error
 from medattn.metrics.case import LESION_COLUMNS, LesionRow
-from medattn.pipelines.evaluate_confidence import COMPONENT_COLUMNS, Component, with_confidence
+from medattn.pipelines.evaluate_confidence import Component, with_confidence
 
 AFFINE = np.array([[0.8, 0, 0, -40.0], [0, 0.9, 0, 12.0], [0, 0, 3.0, 7.5], [0, 0, 0, 1]])
 SHAPE = (24, 20, 8)
