@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,17 @@ def test_folds_train_one_package_per_fold_from_one_plan_and_make_an_ensemble(two
         assert (options["fold"], options["folds"]) == (f"{k}/2", None)
         validated += plan["split"]["val"]
     assert sorted(validated) == [f"s_{index:03d}" for index in range(CASES)]
+
+
+def test_max_time_is_each_folds(dataset, tmp_path):
+    """Every fold trains under its own --max-time (the first one's includes the shared planning)."""
+    started = time.perf_counter()
+    result = medattn.train(
+        dataset, out=tmp_path / "run", folds=2, **{**TINY, "epochs": 10_000, "max_time": 4.0}
+    )
+    took = time.perf_counter() - started
+    assert [fold.stopped_by for fold in result.folds] == ["max_time", "max_time"]
+    assert result.stopped_by == "max_time" and 1.5 * 4.0 < took < 2 * 4.0 + 10.0
 
 
 def test_resume_skips_finished_folds_and_trains_the_unfinished_one(two_folds, dataset, tmp_path):
