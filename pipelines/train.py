@@ -1,14 +1,15 @@
 """Train a model on a folder of labelled scans and leave a model package behind.
 
-discover -> split (saved) -> fingerprint + plan (saved) -> MONAI CacheDataset (files read once) with
-class- and size-aware patch sampling -> Trainer (Dice + CE with deep supervision, AdamW/SGD, poly or
-cosine) with sliding-window validation every epoch -> model package in the run folder. Every choice is
-saved in the run folder; `resume=True` continues from the last checkpoint with the saved plan and split.
+discover -> split, fingerprint and plan (saved; `medattn.pipelines.train_plan`) -> MONAI CacheDataset
+(files read once) with class- and size-aware patch sampling -> Trainer (Dice + CE with deep supervision,
+AdamW/SGD, poly or cosine) with sliding-window validation every epoch -> model package in the run folder.
+Every choice is saved in the run folder; `resume=True` continues from the last checkpoint with the saved
+plan and split. k-fold training (`folds=N`, `fold="K/N"`) runs this once per fold:
+`medattn.pipelines.train_folds`.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -16,31 +17,24 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from medattn.errors import ConfigError
-from medattn.io import discover
-from medattn.io.atomic import atomic_path
 from medattn.io.discovery import Case
-from medattn.models.registry import network_defaults
 from medattn.package import PackageConfig, save_package
 from medattn.pipelines.train_options import TrainOptions
-from medattn.plan import (
-    Fingerprint,
-    Plan,
-    default_steps_per_epoch,
-    fingerprint_dataset,
-    lesion_labels,
-    make_plan,
-)
-
-# Model options naming pretrained weight files: the package's model.pt holds those weights afterwards.
-PRETRAINED_PATHS = ("checkpoint", "cnn_checkpoint")
+from medattn.pipelines.train_plan import PRETRAINED_PATHS, Prepared, prepare, write_json
+from medattn.plan import default_steps_per_epoch, lesion_labels
 
 
 @dataclass
 class RunResult:
-    """What a training run produced: the package folder and the best validation score."""
+    """What a training run produced: the package folder and the best validation score.
+
+    For k-fold training, the ensemble: `run` and `package` are OUT, `folds` holds one RunResult per fold
+    the ensemble package lists (in fold order), `best_metric` is the mean of their best validation Dice
+    (the cross-validation score), `epochs` their epochs added up, `stopped_by` "max_time" if any fold
+    stopped by it; a fold found finished (resume, or trained by another job) has the epochs, best metric
+    and stop reason its package records, and no history.
+    """
 
     run: Path
     package: Path
@@ -50,32 +44,7 @@ class RunResult:
     history: list[dict] = field(default_factory=list)
     trainable_parameters: int = 0
     frozen_parameters: int = 0  # e.g. a SAM encoder kept fixed while adapters train
-
-
-def _write_json(path: Path, data: Any) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, default=str))
-
-
-def split_cases(
-    cases: list[Case], val_fraction: float, fold: str | None, seed: int
-) -> tuple[list[str], list[str]]:
-    """Train/validation ids: a seeded shuffle, then either the last fraction or fold K of N."""
-    ids = sorted(case.id for case in cases)
-    order = list(np.random.default_rng(seed).permutation(len(ids)))
-    shuffled = [ids[i] for i in order]
-    if fold:
-        try:
-            k, n = (int(v) for v in fold.split("/"))
-        except ValueError as error:
-            raise ConfigError(f"--fold takes K/N like 0/5, got {fold!r}") from error
-        if not 0 <= k < n or n > len(ids):
-            raise ConfigError(f"--fold {fold}: need 0 <= K < N <= number of cases ({len(ids)})")
-        val = shuffled[k::n]
-    else:
-        count = max(1, round(len(ids) * val_fraction)) if len(ids) > 1 and val_fraction > 0 else 0
-        val = shuffled[len(ids) - count :]
-    return [i for i in ids if i not in val], sorted(val)
+    folds: list[RunResult] = field(default_factory=list)
 
 
 def _items(cases: list[Case], ids: list[str]) -> list[dict]:
@@ -116,56 +85,6 @@ def _dataset(items: list[dict], transform, cache: str, cache_dir: Path, num_work
     raise ConfigError(f"unknown --cache {cache!r}; use memory, disk or none")
 
 
-def _prepare(
-    data: Path, out: Path, options: TrainOptions, progress, write: bool = True
-) -> tuple[list[Case], dict, Fingerprint, Plan, dict]:
-    """Split, fingerprint, plan and network options — computed once, then read back on resume so nothing
-    drifts (a run resumed on another device keeps the network it started with)."""
-    dataset = discover(data)
-    cases = [case for case in dataset if case.label is not None and case.subset != "test"]
-    if not cases:
-        raise ConfigError(
-            "no labelled training cases found (need imagesTr+labelsTr or images/+labels/)", data
-        )
-    saved = out / "plan.json"
-    if options.resume and saved.is_file():
-        state = json.loads(saved.read_text())
-        return (
-            cases,
-            state["split"],
-            Fingerprint.from_dict(state["fingerprint"]),
-            Plan.from_dict(state["plan"]),
-            state.get("model_kwargs", options.model_kwargs),
-        )
-    fingerprint = fingerprint_dataset(cases, progress=progress, seed=options.seed)
-    cases = [case for case in cases if case.id not in fingerprint.excluded]  # unreadable or off-grid
-    train_ids, val_ids = split_cases(cases, options.val_fraction, options.fold, options.seed)
-    from medattn.device import resolve_device
-    from medattn.models import create
-
-    # Patch sides must be multiples of the network's down-sampling factor: ask a throwaway instance.
-    device_type = resolve_device(options.device).type
-    model_kwargs = {**network_defaults(options.model, device_type), **options.model_kwargs}
-    # (without pretrained weights: only the shape of the network matters here)
-    probe_kwargs = {k: v for k, v in model_kwargs.items() if k not in PRETRAINED_PATHS}
-    probe = create(options.model, fingerprint.spatial_dims, fingerprint.channels, 2, **probe_kwargs)
-    plan = make_plan(
-        fingerprint,
-        labels=dataset.labels,
-        device=device_type,
-        divisor=int(getattr(probe, "size_divisor", 16)),
-        spacing=options.spacing,
-        patch_size=options.patch,
-        batch_size=options.batch,
-        preset=options.preset,
-    )
-    split = {"train": train_ids, "val": val_ids}
-    if write:
-        state = {"split": split, "fingerprint": fingerprint.to_dict(), "plan": plan.to_dict()}
-        _write_json(saved, {**state, "model_kwargs": model_kwargs})
-    return cases, split, fingerprint, plan, model_kwargs
-
-
 def train(
     data: str | Path,
     model: str | None = None,
@@ -183,13 +102,59 @@ def train(
         data: a folder in any layout `medattn.io.discover` knows, with labels.
         model: a registry name (`medattn.models.available()`); default: the options' (agunet).
         out: the run folder: plan.json, train_options.json, metrics.csv, checkpoints, model.pt,
-            medattn.json (the last two make it a model package).
+            medattn.json (the last two make it a model package). With ``folds=N`` or ``fold="K/N"``, an
+            ensemble package: plan.json shared by the folds, one run folder per fold (fold_0, ...) and a
+            medattn.json listing the finished folds (`medattn.pipelines.train_folds`).
         on_step, on_epoch_end: display callbacks (the CLI's progress bar); nothing is printed otherwise.
+            In k-fold training their stats also hold ``"fold"``.
         progress: wraps the fingerprinting loop to show progress.
         options: the settings (`medattn.pipelines.train_options.TrainOptions`, where each field's help says
             what it does); default: TrainOptions().
         **changes: fields of TrainOptions as keyword arguments, applied over `options` (``epochs=10``).
+
+    Returns:
+        The run's RunResult; for k-fold training the ensemble's, with one RunResult per fold in `folds`.
+
+    Example:
+        >>> result = medattn.train("Dataset001", out="runs/cv", folds=5, max_time=3600)  # doctest: +SKIP
+        >>> [fold.package.name for fold in result.folds]  # doctest: +SKIP
+        ['fold_0', 'fold_1', 'fold_2', 'fold_3', 'fold_4']
     """
+    started = time.perf_counter()
+    if model is not None:
+        changes["model"] = model
+    settings = TrainOptions(**changes) if options is None else replace(options, **changes)
+    if settings.folds is not None or settings.fold is not None:
+        from medattn.pipelines.train_folds import train_folds
+
+        callbacks = {"on_step": on_step, "on_epoch_end": on_epoch_end}
+        return train_folds(Path(data), Path(out), settings, started=started, progress=progress, **callbacks)
+    from medattn.device import resolve_device
+    from medattn.training import init_distributed
+
+    out = Path(out)
+    # Under torchrun every process trains on its share; only rank 0 writes files (the Trainer agrees).
+    write = init_distributed(resolve_device(settings.device)).is_main
+    if write:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "train_options.json", asdict(settings))
+    prepared = prepare(Path(data), out, settings, progress, write=write)
+    return train_prepared(
+        prepared, out, settings, started=started, on_step=on_step, on_epoch_end=on_epoch_end
+    )
+
+
+def train_prepared(
+    prepared: Prepared,
+    out: Path,
+    settings: TrainOptions,
+    *,
+    started: float,
+    on_step: Callable[[dict], None] | None = None,
+    on_epoch_end: Callable[[dict], None] | None = None,
+) -> RunResult:
+    """Train from a prepared split and plan in `out` (its train_options.json and plan.json written) and
+    leave a model package there; `started` (`time.perf_counter()`) is when `settings.max_time` began."""
     import torch
     from monai.data import DataLoader
     from monai.transforms import Compose
@@ -211,20 +176,9 @@ def train(
     from medattn.training.validation import make_prompted_validate_fn, make_validate_fn
     from medattn.transforms import augmentation, preprocessing
 
-    started = time.perf_counter()
-    if model is not None:
-        changes["model"] = model
-    settings = TrainOptions(**changes) if options is None else replace(options, **changes)
-    out = Path(out)
-    # Under torchrun every process trains on its share; only rank 0 writes files (the Trainer agrees).
-    context = init_distributed(resolve_device(settings.device))
+    context = init_distributed(resolve_device(settings.device))  # the group `train` joined
     device = context.device
-    if context.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_json(out / "train_options.json", asdict(settings))
-    cases, split, fingerprint, plan, model_kwargs = _prepare(
-        Path(data), out, settings, progress, write=context.is_main
-    )
+    cases, split, fingerprint, plan, model_kwargs = prepared
     spec = describe(settings.model)
     deep_supervision = settings.deep_supervision and spec.deep_supervision
     torch.manual_seed(settings.seed)  # the same seed gives the same initial weights, hence the same run

@@ -33,6 +33,17 @@ def _json(text: str) -> Any:
         raise ValueError(f"is not JSON: {error}") from error
 
 
+def parse_fold(text: str) -> tuple[int, int]:
+    """--fold's ``K/N`` as (K, N), with 0 <= K < N and N >= 2 (one fold would leave nothing to train on)."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError as error:
+        raise ConfigError(f"--fold takes K/N like 0/5, got {text!r}") from error
+    if not 0 <= k < n or n < 2:
+        raise ConfigError(f"--fold {text}: need 0 <= K < N and N >= 2, e.g. 0/5")
+    return k, n
+
+
 @dataclass
 class TrainOptions:
     """Every option of `medattn train`; saved as train_options.json in the run folder."""
@@ -72,8 +83,21 @@ class TrainOptions:
         default=None, metadata={"help": "Stop after this many seconds (still saves a package)."}
     )
     val_fraction: float = field(default=0.2, metadata={"help": "Fraction of cases held out for validation."})
+    folds: int | None = field(
+        default=None,
+        metadata={
+            "help": "N: k-fold training. One plan for all folds, N disjoint validation sets (every case "
+            "validates in one fold); fold K trains into OUT/fold_K as a model package, and OUT becomes an "
+            "ensemble package of the folds for `medattn predict`. --max-time applies to each fold; with "
+            "--resume, finished folds are skipped and unfinished ones continue."
+        },
+    )
     fold: str | None = field(
-        default=None, metadata={"help": "K/N: validate on fold K of N instead (splits saved in plan.json)."}
+        default=None,
+        metadata={
+            "help": "K/N: train only fold K of N into OUT/fold_K (one job per fold on a cluster) and list "
+            "every finished fold in OUT's ensemble package; uses OUT/plan.json when another fold made it."
+        },
     )
     seed: int = field(default=0, metadata={"help": "Seed for split, sampling and augmentation."})
     lr: float = field(default=1e-3, metadata={"help": "Learning rate."})
@@ -141,6 +165,17 @@ class TrainOptions:
     )
 
     def __post_init__(self) -> None:
+        if self.folds is not None and self.fold is not None:
+            raise ConfigError(
+                f"--folds {self.folds} trains every fold, --fold {self.fold} one of them: give one of the two"
+            )
+        if self.folds is not None and self.folds < 2:
+            raise ConfigError(
+                f"--folds takes 2 or more, got {self.folds} (one model: leave --folds out; --val-fraction "
+                "sets its validation share)"
+            )
+        if self.fold is not None:
+            parse_fold(self.fold)
         if self.weights not in ("final", "best"):
             raise ConfigError(f"--weights takes final or best, got {self.weights!r}")
         if self.lesion_patches is not None and not 0.0 <= self.lesion_patches <= 1.0:

@@ -10,36 +10,17 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from tiny_package import TINY_TRAINING as TINY
+from tiny_package import sphere_case, write_sphere_dataset
 
 import medattn
 from medattn.cli.main import main
-
-TINY = {
-    "model": "agunet",
-    "model_kwargs": {"base_channels": 4, "depth": 2},
-    "patch": [16, 16, 16],
-    "batch": 2,
-    "device": "cpu",
-    "steps_per_epoch": 2,
-    "seed": 0,
-    "num_workers": 0,
-}
-
-
-def _sphere_case(shape, centre, radius, affine, seed):
-    grid = np.indices(shape).astype(np.float32)
-    distance = np.sqrt(sum((g - c) ** 2 for g, c in zip(grid, centre, strict=True)))
-    label = (distance < radius).astype(np.uint8)
-    noise = np.random.default_rng(seed).normal(0, 0.1, shape).astype(np.float32)
-    return (label * 1.0 + noise + 0.5).astype(np.float32), label, affine
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     """nnU-Net layout: 4 training cases and 2 test cases, one with an oblique LPS grid."""
-    root = tmp_path_factory.mktemp("Dataset001_Sphere")
-    (root / "imagesTr").mkdir()
-    (root / "labelsTr").mkdir()
+    root = write_sphere_dataset(tmp_path_factory.mktemp("Dataset001_Sphere"), cases=4)
     (root / "imagesTs").mkdir()
     oblique = np.eye(4)
     angle = np.radians(20)
@@ -48,16 +29,9 @@ def dataset(tmp_path_factory):
     )
     oblique[:3, :3] = oblique[:3, :3] @ np.diag([1.2, 1.2, 2.0])
     oblique[:3, 3] = (30, 20, -10)
-    specs = [((20, 22, 18), (9, 10, 8), 5, np.diag([1.0, 1.0, 1.5, 1.0]))] * 4
-    for index, (shape, centre, radius, affine) in enumerate(specs):
-        image, label, affine = _sphere_case(shape, np.add(centre, index % 2), radius, affine, index)
-        nib.save(nib.Nifti1Image(image, affine), root / "imagesTr" / f"s_{index:03d}_0000.nii.gz")
-        nib.save(nib.Nifti1Image(label, affine), root / "labelsTr" / f"s_{index:03d}.nii.gz")
     for index, affine in enumerate([np.diag([1.1, 0.9, 1.4, 1.0]), oblique]):
-        image, _, _ = _sphere_case((21, 19, 17), (10, 9, 8), 5, affine, 10 + index)
+        image, _ = sphere_case((21, 19, 17), (10, 9, 8), 5, seed=10 + index)
         nib.save(nib.Nifti1Image(image, affine), root / "imagesTs" / f"t_{index:03d}_0000.nii.gz")
-    spec = {"channel_names": {"0": "MR"}, "labels": {"background": 0, "sphere": 1}, "file_ending": ".nii.gz"}
-    (root / "dataset.json").write_text(json.dumps(spec))
     return root
 
 
