@@ -332,8 +332,8 @@ def save_ensemble(folder: str | Path, members: list[str | Path], folds: int | No
 
 
 def package_members(folder: str | Path, folds: list[int] | None = None) -> list[Path]:
-    """The model packages a package folder stands for: itself, or an ensemble's members (all, or the
-    members at the positions `folds` names).
+    """The model packages a package folder stands for: itself, or an ensemble's members (all, or those
+    `folds` names: k-fold members by their fold number, `fold_K`; other members by position).
 
     Raises:
         ConfigError: an ensemble with no members, a fold index it does not have, or a member that is not
@@ -349,10 +349,15 @@ def package_members(folder: str | Path, folds: list[int] | None = None) -> list[
     if not members:
         raise ConfigError("the ensemble package lists no members", folder / CONFIG_NAME)
     if folds:
-        wrong = [k for k in folds if not 0 <= k < len(members)]
+        # k-fold members are picked by their fold number (fold_K), whatever is listed; others by position
+        numbered = {
+            int(m.name[5:]): m for m in members if m.name.startswith("fold_") and m.name[5:].isdigit()
+        }
+        chosen = numbered if len(numbered) == len(members) else dict(enumerate(members))
+        wrong = [k for k in folds if k not in chosen]
         if wrong:
-            raise ConfigError(f"--folds {wrong}: the ensemble has members 0 to {len(members) - 1}", folder)
-        members = [members[k] for k in folds]
+            raise ConfigError(f"--folds {wrong}: the ensemble has members {sorted(chosen)}", folder)
+        members = [chosen[k] for k in folds]
     for member in members:
         read_config(member)  # names a missing or damaged member before any case runs
     return members

@@ -82,10 +82,12 @@ def test_an_ensemble_package_and_folds_pick_its_members(members, tmp_path):
     save_ensemble(root, members, folds=3)
     assert package_members(root) == members
     assert package_members(root, folds=[0, 2]) == [members[0], members[2]]
-    with pytest.raises(ConfigError, match="members 0 to 2"):
+    with pytest.raises(ConfigError, match=r"members \[0, 1, 2\]"):
         package_members(root, folds=[3])
     with pytest.raises(ConfigError, match="single model"):
         package_members(members[0], folds=[0])
+    save_ensemble(root, members[1:], folds=3)  # fold 0 still training: --folds names folds, not positions
+    assert package_members(root, folds=[2]) == [members[2]]
 
 
 def test_members_that_do_not_fit_together_are_refused_before_any_case(members, tmp_path):
