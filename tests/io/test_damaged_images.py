@@ -1,0 +1,105 @@
+"""Damaged 2D images: each kind of damage the fuzzer found ends in one UnreadableImageError that
+names the file and says what is wrong, before anything of the claimed size is allocated."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from medattn.errors import UnreadableImageError
+from medattn.io import load_image
+
+_IMAGE_WIDTH, _IMAGE_LENGTH = 256, 257
+
+
+def _png(path: Path, width: int, height: int, idat_length: int | None = None) -> Path:
+    """An 8-bit RGB PNG whose IHDR claims width x height over a few bytes of data (valid checksums)."""
+
+    def chunk(kind: bytes, data: bytes, length: int | None = None) -> bytes:
+        size = len(data) if length is None else length
+        return struct.pack(">I", size) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    data = zlib.compress(bytes(1 + 3 * min(width, 64)))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", data, idat_length)
+        + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def _tiff_with_tag(path: Path, array: np.ndarray, tag: int, value: int, **kwargs) -> Path:
+    """A TIFF of `array` whose first page's `tag` (a SHORT or LONG) is rewritten to `value`."""
+    tifffile.imwrite(path, array, **kwargs)
+    data = bytearray(path.read_bytes())
+    assert data[:4] == b"II*\x00", "classic little-endian TIFF expected"
+    ifd = int.from_bytes(data[4:8], "little")
+    for index in range(int.from_bytes(data[ifd : ifd + 2], "little")):
+        entry = ifd + 2 + 12 * index
+        if int.from_bytes(data[entry : entry + 2], "little") == tag:
+            data[entry + 2 : entry + 4] = (4).to_bytes(2, "little")  # LONG, so any 32-bit value fits
+            data[entry + 8 : entry + 12] = value.to_bytes(4, "little")
+            path.write_bytes(bytes(data))
+            return path
+    raise AssertionError(f"tag {tag} not in the first IFD")
+
+
+def _refused(path: Path, *words: str) -> str:
+    with pytest.raises(UnreadableImageError) as caught:
+        load_image(path)
+    message = str(caught.value)
+    assert path.name in message
+    for word in words:
+        assert word in message
+    return message
+
+
+def test_png_header_claiming_more_pixels_than_the_file_holds(tmp_path):
+    _refused(_png(tmp_path / "big.png", 10_000, 10_000), "header claims", "more than the")
+
+
+def test_png_header_beyond_pillows_pixel_limit(tmp_path):
+    _refused(_png(tmp_path / "bomb.png", 20_000, 20_000), "more pixels than Pillow decodes")
+
+
+def test_png_chunk_length_beyond_the_file(tmp_path):
+    """A damaged IDAT length: Pillow would allocate the claimed 2 GB to read the rest of the chunk."""
+    path = _png(tmp_path / "chunk.png", 8, 8, idat_length=2**31 - 1)
+    _refused(path, "PNG chunk 'IDAT'", "cut short")
+
+
+def test_truncated_png(tmp_path):
+    path = tmp_path / "cut.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 32, 3), np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:-40])
+    _refused(path)
+
+
+def test_tiff_header_claiming_an_enormous_image(tmp_path):
+    """An 8-bit TIFF (Pillow's path) whose ImageLength claims a billion rows."""
+    path = tmp_path / "tall.tif"
+    _tiff_with_tag(path, np.zeros((24, 32, 3), np.uint8), _IMAGE_LENGTH, 1 << 30)
+    _refused(path, "header claims")
+
+
+def test_sixteen_bit_colour_tiff_header_claiming_an_enormous_image(tmp_path):
+    """16-bit RGB goes to tifffile, whose page shapes are checked before any page is decoded."""
+    path = tmp_path / "wide.tif"
+    _tiff_with_tag(path, np.zeros((24, 32, 3), np.uint16), _IMAGE_WIDTH, 1 << 28, photometric="rgb")
+    _refused(path, "header claims")
+
+
+def test_multipage_tiff_with_a_larger_later_page(tmp_path):
+    """Every page is compared with the first before it is decoded (the first page's size bounds the claim)."""
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(path, np.zeros((24, 32), np.uint16))
+    tifffile.imwrite(path, np.zeros((48, 32), np.uint16), append=True)
+    _refused(path, "pages differ")
