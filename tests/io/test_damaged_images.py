@@ -1,4 +1,4 @@
-"""Damaged 2D images: each kind of damage the fuzzer found ends in one UnreadableImageError that
+"""Damaged 2D images and videos: each kind of damage the fuzzer found ends in one UnreadableImageError that
 names the file and says what is wrong, before anything of the claimed size is allocated."""
 
 from __future__ import annotations
@@ -7,13 +7,17 @@ import struct
 import zlib
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
 
+import medattn.io.limits
+import medattn.io.video
 from medattn.errors import UnreadableImageError
 from medattn.io import load_image
+from medattn.io.video import iter_video_frames, read_video
 
 _IMAGE_WIDTH, _IMAGE_LENGTH = 256, 257
 
@@ -50,6 +54,21 @@ def _tiff_with_tag(path: Path, array: np.ndarray, tag: int, value: int, **kwargs
             path.write_bytes(bytes(data))
             return path
     raise AssertionError(f"tag {tag} not in the first IFD")
+
+
+def _video(path: Path, frames: int = 6, title: str = "medattn-title") -> Path:
+    """A 6-frame 32x24 MPEG-4 video in the container `path`'s suffix names, with a title in its metadata."""
+    with av.open(str(path), mode="w") as container:
+        container.metadata["title"] = title
+        stream = container.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 32, 24, "yuv420p"
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((24, 32, 3), index * 40, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
 
 
 def _refused(path: Path, *words: str) -> str:
@@ -103,3 +122,39 @@ def test_multipage_tiff_with_a_larger_later_page(tmp_path):
     tifffile.imwrite(path, np.zeros((24, 32), np.uint16))
     tifffile.imwrite(path, np.zeros((48, 32), np.uint16), append=True)
     _refused(path, "pages differ")
+
+
+def test_video_cut_short_before_its_codec_is_known(tmp_path):
+    """An MP4 cut inside its index: FFmpeg lists a video stream but no codec to decode it."""
+    path = _video(tmp_path / "clip.mp4")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 53 // 100])
+    _refused(path, "names no codec")
+
+
+def test_video_with_damaged_metadata_text_still_reads(tmp_path):
+    path = _video(tmp_path / "clip.avi")
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b"medattn-title", b"\xff\xfe\xff" + b"x" * 10))
+    assert read_video(path).shape == (3, 32, 24, 6)
+
+
+def test_video_header_claiming_absurd_frame_count(tmp_path):
+    """The AVI stream header's frame count (strh dwLength) set to 2^31 - 1: refused before decoding."""
+    path = _video(tmp_path / "clip.avi")
+    data = bytearray(path.read_bytes())
+    length = data.find(b"strh") + 8 + 32
+    data[length : length + 4] = (2**31 - 1).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    _refused(path, "header claims", "decoded frames")
+    assert read_video(path, max_frames=3).shape == (3, 32, 24, 3)  # a bounded read still works
+
+
+def test_decoding_stops_at_what_the_file_can_hold(tmp_path, monkeypatch):
+    """Streaming has no header check; the decode itself stops once the frames outgrow the file."""
+    path = _video(tmp_path / "clip.avi")
+    monkeypatch.setattr(medattn.io.video, "MAX_COMPRESSION_RATIO", 1)
+    monkeypatch.setattr(medattn.io.limits, "MAX_COMPRESSION_RATIO", 1)
+    with pytest.raises(UnreadableImageError, match="more than the file can hold") as caught:
+        list(iter_video_frames(path, chunk_size=2))
+    assert path.name in str(caught.value)
