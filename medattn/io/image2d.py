@@ -230,19 +230,27 @@ def _decode_with_pillow(path: Path, palette_indices: bool) -> tuple[list[np.ndar
     return pages, info
 
 
+def _tiff_page_bytes(path: Path, page: Any) -> int:
+    """What decoding one tifffile page would allocate, from its header, before anything is decoded.
+
+    A sample type tifffile cannot name fails to decode later; it counts as 8 bytes a sample meanwhile.
+    """
+    if not all(isinstance(size, (int, np.integer)) for size in page.shape):
+        raise UnreadableImageError(
+            "the TIFF page header is damaged: a size tag (ImageWidth, ImageLength or SamplesPerPixel) holds "
+            "several values",
+            path,
+        )
+    return math.prod(page.shape) * (page.dtype.itemsize if page.dtype is not None else 8)
+
+
 def _decode_with_tifffile(path: Path) -> tuple[list[np.ndarray], dict[str, Any]]:
     """TIFF pages as (H, W, C) arrays at full bit depth, for the TIFFs Pillow cannot read or would reduce."""
     import tifffile  # only TIFFs beyond Pillow need it
 
     pages = []
     with tifffile.TiffFile(path) as tif:
-        # The page headers' claim, checked before any page is decoded (a dtype tifffile cannot name fails
-        # to decode below; count it at 8 bytes a sample meanwhile).
-        claimed = sum(
-            math.prod(page.shape) * (page.dtype.itemsize if page.dtype is not None else 8)
-            for page in tif.pages
-        )
-        check_claimed_size(claimed, path, compressed=True)
+        check_claimed_size(sum(_tiff_page_bytes(path, page) for page in tif.pages), path, compressed=True)
         for page in tif.pages:
             array, axes = page.asarray(), page.axes
             if axes == "YX":

@@ -40,20 +40,24 @@ def _png(path: Path, width: int, height: int, idat_length: int | None = None) ->
     return path
 
 
-def _tiff_with_tag(path: Path, array: np.ndarray, tag: int, value: int, **kwargs) -> Path:
-    """A TIFF of `array` whose first page's `tag` (a SHORT or LONG) is rewritten to `value`."""
+def _tiff(path: Path, array: np.ndarray, tags: dict[int, tuple[int, int]], **kwargs) -> Path:
+    """A TIFF of `array` whose first page's tags are rewritten: tag -> (count, value) as LONGs; the value
+    is the offset of the values when `count` LONGs do not fit in the entry."""
     tifffile.imwrite(path, array, **kwargs)
     data = bytearray(path.read_bytes())
     assert data[:4] == b"II*\x00", "classic little-endian TIFF expected"
     ifd = int.from_bytes(data[4:8], "little")
     for index in range(int.from_bytes(data[ifd : ifd + 2], "little")):
         entry = ifd + 2 + 12 * index
-        if int.from_bytes(data[entry : entry + 2], "little") == tag:
+        tag = int.from_bytes(data[entry : entry + 2], "little")
+        if tag in tags:
+            count, value = tags.pop(tag)
             data[entry + 2 : entry + 4] = (4).to_bytes(2, "little")  # LONG, so any 32-bit value fits
+            data[entry + 4 : entry + 8] = count.to_bytes(4, "little")
             data[entry + 8 : entry + 12] = value.to_bytes(4, "little")
-            path.write_bytes(bytes(data))
-            return path
-    raise AssertionError(f"tag {tag} not in the first IFD")
+    assert not tags, f"tags {list(tags)} not in the first IFD"
+    path.write_bytes(bytes(data))
+    return path
 
 
 def _video(path: Path, frames: int = 6, title: str = "medattn-title") -> Path:
@@ -105,15 +109,24 @@ def test_truncated_png(tmp_path):
 def test_tiff_header_claiming_an_enormous_image(tmp_path):
     """An 8-bit TIFF (Pillow's path) whose ImageLength claims a billion rows."""
     path = tmp_path / "tall.tif"
-    _tiff_with_tag(path, np.zeros((24, 32, 3), np.uint8), _IMAGE_LENGTH, 1 << 30)
+    _tiff(path, np.zeros((24, 32, 3), np.uint8), {_IMAGE_LENGTH: (1, 1 << 30)})
     _refused(path, "header claims")
 
 
 def test_sixteen_bit_colour_tiff_header_claiming_an_enormous_image(tmp_path):
     """16-bit RGB goes to tifffile, whose page shapes are checked before any page is decoded."""
     path = tmp_path / "wide.tif"
-    _tiff_with_tag(path, np.zeros((24, 32, 3), np.uint16), _IMAGE_WIDTH, 1 << 28, photometric="rgb")
+    _tiff(path, np.zeros((24, 32, 3), np.uint16), {_IMAGE_WIDTH: (1, 1 << 28)}, photometric="rgb")
     _refused(path, "header claims")
+
+
+def test_tiff_size_tag_with_several_values(tmp_path):
+    """A damaged count turns ImageWidth into two values: tifffile's page shape then holds a tuple, which
+    multiplied by a huge ImageLength would build a tuple of billions of items."""
+    path = tmp_path / "list.tif"
+    tags = {_IMAGE_WIDTH: (2, 8), _IMAGE_LENGTH: (1, 1 << 31)}
+    _tiff(path, np.zeros((24, 32, 3), np.uint16), tags, photometric="rgb")
+    _refused(path, "size tag", "several values")
 
 
 def test_multipage_tiff_with_a_larger_later_page(tmp_path):
