@@ -128,18 +128,31 @@ def _check_header_claim(path: Path, header: dict[str, Any], max_frames: int | No
     check_claimed_size(claimed, path, compressed=True, what="decoded frames")
 
 
+def _bounded_decode(path: Path, container: Any, stream: Any, file_bytes: int) -> Iterator[Any]:
+    """`container.decode(stream)`, refusing more packets than the file has bytes (a damaged index that
+    sends the demuxer round in circles yields no frames for the frame bound to stop)."""
+    for packets, packet in enumerate(container.demux(stream), start=1):
+        if packets > file_bytes + 1:  # every packet holds a byte of the file, but the final empty one
+            raise UnreadableImageError(
+                f"the video index lists more packets than the file has bytes ({file_bytes}): it is damaged",
+                path,
+            )
+        yield from packet.decode()
+
+
 def _decode_frames(path: Path, container: Any, stream: Any, max_frames: int | None) -> Iterator[np.ndarray]:
     """Frames one at a time as (3, W, H) uint8 arrays; a decode error, no frame or an early end raise.
 
-    Decoding is bounded by the file: a frame larger than the file could hold, or more frames in all than it
-    could decode to (a damaged stream FFmpeg keeps decoding garbage from), raises instead of running on.
+    Decoding is bounded by the file: a frame larger than the file could hold, more frames in all than it
+    could decode to (a damaged stream FFmpeg keeps decoding garbage from), or more packets than it has
+    bytes raises instead of running on.
     """
     stream.codec_context.thread_type = "AUTO"
     file_bytes = path.stat().st_size
     count = 0
     shape = None
     try:
-        for frame in container.decode(stream):
+        for frame in _bounded_decode(path, container, stream, file_bytes):
             frame_bytes = frame.width * frame.height * _RGB_BYTES
             check_claimed_size(frame_bytes, path, compressed=True, file_bytes=file_bytes, what="one frame")
             if (count + 1) * frame_bytes > file_bytes * MAX_COMPRESSION_RATIO:

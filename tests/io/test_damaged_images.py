@@ -171,3 +171,24 @@ def test_decoding_stops_at_what_the_file_can_hold(tmp_path, monkeypatch):
     with pytest.raises(UnreadableImageError, match="more than the file can hold") as caught:
         list(iter_video_frames(path, chunk_size=2))
     assert path.name in str(caught.value)
+
+
+def test_a_demuxer_going_round_in_circles_is_stopped(tmp_path):
+    """A damaged index can make the demuxer repeat packets that decode to no frame: the packet count is
+    bounded by the file's size, so the read ends instead of hanging."""
+
+    class EmptyPacket:
+        def decode(self):
+            return []
+
+    class CircularContainer:
+        def demux(self, stream):
+            while True:
+                yield EmptyPacket()
+
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(bytes(100))
+    frames = medattn.io.video._bounded_decode(path, CircularContainer(), None, file_bytes=100)
+    with pytest.raises(UnreadableImageError, match="more packets than the file has bytes") as caught:
+        list(frames)
+    assert path.name in str(caught.value)
