@@ -14,6 +14,10 @@ Multi-page TIFFs (and animated PNGs) are read as a 2D+t stack (C, W, H, T) like 
 TIFF: Pillow decodes it unless Pillow cannot open it (float RGB, planar 16-bit) or would cut colour samples
 of more than 8 bits down to 8; then tifffile (a scikit-image dependency) decodes it. A 16-bit colour PNG is
 read by Pillow at 8 bits (the high byte), with a warning: no installed library decodes it at full depth.
+
+Damaged files: what the header claims (width x height x bytes per pixel x pages, and a PNG's chunk lengths)
+is checked against the file's size and the machine's memory (`medattn.io.limits`) before any pixel is
+decoded, so a flipped byte in a size field is an UnreadableImageError, never a MemoryError.
 """
 
 from __future__ import annotations

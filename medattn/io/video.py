@@ -7,7 +7,10 @@ Rotation metadata of phone videos is not applied, like EXIF orientation for phot
 
 A file that is not a video, holds no video stream, fails to decode, or ends well before the frame count its
 header announces raises `UnreadableImageError`. Up to 1 frame or 2 % fewer frames than announced are
-accepted, because edit lists and rounded durations make the announced count approximate.
+accepted, because edit lists and rounded durations make the announced count approximate. So does a damaged
+file whose header claims more frames x frame size than the file could decode to (`medattn.io.limits`), or
+whose decoding outgrows the file (more frames, or more packets, than it could hold): checked before and
+while decoding, so a damaged video never fills memory or keeps FFmpeg running on garbage.
 
 `OverlayVideoWriter` writes the overlay MP4 of `medattn predict` on a video (contours drawn by
 medattn.io.overlay).
