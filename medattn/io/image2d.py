@@ -207,7 +207,12 @@ def _check_pillow_claim(path: Path, image: Image.Image) -> None:
 def _decode_with_pillow(path: Path, palette_indices: bool) -> tuple[list[np.ndarray], dict[str, Any]] | None:
     """Pages as (H, W, C) arrays and Pillow's format/mode; None when tifffile should decode the TIFF."""
     _check_png_chunks(path)
-    with Image.open(path) as image:
+    with warnings.catch_warnings():
+        # _check_pillow_claim replaces Pillow's pixel-count alarm: it weighs the claim against the file's size
+        # and the memory, so a damaged header is an error and a large valid image reads without a warning.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    with image:
         if _is_reduced_colour_tiff(image):
             return None
         if _is_reduced_colour_png(image):
