@@ -239,10 +239,12 @@ def _decode_with_pillow(path: Path, palette_indices: bool) -> tuple[list[np.ndar
     return pages, info
 
 
-def _tiff_page_bytes(path: Path, page: Any) -> int:
+def _tiff_page_bytes(path: Path, page: Any, file_bytes: int) -> int:
     """What decoding one tifffile page would allocate, from its header, before anything is decoded.
 
-    A sample type tifffile cannot name fails to decode later; it counts as 8 bytes a sample meanwhile.
+    Its strips or tiles must also lie inside the file: tifffile reads each in one call, which first
+    allocates the byte count the header claims. A sample type tifffile cannot name fails to decode later;
+    it counts as 8 bytes a sample meanwhile.
     """
     if not all(isinstance(size, (int, np.integer)) for size in page.shape):
         raise UnreadableImageError(
@@ -250,6 +252,10 @@ def _tiff_page_bytes(path: Path, page: Any) -> int:
             "several values",
             path,
         )
+    for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False):
+        if offset + count > file_bytes:
+            remaining, what = max(file_bytes - offset, 0), f"TIFF strip or tile data at byte {offset}"
+            check_claimed_size(count, path, compressed=False, file_bytes=remaining, what=what)
     return math.prod(page.shape) * (page.dtype.itemsize if page.dtype is not None else 8)
 
 
@@ -259,7 +265,9 @@ def _decode_with_tifffile(path: Path) -> tuple[list[np.ndarray], dict[str, Any]]
 
     pages = []
     with tifffile.TiffFile(path) as tif:
-        check_claimed_size(sum(_tiff_page_bytes(path, page) for page in tif.pages), path, compressed=True)
+        file_bytes = path.stat().st_size
+        claimed = sum(_tiff_page_bytes(path, page, file_bytes) for page in tif.pages)
+        check_claimed_size(claimed, path, compressed=True, file_bytes=file_bytes)
         for page in tif.pages:
             array, axes = page.asarray(), page.axes
             if axes == "YX":

@@ -19,7 +19,7 @@ from medattn.errors import UnreadableImageError
 from medattn.io import load_image
 from medattn.io.video import iter_video_frames, read_video
 
-_IMAGE_WIDTH, _IMAGE_LENGTH = 256, 257
+_IMAGE_WIDTH, _IMAGE_LENGTH, _STRIP_BYTE_COUNTS = 256, 257, 279
 
 
 def _png(path: Path, width: int, height: int, idat_length: int | None = None) -> Path:
@@ -120,6 +120,13 @@ def test_sixteen_bit_colour_tiff_header_claiming_an_enormous_image(tmp_path):
     path = tmp_path / "wide.tif"
     _tiff(path, np.zeros((24, 32, 3), np.uint16), {_IMAGE_WIDTH: (1, 1 << 28)}, photometric="rgb")
     _refused(path, "header claims")
+
+
+def test_tiff_strip_byte_count_beyond_the_file(tmp_path):
+    """tifffile reads a strip in one call that first allocates its claimed byte count (here 1 GB)."""
+    path = tmp_path / "strip.tif"
+    _tiff(path, np.zeros((24, 32, 3), np.uint16), {_STRIP_BYTE_COUNTS: (1, 1 << 30)}, photometric="rgb")
+    _refused(path, "TIFF strip or tile data", "cut short")
 
 
 @pytest.mark.filterwarnings("ignore:Metadata Warning")
