@@ -14,10 +14,15 @@ Multi-page TIFFs (and animated PNGs) are read as a 2D+t stack (C, W, H, T) like 
 TIFF: Pillow decodes it unless Pillow cannot open it (float RGB, planar 16-bit) or would cut colour samples
 of more than 8 bits down to 8; then tifffile (a scikit-image dependency) decodes it. A 16-bit colour PNG is
 read by Pillow at 8 bits (the high byte), with a warning: no installed library decodes it at full depth.
+
+Damaged files: what the header claims (width x height x bytes per pixel x pages, and a PNG's chunk lengths)
+is checked against the file's size and the machine's memory (`medattn.io.limits`) before any pixel is
+decoded, so a flipped byte in a size field is an UnreadableImageError, never a MemoryError.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,9 +32,10 @@ from typing import Any
 import numpy as np
 import torch
 from monai.data import MetaTensor
-from PIL import Image, ImageSequence
+from PIL import Image, ImageMode, ImageSequence
 
 from medattn.errors import GeometryError, InputNotFoundError, UnreadableImageError
+from medattn.io.limits import check_claimed_size
 
 # Pillow modes whose pixels are already one grayscale value each (np.asarray gives (H, W)).
 _GRAY_MODES = {"L", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"}
@@ -120,7 +126,7 @@ def check_file(path: str | Path) -> Path:
     return path
 
 
-def _page_channels(page: Image.Image, palette_indices: bool) -> np.ndarray:
+def _page_channels(path: Path, page: Image.Image, palette_indices: bool) -> np.ndarray:
     """One Pillow page as (H, W, C): grayscale 1 channel, colour 3, alpha dropped, values kept."""
     mode = page.mode
     if mode == "1":
@@ -136,7 +142,9 @@ def _page_channels(page: Image.Image, palette_indices: bool) -> np.ndarray:
     if mode in _TO_RGB_MODES:
         # Through RGBA so palette transparency is handled the way Pillow recommends, then alpha is dropped.
         return np.asarray(page.convert("RGBA"))[..., :3]
-    raise UnreadableImageError(f"unsupported Pillow image mode {mode!r}; convert it to RGB or grayscale")
+    raise UnreadableImageError(
+        f"unsupported Pillow image mode {mode!r}; convert it to RGB or grayscale", path
+    )
 
 
 def _is_reduced_colour_tiff(image: Image.Image) -> bool:
@@ -157,9 +165,54 @@ def _is_reduced_colour_png(image: Image.Image) -> bool:
     return isinstance(rawmode, str) and rawmode.startswith(("RGB;16", "RGBA;16"))
 
 
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_png_chunks(path: Path) -> None:
+    """Refuse a PNG whose chunk lengths run past the end of the file, before Pillow reads them.
+
+    Pillow reads the rest of a damaged image-data chunk in one call, which first allocates the length the
+    chunk claims (up to 2 GB) however short the file is. Walking the chunk headers (12 bytes each) up to
+    IEND finds a damaged length, or a file cut short, without reading any chunk's data.
+    """
+    file_bytes = path.stat().st_size
+    with path.open("rb") as stream:
+        if stream.read(8) != _PNG_SIGNATURE:
+            return  # not a PNG after all: Pillow names what it is, or fails to
+        position = 8
+        while position + 8 <= file_bytes:
+            stream.seek(position)
+            head = stream.read(8)
+            length, kind = int.from_bytes(head[:4], "big"), head[4:].decode("latin-1")
+            remaining = file_bytes - position - 12
+            what = f"PNG chunk {kind!r} at byte {position}"
+            check_claimed_size(length, path, compressed=False, file_bytes=max(remaining, 0), what=what)
+            if kind == "IEND":
+                return
+            position += 12 + length
+
+
+def _check_pillow_claim(path: Path, image: Image.Image) -> None:
+    """Refuse a header whose size, mode and page count claim more than the file or memory can hold.
+
+    Image.open reads only the header, so this runs before any pixel is allocated; every page must then
+    match the first page's size and mode (checked before each page is decoded).
+    """
+    mode = ImageMode.getmode(image.mode)
+    pixel_bytes = len(mode.bands) * np.dtype(mode.typestr).itemsize
+    pages = getattr(image, "n_frames", 1)
+    check_claimed_size(image.width * image.height * pixel_bytes * pages, path, compressed=True)
+
+
 def _decode_with_pillow(path: Path, palette_indices: bool) -> tuple[list[np.ndarray], dict[str, Any]] | None:
     """Pages as (H, W, C) arrays and Pillow's format/mode; None when tifffile should decode the TIFF."""
-    with Image.open(path) as image:
+    _check_png_chunks(path)
+    with warnings.catch_warnings():
+        # _check_pillow_claim replaces Pillow's pixel-count alarm: it weighs the claim against the file's size
+        # and the memory, so a damaged header is an error and a large valid image reads without a warning.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(path)
+    with image:
         if _is_reduced_colour_tiff(image):
             return None
         if _is_reduced_colour_png(image):
@@ -167,21 +220,43 @@ def _decode_with_pillow(path: Path, palette_indices: bool) -> tuple[list[np.ndar
                 f"{path}: 16-bit colour PNG read at 8 bits per channel (Pillow keeps the high byte)",
                 stacklevel=4,
             )
+        _check_pillow_claim(path, image)
         info = {"format": image.format, "mode": image.mode, "width": image.width, "height": image.height}
         orientation = image.getexif().get(EXIF_ORIENTATION)
         if isinstance(orientation, int) and 2 <= orientation <= 8:  # 1: as stored
             info["exif_orientation"] = orientation
+        first_size = image.size
         pages = []
-        for page in ImageSequence.Iterator(image):
-            if page.size != image.size or page.mode != info["mode"]:
+        for page in ImageSequence.Iterator(image):  # the same Image object, seeked to each page in turn
+            if page.size != first_size or page.mode != info["mode"]:
                 raise UnreadableImageError(
-                    f"pages differ in size or mode ({page.size} {page.mode} vs {image.size} {info['mode']}); "
+                    f"pages differ in size or mode ({page.size} {page.mode} vs {first_size} {info['mode']}); "
                     "only stacks of equal pages read as 2D+t",
                     path,
                 )
             page.load()
-            pages.append(_page_channels(page, palette_indices))
+            pages.append(_page_channels(path, page, palette_indices))
     return pages, info
+
+
+def _tiff_page_bytes(path: Path, page: Any, file_bytes: int) -> int:
+    """What decoding one tifffile page would allocate, from its header, before anything is decoded.
+
+    Its strips or tiles must also lie inside the file: tifffile reads each in one call, which first
+    allocates the byte count the header claims. A sample type tifffile cannot name fails to decode later;
+    it counts as 8 bytes a sample meanwhile.
+    """
+    if not all(isinstance(size, (int, np.integer)) for size in page.shape):
+        raise UnreadableImageError(
+            "the TIFF page header is damaged: a size tag (ImageWidth, ImageLength or SamplesPerPixel) holds "
+            "several values",
+            path,
+        )
+    for offset, count in zip(page.dataoffsets, page.databytecounts, strict=False):
+        if offset + count > file_bytes:
+            remaining, what = max(file_bytes - offset, 0), f"TIFF strip or tile data at byte {offset}"
+            check_claimed_size(count, path, compressed=False, file_bytes=remaining, what=what)
+    return math.prod(page.shape) * (page.dtype.itemsize if page.dtype is not None else 8)
 
 
 def _decode_with_tifffile(path: Path) -> tuple[list[np.ndarray], dict[str, Any]]:
@@ -190,6 +265,9 @@ def _decode_with_tifffile(path: Path) -> tuple[list[np.ndarray], dict[str, Any]]
 
     pages = []
     with tifffile.TiffFile(path) as tif:
+        file_bytes = path.stat().st_size
+        claimed = sum(_tiff_page_bytes(path, page, file_bytes) for page in tif.pages)
+        check_claimed_size(claimed, path, compressed=True, file_bytes=file_bytes)
         for page in tif.pages:
             array, axes = page.asarray(), page.axes
             if axes == "YX":
@@ -237,6 +315,10 @@ def decode_image2d(path: str | Path, palette_indices: bool = False) -> DecodedIm
         decoded = _decode_with_pillow(path, palette_indices)
     except (UnreadableImageError, MemoryError):
         raise
+    except Image.DecompressionBombError as err:  # a TIFF this large may still be one tifffile decodes
+        errors.append(
+            f"the header claims more pixels than Pillow decodes, so it is damaged or too large: {err}"
+        )
     except Exception as err:  # Pillow reports corrupt data as OSError, SyntaxError, struct.error, ...
         errors.append(f"{type(err).__name__}: {err}")
     if decoded is None and path.suffix.lower() in (".tif", ".tiff"):

@@ -7,7 +7,10 @@ Rotation metadata of phone videos is not applied, like EXIF orientation for phot
 
 A file that is not a video, holds no video stream, fails to decode, or ends well before the frame count its
 header announces raises `UnreadableImageError`. Up to 1 frame or 2 % fewer frames than announced are
-accepted, because edit lists and rounded durations make the announced count approximate.
+accepted, because edit lists and rounded durations make the announced count approximate. So does a damaged
+file whose header claims more frames x frame size than the file could decode to (`medattn.io.limits`), or
+whose decoding outgrows the file (more frames, or more packets, than it could hold): checked before and
+while decoding, so a damaged video never fills memory or keeps FFmpeg running on garbage.
 
 `OverlayVideoWriter` writes the overlay MP4 of `medattn predict` on a video (contours drawn by
 medattn.io.overlay).
@@ -29,13 +32,18 @@ from monai.data import MetaTensor
 
 from medattn.errors import UnreadableImageError
 from medattn.io.image2d import DecodedImage, check_file, planar_meta
+from medattn.io.limits import MAX_COMPRESSION_RATIO, check_claimed_size
+
+#: Bytes of one decoded pixel (8-bit RGB).
+_RGB_BYTES = 3
 
 
 @contextmanager
 def _open_video(path: Path) -> Iterator[tuple[Any, Any]]:
     """The open container and its first video stream; medattn errors for what PyAV cannot open."""
     try:
-        container = av.open(str(path))
+        # Metadata text is not used; damaged bytes in it must not stop the frames from reading.
+        container = av.open(str(path), metadata_errors="replace")
     except av.error.FFmpegError as err:
         raise UnreadableImageError(f"not a video file PyAV can open ({err})", path) from err
     try:
@@ -43,7 +51,14 @@ def _open_video(path: Path) -> Iterator[tuple[Any, Any]]:
             raise UnreadableImageError("no streams found: not a video, or truncated before its index", path)
         if not container.streams.video:
             raise UnreadableImageError("holds no video stream (audio or data only)", path)
-        yield container, container.streams.video[0]
+        stream = container.streams.video[0]
+        if stream.codec_context is None:
+            raise UnreadableImageError(
+                "the video stream names no codec FFmpeg can decode: its header is damaged or the file is cut "
+                "short before it",
+                path,
+            )
+        yield container, stream
     finally:
         container.close()
 
@@ -105,13 +120,50 @@ def video_info(path: str | Path) -> dict[str, Any]:
         return _header(container, stream)
 
 
+def _check_header_claim(path: Path, header: dict[str, Any], max_frames: int | None) -> None:
+    """Refuse a header whose frame count x frame size claims more than the compressed file can decode to."""
+    frames = header["n_frames"]
+    if frames is None:
+        return  # no count in the header: decoding is bounded frame by frame instead
+    if max_frames is not None:
+        frames = min(frames, max_frames)
+    claimed = max(frames, 0) * header["width"] * header["height"] * _RGB_BYTES
+    check_claimed_size(claimed, path, compressed=True, what="decoded frames")
+
+
+def _bounded_decode(path: Path, container: Any, stream: Any, file_bytes: int) -> Iterator[Any]:
+    """`container.decode(stream)`, refusing more packets than the file has bytes (a damaged index that
+    sends the demuxer round in circles yields no frames for the frame bound to stop)."""
+    for packets, packet in enumerate(container.demux(stream), start=1):
+        if packets > file_bytes + 1:  # every packet holds a byte of the file, but the final empty one
+            raise UnreadableImageError(
+                f"the video index lists more packets than the file has bytes ({file_bytes}): it is damaged",
+                path,
+            )
+        yield from packet.decode()
+
+
 def _decode_frames(path: Path, container: Any, stream: Any, max_frames: int | None) -> Iterator[np.ndarray]:
-    """Frames one at a time as (3, W, H) uint8 arrays; a decode error, no frame or an early end raise."""
+    """Frames one at a time as (3, W, H) uint8 arrays; a decode error, no frame or an early end raise.
+
+    Decoding is bounded by the file: a frame larger than the file could hold, more frames in all than it
+    could decode to (a damaged stream FFmpeg keeps decoding garbage from), or more packets than it has
+    bytes raises instead of running on.
+    """
     stream.codec_context.thread_type = "AUTO"
+    file_bytes = path.stat().st_size
     count = 0
     shape = None
     try:
-        for frame in container.decode(stream):
+        for frame in _bounded_decode(path, container, stream, file_bytes):
+            frame_bytes = frame.width * frame.height * _RGB_BYTES
+            check_claimed_size(frame_bytes, path, compressed=True, file_bytes=file_bytes, what="one frame")
+            if (count + 1) * frame_bytes > file_bytes * MAX_COMPRESSION_RATIO:
+                raise UnreadableImageError(
+                    f"decoding gives more than {count} frames of {frame.width}x{frame.height} pixels, more "
+                    "than the file can hold: the video stream is damaged",
+                    path,
+                )
             plane = frame.to_ndarray(format="rgb24").transpose(2, 1, 0)
             if shape is not None and plane.shape != shape:
                 raise UnreadableImageError(
@@ -154,6 +206,7 @@ def decode_video(path: str | Path, max_frames: int | None = None) -> DecodedImag
     path = check_file(path)
     with _open_video(path) as (container, stream):
         header = _header(container, stream)
+        _check_header_claim(path, header, max_frames)
         frames = list(_decode_frames(path, container, stream, max_frames))
     array = np.stack(frames, axis=-1)
     return DecodedImage(array, _video_meta(path, array, header))

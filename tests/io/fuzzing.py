@@ -112,6 +112,16 @@ def _image2d(folder: Path, suffix: str) -> Path:
     return path
 
 
+def _tiff_pages(folder: Path) -> Path:
+    import tifffile
+
+    rng = np.random.default_rng(2)
+    pages = (rng.random((3, 24, 32)) * 65535).astype(np.uint16)
+    path = folder / "stack.tif"
+    tifffile.imwrite(path, pages, photometric="minisblack")  # 3 grayscale pages, as a microscope writes
+    return path
+
+
 def _testfile(name: str) -> Path:
     from pydicom.data import get_testdata_file
 
@@ -187,6 +197,8 @@ FORMATS: dict[str, tuple[Callable[[Path], Path], int, Callable[[Path], Path] | N
     "png": (lambda d: _image2d(d, ".png"), 64, None, _read_image),
     "jpeg": (lambda d: _image2d(d, ".jpg"), 512, None, _read_image),
     "tiff": (lambda d: _image2d(d, ".tif"), 256, None, _read_image),
+    "tiff_pages": (_tiff_pages, 512, None, _read_image),
+    "bmp": (lambda d: _image2d(d, ".bmp"), 54, None, _read_image),
     "dicom": (lambda d: _dicom_file(d, "CT_small.dcm"), 2048, None, _read_image),
     "dicom_enhanced": (lambda d: _dicom_file(d, "eCT_Supplemental.dcm"), 8192, None, _read_image),
     "dicom_series": (_dicom_series, 2048, lambda series: sorted(series.iterdir())[2], _read_image),

@@ -17,7 +17,7 @@ COUNT = 240
     "group",
     [
         ["nifti", "nifti_gz", "nrrd", "mha", "seg_nrrd"],
-        ["png", "jpeg", "tiff", "video"],
+        ["png", "jpeg", "tiff", "tiff_pages", "bmp", "video"],
         ["dicom", "dicom_enhanced", "dicom_series", "dicom_seg"],
     ],
 )
