@@ -1,4 +1,4 @@
-"""Damaged NIfTI files: each kind of damage ends in one MedattnError that names the file
+"""Damaged NIfTI, NRRD and MetaImage files: each kind of damage ends in one MedattnError that names the file
 and the header field or problem, before anything of the claimed size is allocated, and in a few seconds."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import time
 import nibabel as nib
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
 from medattn.errors import GeometryError, UnreadableImageError
 from medattn.io import load_image
@@ -130,3 +131,64 @@ def test_damaged_gzip_stream_ends_quickly(tmp_path, monkeypatch, isal):
         with pytest.raises(UnreadableImageError) as raised:
             load_image(tmp_path / name)
         assert name in str(raised.value) and time.perf_counter() - started < 5
+
+
+def _itk_file(tmp_path, suffix: str, compressed: bool):
+    image = sitk.GetImageFromArray(np.arange(240, dtype=np.int16).reshape(8, 5, 6))
+    image.SetSpacing((0.9, 0.8, 2.5))
+    path = tmp_path / f"scan{suffix}"
+    sitk.WriteImage(image, str(path), useCompression=compressed)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("suffix", "compressed", "old", "new"),
+    [
+        (".mha", False, b"DimSize = 6 5 8", b"DimSize = 6 5 99999999"),
+        (".mha", True, b"DimSize = 6 5 8", b"DimSize = 60000 50000 8"),
+        (".nrrd", True, b"sizes: 6 5 8", b"sizes: 60000 50000 8"),
+        (".nrrd", False, b"sizes: 6 5 8", b"sizes: 6 5 99999999"),
+        (".nhdr", False, b"sizes: 6 5 8", b"sizes: 6 5 99999999"),
+        (".mhd", False, b"DimSize = 6 5 8", b"DimSize = 6 5 99999999"),
+    ],
+)
+def test_itk_header_claiming_more_than_the_file_holds_is_refused_before_reading(
+    tmp_path, suffix, compressed, old, new
+):
+    """Checked against the data file for a detached header (.nhdr / .mhd), against the file itself
+    otherwise; compressed data may expand, but not to gigabytes from a few hundred bytes."""
+    path = _itk_file(tmp_path, suffix, compressed)
+    header = path.read_bytes()
+    assert old in header
+    path.write_bytes(header.replace(old, new, 1))
+    with pytest.raises(
+        UnreadableImageError, match="the header claims .* more than the .* file can hold"
+    ) as raised:
+        load_image(path)
+    assert path.name in str(raised.value)
+
+
+def test_itk_detached_header_whose_data_file_is_missing(tmp_path):
+    path = _itk_file(tmp_path, ".nhdr", False)
+    (tmp_path / "scan.raw").unlink()
+    with pytest.raises(UnreadableImageError, match=r"data file the header names \(scan.raw\) does not exist"):
+        load_image(path)
+
+
+@pytest.mark.parametrize(
+    ("suffix", "old", "new", "field"),
+    [
+        (".mha", b"ElementSpacing = 0.9", b"ElementSpacing = 0.0", "ElementSpacing"),
+        (".mha", b"TransformMatrix = 1 0 0", b"TransformMatrix = 0 0 0", "TransformMatrix"),
+        (".nrrd", b"(0.90000000000000002,0,0)", b"(0,0,0)", r"space directions \(or spacings\)"),
+        (".nrrd", b"(0,0.80000000000000004,0)", b"(0.8,0,0)", "space directions"),
+    ],
+)
+def test_itk_damaged_geometry_field_is_named(tmp_path, suffix, old, new, field):
+    path = _itk_file(tmp_path, suffix, suffix == ".nrrd")
+    header = path.read_bytes()
+    assert old in header
+    path.write_bytes(header.replace(old, new, 1))
+    with pytest.raises(GeometryError, match=f"header's {field} field is damaged") as raised:
+        load_image(path)
+    assert path.name in str(raised.value)
