@@ -1,7 +1,8 @@
 """ITK formats (SimpleITK): read NRRD, MHA/MHD and Slicer .seg.nrrd scans, write NRRD and MHA label maps.
 
 ITK stores geometry in LPS millimetres; it is converted to RAS here. A fourth axis becomes channels
-(time series, or the layers of a Slicer segmentation).
+(time series, or the layers of a Slicer segmentation). A damaged header is refused before SimpleITK
+allocates the voxels: a claim the file cannot hold, a geometry no viewer can place (the field named).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from medattn.io.placement import place_mask
 
 #: Bytes of a NRRD or MetaImage file read as its text header (Slicer's .seg.nrrd headers run to a few kB).
 HEADER_BYTES = 1 << 16
-NRRD_SUFFIXES = (".nrrd", ".nhdr", ".seg.nrrd", ".seg.nhdr")
 #: The header fields that hold each part of the geometry, as a user finds them in the file.
 GEOMETRY_FIELDS = {
     "nrrd": {
@@ -34,6 +34,8 @@ GEOMETRY_FIELDS = {
 }
 #: ITK's words (NRRD's teem, MetaIO) for voxel data that ends early or does not decompress.
 _CUT_OR_DAMAGED = re.compile(r"expected \d+ bytes but received|data read error|data not read completely")
+#: The most dimensions ITK's MetaImage reader (MetaIO) holds.
+METAIO_MAX_DIMS = 10
 #: A voxel size below this (a picometre) is a zero that ITK has replaced by a tiny number.
 MIN_SPACING_MM = 1e-9
 
@@ -53,7 +55,7 @@ def read_itk(path: str | Path) -> MetaTensor:
         check_claimed_size(_claimed_bytes(reader), path, compressed=packed, file_bytes=data_bytes)
         _check_geometry(reader, path)
         image = reader.Execute()
-    except RuntimeError as error:
+    except (RuntimeError, OSError) as error:  # OSError: the header could not be opened for `_stored_data`
         first_line = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown error"
         if _CUT_OR_DAMAGED.search(str(error)):
             raise UnreadableImageError(
@@ -92,13 +94,14 @@ def _claimed_bytes(reader: sitk.ImageFileReader) -> int:
 
 def _stored_data(path: Path) -> tuple[bool, int]:
     """Whether the header says its voxels are stored packed (compressed, or written as text) and the bytes
-    of the file(s) holding them: the file itself, or the data file a .nhdr / .mhd names.
+    of the file(s) holding them: the file after its header, or the data file a .nhdr / .mhd names.
 
     SimpleITK does not tell, so the text header is read here: NRRD's `encoding` and `data file` fields,
-    MetaImage's `CompressedData` and `ElementDataFile`.
+    MetaImage's `CompressedData` and `ElementDataFile`. A MetaImage's NDims is checked here too, before
+    ITK parses it: MetaIO writes past its arrays (and corrupts the heap) on an NDims beyond its limit.
 
     Raises:
-        UnreadableImageError: the data file the header names does not exist.
+        UnreadableImageError: NDims disagrees with DimSize, or the data file the header names does not exist.
     """
     with open(path, "rb") as stream:
         head = stream.read(HEADER_BYTES)
@@ -116,6 +119,7 @@ def _stored_data(path: Path) -> tuple[bool, int]:
         packed = fields.get("encoding", "gzip").lower() != "raw"  # unseen: assume the loosest bound
         data_file = fields.get("data file") or fields.get("datafile")
     else:
+        _check_metaimage_dimensions(fields, path)
         packed = fields.get("compresseddata", "false").lower() == "true"
         data_file = fields.get("elementdatafile")
     if not data_file or data_file.upper() == "LOCAL":
@@ -129,6 +133,20 @@ def _stored_data(path: Path) -> tuple[bool, int]:
     return packed, target.stat().st_size
 
 
+def _check_metaimage_dimensions(fields: dict[str, str], path: Path) -> None:
+    """UnreadableImageError for a MetaImage header whose NDims is not 1 to `METAIO_MAX_DIMS` or disagrees
+    with the number of DimSize values; a header without NDims is left to ITK's own message."""
+    if "ndims" not in fields:
+        return
+    ndims, sizes = fields["ndims"], fields.get("dimsize", "")
+    if not ndims.isdecimal() or not 1 <= int(ndims) <= METAIO_MAX_DIMS or len(sizes.split()) != int(ndims):
+        raise UnreadableImageError(
+            f"the header's NDims field is damaged or disagrees with DimSize (NDims = {ndims[:20]}, "
+            f"DimSize = {sizes[:60]})",
+            path,
+        )
+
+
 def _check_geometry(reader: sitk.ImageFileReader, path: Path) -> None:
     """GeometryError naming the header field of a spacing, origin or direction no viewer can use: not
     finite, a zero spacing (below a picometre), or a singular direction matrix."""
@@ -136,7 +154,11 @@ def _check_geometry(reader: sitk.ImageFileReader, path: Path) -> None:
     spacing = np.asarray(reader.GetSpacing(), dtype=np.float64)
     origin = np.asarray(reader.GetOrigin(), dtype=np.float64)
     direction = np.asarray(reader.GetDirection(), dtype=np.float64).reshape(dims, dims)
-    names = GEOMETRY_FIELDS["nrrd" if full_suffix(path) in NRRD_SUFFIXES else "mha"]
+    is_nrrd = (
+        reader.HasMetaDataKey("ITK_InputFilterName")
+        and reader.GetMetaData("ITK_InputFilterName") == "NrrdImageIO"
+    )
+    names = GEOMETRY_FIELDS["nrrd" if is_nrrd else "mha"]
     if not np.isfinite(spacing).all() or (spacing < MIN_SPACING_MM).any():
         problem = ("spacing", f"voxel sizes {spacing.tolist()} mm")
     elif not np.isfinite(origin).all():

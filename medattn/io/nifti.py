@@ -7,6 +7,10 @@ nnU-Net, FSL) reads; ITK prefers the qform and can disagree on files whose two f
 .nii.gz goes through ISA-L's gzip (the `isal` package) instead of zlib: the same bytes at the same level,
 compressed and decompressed several times faster. Without isal (a trimmed install) reading and writing
 fall back to nibabel's own zlib path.
+
+Whichever path reads it, a header is checked before its voxels are read (`_check_header`): a damaged field
+is named (datatype, dim, vox_offset, sform, qform, pixdim) and data the file cannot hold is refused
+before it is allocated.
 """
 
 from __future__ import annotations
@@ -164,11 +168,11 @@ def _read_with_nibabel(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
     image = nib.load(path)
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise UnreadableImageError(f"a {type(image).__name__} is not a NIfTI-1/2 image volume", path)
-    check_header(image, path)
+    _check_header(image, path)
     return image, np.asanyarray(image.dataobj)
 
 
-def check_header(image: nib.Nifti1Image, path: Path) -> None:
+def _check_header(image: nib.Nifti1Image, path: Path) -> None:
     """Refuse a damaged header before its voxels are read: a dimension below 1, voxel data that cannot fit
     in the file (`check_claimed_size`: the allocation guard), or a placement no viewer can use.
 
@@ -266,7 +270,7 @@ def read_gzipped_nifti(path: Path) -> tuple[nib.Nifti1Image, np.ndarray] | None:
 
 def read_nifti_stream(path: Path, opener) -> tuple[nib.Nifti1Image, np.ndarray] | None:
     """A NIfTI-1/2 image read from `opener(path, "rb")` (a file or decompressing stream) and its voxels,
-    its header checked (`check_header`) before they are read; None when the stream holds no NIfTI header,
+    its header checked (`_check_header`) before they are read; None when the stream holds no NIfTI header,
     so that nibabel's reading and error message follow."""
     with opener(path, "rb") as stream:
         first = stream.read(4)
@@ -279,7 +283,7 @@ def read_nifti_stream(path: Path, opener) -> tuple[nib.Nifti1Image, np.ndarray] 
         else:
             return None
         image = image_class.from_stream(stream)
-        check_header(image, path)
+        _check_header(image, path)
         return image, np.asanyarray(image.dataobj)
 
 

@@ -192,3 +192,13 @@ def test_itk_damaged_geometry_field_is_named(tmp_path, suffix, old, new, field):
     with pytest.raises(GeometryError, match=f"header's {field} field is damaged") as raised:
         load_image(path)
     assert path.name in str(raised.value)
+
+
+@pytest.mark.parametrize("ndims", [b"73", b"0", b"-1", b"\xb3", b"4"])
+def test_metaimage_ndims_damaged_or_disagreeing_with_dimsize(tmp_path, ndims):
+    """Refused before ITK parses it: MetaIO corrupts the heap (and aborts the process) on NDims = 73."""
+    path = _itk_file(tmp_path, ".mha", False)
+    path.write_bytes(path.read_bytes().replace(b"NDims = 3", b"NDims = " + ndims, 1))
+    with pytest.raises(UnreadableImageError, match="NDims field is damaged or disagrees") as raised:
+        load_image(path)
+    assert path.name in str(raised.value)
