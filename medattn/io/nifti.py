@@ -7,11 +7,17 @@ nnU-Net, FSL) reads; ITK prefers the qform and can disagree on files whose two f
 .nii.gz goes through ISA-L's gzip (the `isal` package) instead of zlib: the same bytes at the same level,
 compressed and decompressed several times faster. Without isal (a trimmed install) reading and writing
 fall back to nibabel's own zlib path.
+
+Whichever path reads it, a header is checked before its voxels are read (`_check_header`): a damaged field
+is named (datatype, dim, vox_offset, sform, qform, pixdim) and data the file cannot hold is refused
+before it is allocated.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
+import re
 import warnings
 import zlib
 from pathlib import Path
@@ -19,11 +25,14 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 from monai.data import MetaTensor
+from nibabel.spatialimages import HeaderDataError
+from nibabel.wrapstruct import WrapStructError
 
-from medattn.errors import InputWarning, UnreadableImageError
+from medattn.errors import GeometryError, InputWarning, MedattnError, UnreadableImageError
 from medattn.io.atomic import atomic_path, full_suffix
 from medattn.io.geometry import NiftiForms, as_volume, volume_meta
 from medattn.io.itk import header_affine_ras
+from medattn.io.limits import check_claimed_size
 from medattn.io.placement import place_mask
 
 try:
@@ -38,22 +47,43 @@ GZIP_MAGIC = b"\x1f\x8b"
 # NIfTI xform code 1 = scanner-based anatomical coordinates: what dcm2niix and nnU-Net write.
 NIFTI_XFORM_SCANNER = 1
 
+_GZIP_ERRORS = (zlib.error, gzip.BadGzipFile, *((isal_zlib.error,) if isal_zlib is not None else ()))
+# What nibabel, gzip, zlib and ISA-L raise on a damaged or cut-short file; `_damage` says what each means.
+_DAMAGED_FILE_ERRORS = (
+    nib.filebasedimages.ImageFileError,
+    HeaderDataError,
+    WrapStructError,
+    OSError,
+    EOFError,
+    ValueError,
+    OverflowError,
+    MemoryError,
+    *_GZIP_ERRORS,
+)
+# Words of nibabel's messages -> the header field they are about.
+_DAMAGED_FIELDS = {
+    "data code": "datatype",
+    "vox offset": "vox_offset",
+    "slope": "scl_slope / scl_inter",
+    "intercept": "scl_slope / scl_inter",
+    "w2 should be positive": "qform (quatern_b, quatern_c, quatern_d: not a rotation)",
+    "magic string": "magic",
+    "float NaN to integer": "vox_offset",  # nibabel's int(vox_offset) of a NaN
+}
+# nibabel's messages on a file cut short: inside the header, and inside the voxel data.
+_CUT_IN_HEADER = "Binary block is wrong size"
+_CUT_IN_DATA = re.compile(r"Expected (\d+) bytes, got (\d+) bytes")
+
 
 def read_nifti(path: str | Path) -> MetaTensor:
     """A NIfTI file as (C, i, j, k); 2D NIfTI gives a single slice volume, 4D/5D and RGB give channels."""
     path = Path(path)
     try:
         image, data = read_gzipped_nifti(path) or _misnamed_plain_nifti(path) or _read_with_nibabel(path)
-    except (
-        nib.filebasedimages.ImageFileError,
-        OSError,
-        EOFError,
-        zlib.error,
-        gzip.BadGzipFile,
-        ValueError,
-        MemoryError,
-    ) as error:
-        raise UnreadableImageError(f"not a readable NIfTI file ({error})", path) from error
+    except MedattnError:
+        raise
+    except _DAMAGED_FILE_ERRORS as error:
+        raise UnreadableImageError(_damage(error), path) from error
     if data.dtype.names:  # RGB(A) NIfTI: a structured dtype, one field per colour
         data = np.stack([data[name] for name in data.dtype.names], axis=-1)
     if np.iscomplexobj(data):
@@ -86,9 +116,20 @@ def ambiguous_forms(header, affine: np.ndarray, path: Path) -> NiftiForms | None
     """`NiftiForms` of a header whose readers disagree (both forms coded and different, or neither coded),
     with an InputWarning naming the file; None for an ordinary header."""
     qform_code, sform_code = int(header["qform_code"]), int(header["sform_code"])
-    qform, sform = header.get_qform(), header.get_sform()
     both_coded, neither_coded = qform_code > 0 and sform_code > 0, qform_code == sform_code == 0
-    if not (neither_coded or (both_coded and not np.allclose(qform, sform, atol=1e-3))):
+    if not (both_coded or neither_coded):
+        return None
+    try:
+        qform = header.get_qform()
+    except ValueError as error:  # quaternion b, c, d longer than 1: no rotation
+        if neither_coded:  # an unused qform: what its code 0 means is pixdim alone
+            qform = header.get_base_affine()
+        else:
+            raise GeometryError(
+                f"{_damage(error)}: ITK and 3D Slicer cannot place this scan", path
+            ) from error
+    sform = header.get_sform()
+    if both_coded and np.allclose(qform, sform, atol=1e-3):
         return None
     import SimpleITK as sitk
 
@@ -127,22 +168,83 @@ def _read_with_nibabel(path: Path) -> tuple[nib.Nifti1Image, np.ndarray]:
     image = nib.load(path)
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise UnreadableImageError(f"a {type(image).__name__} is not a NIfTI-1/2 image volume", path)
-    _check_declared_size(image, path)
+    _check_header(image, path)
     return image, np.asanyarray(image.dataobj)
 
 
-def _check_declared_size(image: nib.Nifti1Image, path: Path) -> None:
-    """Refuse a header that promises more data than an uncompressed file holds (instead of a MemoryError)."""
-    if full_suffix(path) != ".nii":
-        return
+def _check_header(image: nib.Nifti1Image, path: Path) -> None:
+    """Refuse a damaged header before its voxels are read: a dimension below 1, voxel data that cannot fit
+    in the file (`check_claimed_size`: the allocation guard), or a placement no viewer can use.
+
+    Raises:
+        UnreadableImageError: the dim or vox_offset field is damaged, or the data claimed does not fit.
+        GeometryError: the affine nibabel builds (from the sform, the qform or pixdim) is not finite or
+            singular; the message names the field it came from.
+    """
     header = image.header
-    declared = int(np.prod(header.get_data_shape(), dtype=np.int64)) * header.get_data_dtype().itemsize
-    available = path.stat().st_size - int(header.get_data_offset())
-    if declared > available:
-        raise UnreadableImageError(
-            f"the header declares {declared} bytes of voxel data but the file holds {available}: truncated?",
-            path,
+    shape = header.get_data_shape()
+    if any(n < 1 for n in shape):
+        raise UnreadableImageError(f"the header's dim field is damaged (shape {shape})", path)
+    claimed = math.prod(shape) * header.get_data_dtype().itemsize
+    file_bytes = path.stat().st_size
+    if is_gzipped(path):
+        check_claimed_size(claimed, path, compressed=True, file_bytes=file_bytes, what="voxel data")
+    else:
+        offset = int(image.dataobj.offset)  # the file's own vox_offset (the image's header copy says 0)
+        if offset > file_bytes:
+            raise UnreadableImageError(
+                f"the header's vox_offset field is damaged (voxel data at byte {offset} of a "
+                f"{file_bytes}-byte file)",
+                path,
+            )
+        check_claimed_size(claimed, path, compressed=False, file_bytes=file_bytes - offset, what="voxel data")
+    _check_affine(header, np.asarray(image.affine, dtype=np.float64), path)
+
+
+def _check_affine(header, affine: np.ndarray, path: Path) -> None:
+    """GeometryError naming the header field a non-finite or singular affine came from (nibabel's choice:
+    the sform if coded, else the qform if coded, else pixdim alone)."""
+    linear = affine[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    with np.errstate(all="ignore"):  # the very damage looked for overflows
+        degenerate = (spacing == 0).any() or abs(np.linalg.det(linear)) <= 1e-6 * float(np.prod(spacing))
+    if np.isfinite(affine).all() and not degenerate:  # load_image's test, here with the field named
+        return
+    pixdim = [float(v) for v in header["pixdim"][1:4]]
+    pixdim_damaged = not all(np.isfinite(pixdim)) or 0 in pixdim
+    if int(header["sform_code"]) != 0:
+        field = "sform (srow_x, srow_y, srow_z)"
+    elif int(header["qform_code"]) != 0 and not pixdim_damaged:
+        field = "qform (quatern_b/c/d, qoffset_x/y/z)"
+    else:
+        field = "pixdim"
+    raise GeometryError(
+        f"the header's {field} field is damaged: voxel sizes {np.round(spacing, 6).tolist()} mm, origin "
+        f"{np.round(affine[:3, 3], 3).tolist()} mm; no viewer can place this scan",
+        path,
+    )
+
+
+def _damage(error: Exception) -> str:
+    """What a library's error on a damaged NIfTI means, naming the header field where it is one."""
+    text = str(error).splitlines()[0] if str(error).strip() else type(error).__name__
+    if _CUT_IN_HEADER in text:
+        return "the file is cut short inside its header"
+    cut = _CUT_IN_DATA.search(text)
+    if cut:
+        return (
+            f"the file is cut short: the header claims {cut[1]} bytes of voxel data, the file holds {cut[2]}"
         )
+    for clue, field in _DAMAGED_FIELDS.items():
+        if clue in text:
+            return f"the header's {field} field is damaged ({text})"
+    if isinstance(error, EOFError):
+        return f"the file is cut short ({text})"
+    if isinstance(error, _GZIP_ERRORS):
+        return f"not a readable NIfTI file: its gzip-compressed data is damaged ({text})"
+    if "Cannot work out file type" in text:
+        return "not a readable NIfTI file: no NIfTI header found (the file is damaged or not a NIfTI file)"
+    return f"not a readable NIfTI file ({text})"
 
 
 def is_gzipped(path: Path) -> bool:
@@ -167,26 +269,22 @@ def read_gzipped_nifti(path: Path) -> tuple[nib.Nifti1Image, np.ndarray] | None:
 
 
 def read_nifti_stream(path: Path, opener) -> tuple[nib.Nifti1Image, np.ndarray] | None:
-    """A NIfTI-1/2 image read from `opener(path, "rb")` (a file or decompressing stream) and its voxels;
-    None when the stream holds no NIfTI header, so that nibabel's reading and error message follow."""
-    errors = (nib.filebasedimages.ImageFileError, OSError, EOFError, ValueError)
-    if isal_zlib is not None:
-        errors = (*errors, isal_zlib.error)
-    try:
-        with opener(path, "rb") as stream:
-            first = stream.read(4)
-            stream.seek(0)
-            header_sizes = {int.from_bytes(first, order) for order in ("little", "big")}  # either byte order
-            if 348 in header_sizes:
-                image_class = nib.Nifti1Image
-            elif 540 in header_sizes:
-                image_class = nib.Nifti2Image
-            else:
-                return None
-            image = image_class.from_stream(stream)
-            return image, np.asanyarray(image.dataobj)
-    except errors:
-        return None  # nibabel reads it again and names the problem
+    """A NIfTI-1/2 image read from `opener(path, "rb")` (a file or decompressing stream) and its voxels,
+    its header checked (`_check_header`) before they are read; None when the stream holds no NIfTI header,
+    so that nibabel's reading and error message follow."""
+    with opener(path, "rb") as stream:
+        first = stream.read(4)
+        stream.seek(0)
+        header_sizes = {int.from_bytes(first, order) for order in ("little", "big")}  # either byte order
+        if 348 in header_sizes:
+            image_class = nib.Nifti1Image
+        elif 540 in header_sizes:
+            image_class = nib.Nifti2Image
+        else:
+            return None
+        image = image_class.from_stream(stream)
+        _check_header(image, path)
+        return image, np.asanyarray(image.dataobj)
 
 
 def save_nifti(image: nib.Nifti1Image, path: Path) -> None:
