@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
 
@@ -99,7 +100,7 @@ def _decode_public(dataset: Dataset, image_end: float = float("inf")) -> None:
         raw = dataset.get_item(tag)  # as read, not converted
         if getattr(raw, "value_tell", 0) > image_end:
             continue
-        held = len(raw.value) if isinstance(raw.value, bytes) else None
+        held = len(raw.value) if isinstance(raw, RawDataElement) and isinstance(raw.value, bytes) else None
         if held is not None and raw.length != _UNDEFINED_LENGTH and held < raw.length:
             raise EOFError(f"element {tag} claims {raw.length} bytes, the file holds {held} of them")
         if tag.is_private:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_rescale
+from pydicom.uid import UID
 
 from medattn.errors import UnreadableImageError, UnsupportedDicomError
 from medattn.io.dicom.headers import decimals, functional_item, int_tag
@@ -25,6 +26,9 @@ def decoded_pixels(ds: Dataset, path: Path) -> np.ndarray:
         raise UnsupportedDicomError("the DICOM object has no pixel data", path)
     if not ds[keywords[0]].value:
         raise UnreadableImageError("the pixel data element is empty: the file is damaged or cut short", path)
+    syntax = ds.file_meta.get("TransferSyntaxUID")
+    if syntax is not None and not isinstance(syntax, UID):
+        raise UnreadableImageError(f"the TransferSyntaxUID tag is damaged ({syntax!r})", path)
     check_pixel_claim(ds, path)
     try:
         pixels = ds.pixel_array
@@ -62,7 +66,9 @@ def check_pixel_claim(ds: Dataset, path: Path) -> None:
     syntax = ds.file_meta.get("TransferSyntaxUID")
     # Deflated data is compressed too; an unknown or damaged syntax gets the looser bound (and no decoder).
     native = (
-        syntax is not None and syntax.is_transfer_syntax and not (syntax.is_compressed or syntax.is_deflated)
+        isinstance(syntax, UID)
+        and syntax.is_transfer_syntax
+        and not (syntax.is_compressed or syntax.is_deflated)
     )
     if native and ds.get("PhotometricInterpretation") == "YBR_FULL_422":
         stored_bits = stored_bits // 3 * 2  # two chroma samples shared by two pixels

@@ -25,6 +25,7 @@ from medattn.io.dicom.headers import dcmread
 from medattn.io.dicom.source import DicomSource, dicom_source
 from medattn.io.geometry import LPS_TO_RAS, onto_grid, split_channel
 from medattn.io.label_table import Label, LabelSpec, as_label_array, label_table, present_values
+from medattn.io.limits import check_claimed_size
 
 SERIES_NUMBER = 9000  # far above scanners' series numbers, so the SEG sorts after its source
 _PATIENT_STUDY_TYPE2 = (
@@ -154,7 +155,13 @@ def read_dicom_seg(path: str | Path) -> MetaTensor:
     dataset = dcmread(path)
     try:
         segmentation = hd.seg.Segmentation.from_dataset(dataset, copy=False)
+        geometry = segmentation.get_volume_geometry(allow_missing_positions=True)
+        if geometry is not None:  # a damaged frame position can spread the grid over millions of slices
+            voxels = int(np.prod(geometry.spatial_shape, dtype=np.float64))  # one byte each (uint8 labels)
+            check_claimed_size(voxels, path, compressed=True, what="label volume")
         volume = segmentation.get_volume(combine_segments=True, skip_overlap_checks=True)
+    except UnreadableImageError:  # the claim check's own error, already naming the file
+        raise
     # highdicom meets a damaged SEG with whatever its first use of a bad value raises (sqlite3.Error: the
     # frame table it builds lacks a column the damaged header should have given it).
     except (
