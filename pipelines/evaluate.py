@@ -178,11 +178,11 @@ def _is_dicom_seg(path: Path) -> bool:
     """A DICOM Segmentation object (medattn predict --format dicom-seg writes them), by its header."""
     if not path.is_file() or full_suffix(path) not in ("", ".dcm", ".dicom"):
         return False
-    import pydicom
+    from medattn.io.dicom.headers import dcmread
 
     try:
-        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Modality"])
-    except Exception:  # not DICOM at all: load_image names the problem
+        header = dcmread(path, pixels=False, specific_tags=["Modality"])
+    except UnreadableImageError:  # not DICOM at all, or damaged: load_image names the problem
         return False
     return str(header.get("Modality", "")) == "SEG"
 

@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 from pydicom.dataset import Dataset
 
-from medattn.errors import UnsupportedDicomError
-from medattn.io.dicom.headers import functional_item
+from medattn.errors import GeometryError, UnsupportedDicomError
+from medattn.io.dicom.headers import decimals, functional_item
 from medattn.io.geometry import LPS_TO_RAS
 
 # Tolerances: direction cosines are written with ~6 decimals; positions to ~0.01 mm.
@@ -73,38 +73,56 @@ def plane_of(ds: Dataset, path: Path, frame_item: Dataset | None = None) -> Slic
         spacing = getattr(measures, "PixelSpacing", None)
     if position is None or orientation is None:
         return None
-    if len(position) != 3 or len(orientation) != 6:
-        raise UnsupportedDicomError("ImagePositionPatient/ImageOrientationPatient are malformed", path)
-    spacing = spacing if spacing is not None and len(spacing) == 2 else (1.0, 1.0)
-    return SlicePlane(
-        np.asarray(position, float), np.asarray(orientation, float), (float(spacing[0]), float(spacing[1]))
-    )
+    position = decimals(position, "ImagePositionPatient", 3, path)
+    orientation = decimals(orientation, "ImageOrientationPatient", 6, path)
+    if np.linalg.norm(np.cross(orientation[:3], orientation[3:])) < 1e-3:
+        raise GeometryError(
+            "the ImageOrientationPatient tag is damaged: its row and column directions "
+            f"{orientation.tolist()} are zero or parallel",
+            path,
+        )
+    if spacing in (None, ""):  # 1 mm where a writer left PixelSpacing out, as other readers assume
+        return SlicePlane(position, orientation, (1.0, 1.0))
+    between_rows, between_columns = _nonzero(decimals(spacing, "PixelSpacing", 2, path), "PixelSpacing", path)
+    return SlicePlane(position, orientation, (float(between_rows), float(between_columns)))
 
 
-def spacing_fallback(ds: Dataset, frame_item: Dataset | None = None) -> float | None:
+def spacing_fallback(ds: Dataset, path: Path, frame_item: Dataset | None = None) -> float | None:
     """SpacingBetweenSlices, else SliceThickness (mm): the slice step of a stack with a single slice."""
     measures = functional_item(ds, frame_item, "PixelMeasuresSequence") if frame_item is not None else ds
     for key in ("SpacingBetweenSlices", "SliceThickness"):
         for holder in (measures, ds):
             value = getattr(holder, key, None) if holder is not None else None
             if value not in (None, ""):
-                return abs(float(value))
+                return abs(float(decimals(value, key, 1, path)[0]))
     return None
 
 
-def pixel_spacing_2d(ds: Dataset) -> tuple[float, float]:
+def pixel_spacing_2d(ds: Dataset, path: Path) -> tuple[float, float]:
     """Row/column spacing in mm of a projection or ultrasound image; 1.0 where the file does not say."""
     for key in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
         value = ds.get(key)
-        if value is not None and len(value) == 2 and float(value[0]) > 0:
-            return float(value[0]), float(value[1])
+        if value not in (None, ""):
+            between_rows, between_columns = decimals(value, key, 2, path)
+            if between_rows > 0:
+                return float(between_rows), float(between_columns)
     regions = ds.get("SequenceOfUltrasoundRegions")
     if regions:
         region = regions[0]
         # Physical units code 3 = cm; regions store cm per pixel.
         if getattr(region, "PhysicalUnitsXDirection", None) == 3 and getattr(region, "PhysicalDeltaX", None):
-            return abs(float(region.PhysicalDeltaY)) * 10.0, abs(float(region.PhysicalDeltaX)) * 10.0
+            deltas = [
+                decimals(getattr(region, k, None), k, 1, path)[0]
+                for k in ("PhysicalDeltaY", "PhysicalDeltaX")
+            ]
+            return _nonzero(np.abs(deltas) * 10.0, "PhysicalDeltaX/PhysicalDeltaY", path)
     return 1.0, 1.0
+
+
+def _nonzero(spacing: np.ndarray, keyword: str, path: Path) -> tuple[float, float]:
+    if (spacing == 0).any():
+        raise GeometryError(f"the {keyword} tag is damaged: a spacing of {spacing.tolist()} mm", path)
+    return float(spacing[0]), float(spacing[1])
 
 
 def check_same_orientation(planes: Sequence[SlicePlane], source: str | Path) -> None:

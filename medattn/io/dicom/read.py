@@ -15,7 +15,13 @@ import numpy as np
 from monai.data import MetaTensor
 from pydicom.dataset import Dataset
 
-from medattn.errors import InputNotFoundError, InputWarning, NoCasesFoundError, UnsupportedDicomError
+from medattn.errors import (
+    InputNotFoundError,
+    InputWarning,
+    NoCasesFoundError,
+    UnreadableImageError,
+    UnsupportedDicomError,
+)
 from medattn.io.dicom.geometry import (
     SlicePlane,
     affine_2d,
@@ -27,10 +33,11 @@ from medattn.io.dicom.geometry import (
     stack_geometry,
     tilted_stack_geometry,
 )
-from medattn.io.dicom.headers import dcmread, int_tag
+from medattn.io.dicom.headers import dcmread, decimals, int_tag
 from medattn.io.dicom.pixels import channel_first, decoded_pixels, monochrome1_inverted, rescaled
 from medattn.io.dicom.series import NON_IMAGE_MODALITIES, UNREADABLE, find_dicom_series, without_localizers
 from medattn.io.dicom.slices import series_slices
+from medattn.io.limits import check_claimed_size
 
 # Modalities whose multi-frame objects without plane positions are volumes; all others are cine (2D+t).
 VOLUME_MODALITIES = {"CT", "MR", "PT", "NM", "RTDOSE"}
@@ -56,7 +63,11 @@ def read_dicom(source: str | Path | Sequence[str | Path], series_uid: str | None
         found = find_dicom_series(path)
         damaged = [s for s in found if s.uid.startswith(UNREADABLE)]
         if damaged:
-            dcmread(damaged[0].files[0])  # raises, naming the file
+            dcmread(damaged[0].files[0])  # raises, naming the file and what pydicom found damaged
+            raise UnreadableImageError(
+                "the DICOM image is damaged or cut short: its header lacks the image's size (Rows)",
+                damaged[0].files[0],
+            )
         if not found:
             raise NoCasesFoundError("no DICOM image files found in this folder", path)
         if series_uid is None:
@@ -124,13 +135,16 @@ def _read_classic_series(files: Sequence[Path], source: Path) -> MetaTensor:
     shapes = {(int(ds.Rows), int(ds.Columns), int_tag(ds, "SamplesPerPixel", 1)) for ds in headers}
     if len(shapes) > 1:
         raise UnsupportedDicomError(f"slices differ in size {sorted(shapes)}", source)
-    order, affine, tilt = tilted_stack_geometry(planes, source, spacing_fallback(headers[0]))
+    order, affine, tilt = tilted_stack_geometry(planes, source, spacing_fallback(headers[0], files[0]))
     rows, columns, samples = shapes.pop()
+    # The float32 volume may be several times the stored pixels: bounded like a compressed claim.
+    volume_bytes = len(files) * rows * columns * samples * 4
+    check_claimed_size(volume_bytes, source, compressed=True, file_bytes=sum(f.stat().st_size for f in files))
     buffer = np.empty((len(files), rows, columns, samples), dtype=np.float32)
     for k, index in enumerate(order):
         ds = dcmread(files[index])
         stored = monochrome1_inverted(decoded_pixels(ds, files[index]), ds)
-        buffer[k] = rescaled(stored, ds).reshape(rows, columns, samples)
+        buffer[k] = rescaled(stored, ds, files[index]).reshape(rows, columns, samples)
         del ds, stored
     first = headers[order[0]]
     extra = {}
@@ -163,18 +177,19 @@ def _read_dicom_object(path: Path) -> MetaTensor:
     pixels = decoded_pixels(ds, path)
     if frames == 1:
         pixels = pixels[None]
-    values = rescaled(monochrome1_inverted(pixels, ds), ds)
+    values = rescaled(monochrome1_inverted(pixels, ds), ds, path)
     if "DoseGridScaling" in ds:  # RT dose: stored integers times the scaling are Gy
-        values *= float(ds.DoseGridScaling)
+        values *= float(decimals(ds.DoseGridScaling, "DoseGridScaling", 1, path, UnreadableImageError)[0])
     plane = plane_of(ds, path)
     if plane is not None and frames == 1:
-        affine = affine_ras(plane, spacing_fallback(ds) or 1.0)
+        affine = affine_ras(plane, spacing_fallback(ds, path) or 1.0)
         return MetaTensor(channel_first(values, samples), affine=affine, meta=_meta(ds, path, affine, 3))
     offsets = ds.get("GridFrameOffsetVector")
     if plane is not None and offsets is not None and len(offsets) == frames:
         # RT dose (and other multi-frame grids): frame k lies offsets[k] - offsets[0] mm along the normal
         # from the first frame's ImagePositionPatient (relative and absolute offset vectors alike).
-        steps = np.asarray(offsets, dtype=float) - float(offsets[0])
+        steps = decimals(offsets, "GridFrameOffsetVector", frames, path)
+        steps -= steps[0]
         planes = [
             SlicePlane(plane.position + step * plane.normal, plane.orientation, plane.pixel_spacing)
             for step in steps
@@ -182,10 +197,10 @@ def _read_dicom_object(path: Path) -> MetaTensor:
         order, affine = stack_geometry(planes, path)
         array = channel_first(values[order], samples)
         return MetaTensor(array, affine=affine, meta=_meta(ds, path, affine, 3))
-    spacing = pixel_spacing_2d(ds)
+    spacing = pixel_spacing_2d(ds, path)
     if frames > 1 and str(ds.get("Modality", "")) in VOLUME_MODALITIES:
         affine = affine_2d(spacing)
-        affine[2, 2] = spacing_fallback(ds) or 1.0
+        affine[2, 2] = spacing_fallback(ds, path) or 1.0
         meta = _meta(ds, path, affine, 3, geometry="unknown: no plane position in the file")
         warnings.warn(
             f"{path}: multi-frame {ds.get('Modality')} without plane positions: read on an identity grid "
@@ -198,7 +213,7 @@ def _read_dicom_object(path: Path) -> MetaTensor:
     array = channel_first(values, samples)
     if frames == 1:
         return MetaTensor(array[..., 0], affine=affine, meta=_meta(ds, path, affine, 2))
-    meta = _meta(ds, path, affine, 2, fps=_frames_per_second(ds), time_axis=3, n_frames=frames)
+    meta = _meta(ds, path, affine, 2, fps=_frames_per_second(ds, path), time_axis=3, n_frames=frames)
     return MetaTensor(array, affine=affine, meta=meta)
 
 
@@ -206,19 +221,24 @@ def _read_enhanced(ds: Dataset, path: Path, frame_items: list[Dataset]) -> MetaT
     planes = [plane_of(ds, path, item) for item in frame_items]
     if any(plane is None for plane in planes):
         raise UnsupportedDicomError("some frames lack a plane position", path)
-    order, affine = stack_geometry(planes, path, spacing_fallback(ds, frame_items[0]))
+    order, affine = stack_geometry(planes, path, spacing_fallback(ds, path, frame_items[0]))
     pixels = decoded_pixels(ds, path)
     if len(frame_items) == 1:
         pixels = pixels[None]
-    values = rescaled(monochrome1_inverted(pixels, ds), ds, frame_items)[order]
+    values = rescaled(monochrome1_inverted(pixels, ds), ds, path, frame_items)[order]
     array = channel_first(values, int(ds.get("SamplesPerPixel", 1)))
     return MetaTensor(array, affine=affine, meta=_meta(ds, path, affine, 3))
 
 
-def _frames_per_second(ds: Dataset) -> float | None:
-    if ds.get("FrameTime"):
-        return 1000.0 / float(ds.FrameTime)
-    for key in ("CineRate", "RecommendedDisplayFrameRate"):
+def _frames_per_second(ds: Dataset, path: Path) -> float | None:
+    """The clip's frame rate from FrameTime (ms per frame), CineRate or RecommendedDisplayFrameRate."""
+    for key, to_rate in (
+        ("FrameTime", lambda ms: 1000.0 / ms),
+        ("CineRate", float),
+        ("RecommendedDisplayFrameRate", float),
+    ):
         if ds.get(key):
-            return float(ds.get(key))
+            value = float(decimals(ds.get(key), key, 1, path, UnreadableImageError)[0])
+            if value > 0:
+                return to_rate(value)
     return None

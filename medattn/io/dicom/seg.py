@@ -9,6 +9,7 @@ AUTOMATIC algorithm named medattn; each carries its label colour as the recommen
 from __future__ import annotations
 
 import re
+import sqlite3
 from pathlib import Path
 
 import highdicom as hd
@@ -20,9 +21,11 @@ import medattn
 from medattn.errors import UnreadableImageError, WriteError
 from medattn.io.atomic import atomic_path
 from medattn.io.dicom.geometry import shift_slices_
+from medattn.io.dicom.headers import dcmread
 from medattn.io.dicom.source import DicomSource, dicom_source
 from medattn.io.geometry import LPS_TO_RAS, onto_grid, split_channel
 from medattn.io.label_table import Label, LabelSpec, as_label_array, label_table, present_values
+from medattn.io.limits import check_claimed_size
 
 SERIES_NUMBER = 9000  # far above scanners' series numbers, so the SEG sorts after its source
 _PATIENT_STUDY_TYPE2 = (
@@ -149,10 +152,28 @@ def read_dicom_seg(path: str | Path) -> MetaTensor:
         UnreadableImageError: not a SEG highdicom reads, or frames that do not stack into one volume.
     """
     path = Path(path)
+    dataset = dcmread(path)
     try:
-        segmentation = hd.seg.segread(path)
+        segmentation = hd.seg.Segmentation.from_dataset(dataset, copy=False)
+        geometry = segmentation.get_volume_geometry(allow_missing_positions=True)
+        if geometry is not None:  # a damaged frame position can spread the grid over millions of slices
+            voxels = int(np.prod(geometry.spatial_shape, dtype=np.float64))  # one byte each (uint8 labels)
+            check_claimed_size(voxels, path, compressed=True, what="label volume")
         volume = segmentation.get_volume(combine_segments=True, skip_overlap_checks=True)
-    except (ValueError, TypeError, AttributeError, KeyError, RuntimeError, OSError) as error:
+    except UnreadableImageError:  # the claim check's own error, already naming the file
+        raise
+    # highdicom meets a damaged SEG with whatever its first use of a bad value raises (sqlite3.Error: the
+    # frame table it builds lacks a column the damaged header should have given it).
+    except (
+        ValueError,
+        TypeError,
+        AttributeError,
+        KeyError,
+        IndexError,
+        RuntimeError,
+        OSError,
+        sqlite3.Error,
+    ) as error:
         raise UnreadableImageError(
             f"not a DICOM SEG whose frames stack into a volume ({error})", path
         ) from error

@@ -12,12 +12,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
-from medattn.errors import InputWarning
-from medattn.io.dicom.headers import int_tag
+from medattn.errors import InputWarning, UnreadableImageError
+from medattn.io.dicom.headers import dcmread, int_tag
 
 # Objects that carry no image of their own (our own SEG outputs among them): never read as scans.
 NON_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "ECG", "DOC"}
@@ -101,9 +99,18 @@ def looks_like_dicom(path: Path) -> bool:
 
 def _read_header(path: Path) -> Dataset | None:
     try:
-        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=_HEADER_TAGS)
-    except (InvalidDicomError, OSError, EOFError, ValueError, AttributeError, KeyError):
+        return dcmread(path, pixels=False, specific_tags=_HEADER_TAGS)
+    except UnreadableImageError:
         return None
+
+
+def _cut_image(header: Dataset) -> bool:
+    """An image object (by its SOP class) whose header lacks Rows: a slice cut short or damaged before its
+    image's size, which would otherwise be skipped as a non-image object and leave its series a gap."""
+    if "Rows" in header:
+        return False
+    sop_class = header.get("SOPClassUID") or header.file_meta.get("MediaStorageSOPClassUID")
+    return sop_class is not None and "Image Storage" in sop_class.name
 
 
 def is_localizer(header: Dataset) -> bool:
@@ -149,7 +156,7 @@ def scan_dicom_files(files: Iterable[Path]) -> list[DicomSeries]:
     grouped: dict[str, list[tuple[Path, Dataset]]] = defaultdict(list)
     for path in files:
         header = _read_header(path)
-        if header is None or (len(header) == 0 and path.name.upper() != "DICOMDIR"):
+        if header is None or (len(header) == 0 and path.name.upper() != "DICOMDIR") or _cut_image(header):
             # Named or marked as DICOM but unreadable: keep it as a case of its own so reading it reports
             # the file, instead of a series silently missing a slice.
             grouped[f"{UNREADABLE}{path}"].append((path, Dataset()))

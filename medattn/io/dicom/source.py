@@ -13,12 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pydicom
 from monai.data import MetaTensor
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
-from medattn.errors import InputWarning, UnsupportedDicomError, WriteError
+from medattn.errors import InputWarning, UnreadableImageError, UnsupportedDicomError, WriteError
 
 # The reader's own plane and spacing functions: reader and writer must agree on the grid to the voxel.
 from medattn.io.dicom.geometry import (
@@ -29,6 +27,7 @@ from medattn.io.dicom.geometry import (
     stack_geometry,
     tilted_stack_geometry,
 )
+from medattn.io.dicom.headers import dcmread
 from medattn.io.dicom.series import DicomSeries, find_dicom_series, scan_dicom_files
 from medattn.io.dicom.slices import series_slices
 
@@ -139,9 +138,9 @@ def _series_shape(series: DicomSeries) -> tuple[int, int, int]:
 
 def _read_header(file: Path) -> Dataset:
     try:
-        return pydicom.dcmread(file, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError) as error:
-        raise WriteError(f"cannot read the source DICOM file {file} ({error})", file) from error
+        return dcmread(file, pixels=False)
+    except UnreadableImageError as error:
+        raise WriteError(f"cannot read the source DICOM file {file} ({error.message})", file) from error
 
 
 def _planes(ds: Dataset, where: Path, frame_items: list[Dataset | None]) -> list[SlicePlane]:
@@ -164,7 +163,7 @@ def _classic_source(datasets: list[Dataset], files: Sequence[Path], location: Pa
     sizes = {(int(ds.Rows), int(ds.Columns)) for ds in datasets}
     if len(sizes) > 1:
         raise UnsupportedDicomError(f"source slices differ in size {sorted(sizes)}", location)
-    order, affine, tilt = tilted_stack_geometry(planes, location, spacing_fallback(datasets[0]))
+    order, affine, tilt = tilted_stack_geometry(planes, location, spacing_fallback(datasets[0], files[0]))
     rows, columns = sizes.pop()
     return DicomSource(
         datasets=[datasets[i] for i in order],
@@ -184,7 +183,9 @@ def _enhanced_source(ds: Dataset, file: Path) -> DicomSource:
             "the multi-frame source has no per-frame plane positions, so a DICOM SEG cannot be placed on it",
             file,
         )
-    order, affine = stack_geometry(_planes(ds, file, frame_items), file, spacing_fallback(ds, frame_items[0]))
+    order, affine = stack_geometry(
+        _planes(ds, file, frame_items), file, spacing_fallback(ds, file, frame_items[0])
+    )
     frame_slice = np.empty(frames, dtype=np.int64)
     frame_slice[order] = np.arange(frames)  # frame order[k] is slice k
     return DicomSource(
