@@ -24,7 +24,7 @@ import torch
 from medattn import __version__
 from medattn.errors import ConfigError, InputNotFoundError, PackageError
 from medattn.io.atomic import atomic_path
-from medattn.plan import PRESETS, Plan
+from medattn.plan import MEDSAM_PRESET, PRESETS, Plan
 from medattn.weights import as_state_dict, compare_keys, read_weights, save_weights
 
 CONFIG_NAME = "medattn.json"
@@ -238,8 +238,6 @@ def _plan_problem(plan: dict) -> str | None:
         isinstance(spacing, list) and len(spacing) == dims and all(_is_number(v) and v > 0 for v in spacing)
     ):
         return f"plan.spacing must be {dims} positive numbers (mm per axis) or null, not {spacing!r}"
-    from medattn.inference.prompted import MEDSAM_PRESET
-
     presets = (*PRESETS, MEDSAM_PRESET)
     if plan["preset"] not in presets:
         return f"plan.preset must be one of {', '.join(presets)}, not {plan['preset']!r}"

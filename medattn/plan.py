@@ -20,6 +20,9 @@ from medattn.io.discovery import Case
 from medattn.io.mask_images import binarized, is_binary_mask_file
 
 PRESETS = ("ct", "mr", "rgb")
+#: A package whose plan has this intensity preset is run with MedSAM's conventions (window/percentile clip,
+#: [0, 1], 3 channels, bicubic resize) instead of one of `PRESETS` (written by hand around a MedSAM model).
+MEDSAM_PRESET = "medsam"
 # Patch voxel budgets: nnU-Net's 3D default fits 128^3 at batch 2 on a 24 GB GPU; CPUs get smaller ones.
 PATCH_BUDGET_3D = {"cuda": 128**3, "cpu": 64**3}
 PATCH_BUDGET_2D = {"cuda": 512**2, "cpu": 256**2}

@@ -27,13 +27,10 @@ from medattn.errors import ConfigError, GeometryError
 from medattn.inference.network_outputs import class_probabilities, mean_attention_map
 from medattn.models.sam.preprocess import medsam_preprocess, scale_intensities
 from medattn.models.sam.prompts import Box, ImagePrompts, Point, expand_box, mask_box
-from medattn.plan import Plan
+from medattn.plan import MEDSAM_PRESET, Plan
 
 #: Pixels each carried box is pushed out by on every side, so an object that grows between slices fits.
 CARRY_MARGIN = 5.0
-#: A package whose plan has this intensity preset is run with MedSAM's conventions (window/percentile clip,
-#: [0, 1], 3 channels, bicubic resize) instead of the package's own intensity normalisation.
-MEDSAM_PRESET = "medsam"
 
 # segment(slice index or None for 2D, boxes) -> per-object class probabilities (N, K, W, H).
 SegmentFn = Callable[[int, list[Box]], torch.Tensor]
