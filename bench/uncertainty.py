@@ -101,7 +101,7 @@ def main() -> None:
     )
     run = args.work / f"{args.dataset}_s{args.seed}_{args.folds}x{int(args.fold_time)}s"
     if not (run / "medattn.json").is_file():
-        medattn.train(dataset, out=run, folds=args.folds, max_time=args.fold_time, device="cpu")
+        medattn.train(dataset, out=run, folds=args.folds, max_time=args.fold_time, device="cpu", resume=True)
     arms = {f"fold {k}": [run / f"fold_{k}"] for k in range(args.folds)}
     arms[f"ensemble of {args.folds}"] = [run]
     rows = []
