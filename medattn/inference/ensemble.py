@@ -21,7 +21,7 @@ import torch
 from monai.data import MetaTensor
 
 from medattn.errors import ConfigError
-from medattn.inference.predictor import PredictionOutput, Predictor, load_model
+from medattn.inference.predictor import PredictionOutput, Predictor, load_model, mask_meta
 from medattn.inference.resample import labels_from_probabilities
 from medattn.inference.uncertainty import entropy, mutual_information, normalized_entropy
 from medattn.package import read_config
@@ -90,7 +90,7 @@ class Ensemble:
 
     def preprocess(self, image: MetaTensor, prompts=None) -> tuple[MetaTensor, object]:
         """The image as it is: each member preprocesses it its own way inside `infer`."""
-        self._first._check(image)
+        self._first.check(image)
         return image, prompts
 
     def infer(self, prepared, attention: bool = False) -> _Averaged:
@@ -128,9 +128,7 @@ class Ensemble:
         labels = labels_from_probabilities(mean, self._first.thresholded_lesions(), self.lesion_threshold)
         affine = image.affine
         return PredictionOutput(
-            mask=MetaTensor(
-                labels[None], affine=affine, meta={"filename_or_obj": image.meta.get("filename_or_obj")}
-            ),
+            mask=MetaTensor(labels[None], affine=affine, meta=mask_meta(image)),
             probabilities=MetaTensor(mean, affine=affine) if probabilities or uncertainty else None,
             uncertainty=MetaTensor(normalized_entropy(mean)[None], affine=affine) if uncertainty else None,
             disagreement=MetaTensor(mutual_information(mean, inferred.member_entropy)[None], affine=affine)

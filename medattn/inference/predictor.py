@@ -203,7 +203,7 @@ class Predictor:
             ConfigError: the image's spatial dims or channel count do not fit the model, or prompts are
                 given to a model that takes none.
         """
-        self._check(image)
+        self.check(image)
         if prompts is not None or self.accepts_prompts:
             return self._prompted_input(image, prompts)
         return self.preprocessor(image)
@@ -266,7 +266,7 @@ class Predictor:
             if attention_map is not None:
                 attention = to_input_grid(attention_map, prepared, image, self.preprocessor)
         return PredictionOutput(
-            mask=MetaTensor(labels[None], affine=image.affine, meta=_plain_meta(image)),
+            mask=MetaTensor(labels[None], affine=image.affine, meta=mask_meta(image)),
             probabilities=on_input,
             attention=attention,
             uncertainty=None
@@ -326,7 +326,8 @@ class Predictor:
 
         return PromptedInput(normalised, prompts, segmenter)
 
-    def _check(self, image: MetaTensor) -> None:
+    def check(self, image: MetaTensor) -> None:
+        """ConfigError when `image` does not fit the model: its spatial dims or channel count."""
         source = image.meta.get("filename_or_obj", "image")
         # A 2D prompted model also segments a volume, slice by slice.
         sliced = self.accepts_prompts and image.ndim == 4
@@ -355,7 +356,8 @@ def _on_grid(volume: torch.Tensor, image: MetaTensor) -> MetaTensor:
     return MetaTensor(volume[None].float(), affine=image.affine)
 
 
-def _plain_meta(image: MetaTensor) -> dict:
+def mask_meta(image: MetaTensor) -> dict:
+    """The image's meta that a mask made for it keeps (source, modality, spacing, series)."""
     keep = ("filename_or_obj", "modality", "spacing", "series_uid", "first_slice_file", "space")
     return {k: image.meta[k] for k in keep if k in image.meta}
 
