@@ -4,6 +4,7 @@ videos."""
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -76,9 +77,9 @@ class DecodingReader(ImageReader):
 
     suffixes: tuple[str, ...] = ()
 
+    @abstractmethod
     def decode(self, path: str | Path) -> DecodedImage:
         """Decode one file into a channel-first array and its meta."""
-        raise NotImplementedError(f"{type(self).__name__} must implement decode")
 
     def verify_suffix(self, filename: Sequence[str | Path] | str | Path) -> bool:
         """Whether every file ends in one of this reader's `suffixes`."""
