@@ -9,6 +9,7 @@ from torch import nn
 from medattn.errors import ConfigError
 from medattn.models.base import SegmentationModel
 from medattn.models.blocks import (
+    GATE_RESOLUTIONS,
     AttentionGate,
     activation,
     conv,
@@ -95,6 +96,7 @@ class DecoderLevel(nn.Module):
         guide_channels: int,
         dropout: float,
         act: str = "relu",
+        gate_resolution: str = "coarse",
     ):
         super().__init__()
         transposed = Conv[Conv.CONVTRANS, spatial_dims]
@@ -103,8 +105,10 @@ class DecoderLevel(nn.Module):
             norm_layer(norm, spatial_dims, skip_channels),
             activation(act, inplace=True),
         )
+        self.gate_at_skip = gate_resolution == "skip"
+        gating_channels = skip_channels if self.gate_at_skip else coarse_channels
         self.gate = (
-            None if gate is None else AttentionGate(spatial_dims, coarse_channels, skip_channels, norm, gate)
+            None if gate is None else AttentionGate(spatial_dims, gating_channels, skip_channels, norm, gate)
         )
         # 1^n projection at the bottleneck's grid then linear upsampling: the same map as projecting after
         # upsampling, without full-resolution work.
@@ -115,7 +119,14 @@ class DecoderLevel(nn.Module):
     def forward(
         self, coarse: torch.Tensor, skip: torch.Tensor, pooled_skip: torch.Tensor, bottleneck: torch.Tensor
     ) -> torch.Tensor:
-        parts = [self.up(coarse), skip if self.gate is None else self.gate(coarse, skip, pooled_skip)]
+        up = self.up(coarse)
+        if self.gate is None:
+            gated = skip
+        elif self.gate_at_skip:
+            gated = self.gate(up, skip, skip)
+        else:
+            gated = self.gate(coarse, skip, pooled_skip)
+        parts = [up, gated]
         if self.guide is not None:
             parts.append(resize(self.guide(bottleneck), skip.shape[2:]))
         return self.block(torch.cat(parts, dim=1))
@@ -145,9 +156,10 @@ class AGUNet(SegmentationModel):
 
     Architecture: levels of 2 x (3^n conv, norm, ReLU) with max-pooling; decoder levels upsample with a
     stride-2 transposed conv (+norm, ReLU) and concatenate the gated skip. Differences from the code:
-    the gate is computed at the coarse grid (see `AttentionGate`), so attention costs little beyond a
-    plain U-Net; their code gates at full resolution. Deep-supervision heads are 1^n convs on every decoder
-    level, returned at that level's own resolution (input / 2**k for output k), finest first.
+    the gate is computed on the coarse grid by default (see `AttentionGate`), so attention costs little
+    beyond a plain U-Net; their code gates at the skip's resolution, offered as
+    ``gate_resolution="skip"``. Deep-supervision heads are 1^n convs on every decoder level, returned at
+    that level's own resolution (input / 2**k for output k), finest first.
 
     Defaults (base 16, depth 4: channels 16-32-64-128-256; 1 input channel, 2 classes): 8.87 M
     parameters in 3D, 2.98 M in 2D; 553 GFLOP per forward at 128^3, batch 2. Memory for a training step
@@ -165,6 +177,10 @@ class AGUNet(SegmentationModel):
         max_channels: cap on channels per level.
         norm: "batch" (the paper), "instance" or "group".
         gate: "concat" (the paper's), "additive" (Oktay et al.) or None (plain skips).
+        gate_resolution: "coarse" computes the gate on the decoder's coarse grid from the coarse feature and
+            the pooled skip, and upsamples only the one-channel map; "skip" (the paper's code) computes it
+            at the skip's resolution from the upsampled decoder feature, so a lesion a few voxels across at
+            the skip's grid is gated by its own voxels rather than by a 2^n-times coarser cell.
         multi_scale_input: feed the average-pooled input to every level (the paper's input pyramid).
         deep_supervision: in train mode return every decoder level's logits (finest first).
         guided_decoder: also feed the bottleneck output to every decoder level (DAUNet's guided decoder).
@@ -198,6 +214,7 @@ class AGUNet(SegmentationModel):
         max_channels: int = 256,
         norm: str = "batch",
         gate: str | None = "concat",
+        gate_resolution: str = "coarse",
         multi_scale_input: bool = True,
         deep_supervision: bool = True,
         guided_decoder: bool = False,
@@ -205,6 +222,10 @@ class AGUNet(SegmentationModel):
         stem_stride: int = 1,
         act: str = "relu",
     ):
+        if gate_resolution not in GATE_RESOLUTIONS:
+            raise ConfigError(
+                f"gate_resolution must be one of {', '.join(GATE_RESOLUTIONS)}; got {gate_resolution!r}"
+            )
         if stem_stride not in (1, 2):
             raise ConfigError(f"stem_stride must be 1 (full resolution) or 2 (half), got {stem_stride}")
         super().__init__(
@@ -238,6 +259,7 @@ class AGUNet(SegmentationModel):
                 features[-1],
                 dropout,
                 act,
+                gate_resolution,
             )
             for k in range(depth)
         )

@@ -15,6 +15,7 @@ from medattn.models.base import normalised_summary, record_attention
 
 NORMS = ("batch", "instance", "group")
 GATES = ("concat", "additive")
+GATE_RESOLUTIONS = ("coarse", "skip")
 ACTIVATIONS = ("relu", "leakyrelu", "prelu")
 # LeakyReLU's slope: PReLU's starting value (He et al. 2015), not nnU-Net's 0.01. With 0.01 AGUNet learned
 # no lesion voxels in 200 steps on the brain sample patches, as with ReLU; 0.1 began at step 150, 0.25 at
@@ -123,21 +124,25 @@ def resize(x: torch.Tensor, size: tuple[int, ...] | torch.Size) -> torch.Tensor:
 
 
 class AttentionGate(nn.Module):
-    """Attention gate on a skip connection, computed at the gating signal's (coarse) resolution.
+    """Attention gate on a skip connection: the skip weighted by coefficients alpha in [0, 1].
 
-    The skip `x` (fine grid) is weighted by coefficients alpha in [0, 1]. alpha comes from the coarse
-    decoder feature `g` and the skip max-pooled to g's grid (the encoder's own pooled output, so no extra
-    full-resolution work): each is projected by a 1^n conv + norm to `inter_channels`, then combined,
-    ReLU, 1^n conv to one channel, norm, sigmoid. Only the one-channel alpha is upsampled to the skip's
-    grid. MONAI's AttentionUnet instead upsamples g and runs every conv at full resolution, which made it
-    about 6x slower per step than its plain U-Net.
+    alpha comes from a gating signal `g` and the skip: each is projected by a 1^n conv + norm to
+    `inter_channels`, then combined, ReLU, 1^n conv to one channel, sigmoid. Where alpha is computed is the
+    caller's choice (see `AGUNet`'s `gate_resolution`): on the coarse decoder grid, from the coarse feature
+    and the skip max-pooled to it, with only the one-channel alpha upsampled (little work beyond a plain
+    U-Net); or at the skip's resolution, from the decoder feature already upsampled to it (the papers' code).
+
+    The one-channel logit gets batch norm under batch norm, as in both papers' code, where it is one affine
+    map per feature at inference. Under instance or group norm it gets none: a one-channel instance norm
+    standardises the logits of every sample, so the gate could never be fully open or closed and an empty
+    volume would still get "salient" voxels (PraNet's map head avoids it the same way).
 
     Modes: ``"concat"`` concatenates the projections (Bouget et al. 2021, after LeeJunHyun's
     Image_Segmentation); ``"additive"`` adds them (Oktay et al. 2018).
 
     Args:
         spatial_dims: 2 or 3.
-        gating_channels: channels of the coarse decoder feature g.
+        gating_channels: channels of the gating signal g.
         skip_channels: channels of the skip x.
         norm: "batch", "instance" or "group".
         mode: "concat" or "additive".
@@ -165,14 +170,16 @@ class AttentionGate(nn.Module):
             conv(spatial_dims, skip_channels, inter), norm_layer(norm, spatial_dims, inter)
         )
         psi_in = 2 * inter if mode == "concat" else inter
-        self.psi = nn.Sequential(
-            conv(spatial_dims, psi_in, 1), norm_layer(norm, spatial_dims, 1), nn.Sigmoid()
-        )
+        logit_norm = norm_layer(norm, spatial_dims, 1) if norm == "batch" else nn.Identity()
+        self.psi = nn.Sequential(conv(spatial_dims, psi_in, 1), logit_norm, nn.Sigmoid())
 
-    def forward(self, gate: torch.Tensor, skip: torch.Tensor, pooled_skip: torch.Tensor) -> torch.Tensor:
-        """`skip` weighted by the attention coefficients; `pooled_skip` is `skip` on the grid of `gate`."""
+    def forward(
+        self, gate: torch.Tensor, skip: torch.Tensor, skip_on_gate_grid: torch.Tensor
+    ) -> torch.Tensor:
+        """`skip` weighted by alpha computed on the grid of `gate`; `skip_on_gate_grid` is `skip` there
+        (`skip` itself when the gate is at the skip's resolution)."""
         g = self.project_gate(gate)
-        x = self.project_skip(pooled_skip)
+        x = self.project_skip(skip_on_gate_grid)
         joint = torch.cat([g, x], dim=1) if self.mode == "concat" else g + x
         alpha = self.psi(F.relu(joint))
         record_attention(self, alpha)

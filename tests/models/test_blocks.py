@@ -81,6 +81,35 @@ def test_gate_works_on_the_coarse_grid_and_only_scales_the_skip(mode):
     torch.testing.assert_close(ratio, ratio[:, :1].expand_as(ratio))
 
 
+@pytest.mark.parametrize("norm", ["instance", "group"])
+def test_gate_can_open_and_close_fully_under_instance_and_group_norm(norm):
+    """A one-channel instance norm on the gate's logit would standardise it per sample, pinning the mean
+    coefficient near 0.5 whatever the weights say; without it the logit's bias can shut or open the gate."""
+    gate = AttentionGate(3, gating_channels=16, skip_channels=8, norm=norm).eval()
+    g, skip = torch.randn(2, 16, 4, 4, 4), torch.randn(2, 8, 8, 8, 8)
+    logit = gate.psi[0]
+    for bias, expected in ((-20.0, 0.0), (20.0, 1.0)):
+        with torch.no_grad():
+            logit.weight.zero_()
+            logit.bias.fill_(bias)
+        gate(g, skip, torch.nn.functional.max_pool3d(skip, 2))
+        torch.testing.assert_close(gate.last_attention_map, torch.full((2, 1, 4, 4, 4), expected))
+
+
+def test_agunet_gate_at_the_skips_resolution():
+    """``gate_resolution="skip"`` computes each gate's map on its skip's grid, from the upsampled decoder
+    feature (the paper's code), and the network still returns logits on the input's grid."""
+    tiny = {"base_channels": 4, "depth": 2, "norm": "instance"}
+    model = create("agunet", 3, 1, 2, gate_resolution="skip", **tiny).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(1, 1, 16, 16, 16))
+    assert logits.shape == (1, 2, 16, 16, 16)
+    shapes = [tuple(level.gate.last_attention_map.shape[2:]) for level in model.decoder]
+    assert shapes == [(16, 16, 16), (8, 8, 8)]
+    with pytest.raises(ConfigError, match="gate_resolution"):
+        create("agunet", 3, 1, 2, gate_resolution="fine", **tiny)
+
+
 def test_gates_add_almost_no_compute():
     """AGUNet's gates cost < 1 % of the network's FLOPs; MONAI's full-resolution gates cost far more."""
 
