@@ -11,6 +11,8 @@ Arms: ``plain`` is MONAI written the obvious way (UNet 16-128 with 2 residual un
 patches half of them lesion-centred, batch 2, no validation, at the data's median spacing); ``medattn`` is
 `medattn.train` with its defaults then `medattn.predict`; ``medattn`` with ``--set KEY=JSON`` (TrainOptions
 fields) and ``--name`` is a variant. Choices are tuned on ``--data-seed 1000`` and reported on 1.
+``run --steps N`` trains a medattn arm for N steps instead of a wall time (50 per epoch, no time limit): a
+comparison of variants that cost the same per step which a busy machine cannot skew.
 
     .venv/bin/python bench/equal_time.py protocol --datasets mri_2mm mri_aniso mri_1mm --seeds 0 1 2
     .venv/bin/python bench/equal_time.py run --dataset mri_2mm --data-seed 1000 --arm medattn \
@@ -92,8 +94,11 @@ def plain_monai(data: Path, pred_dir: Path, seconds: float, seed: int) -> int:
     return steps
 
 
-def medattn_arm(data: Path, pred_dir: Path, seconds: float, seed: int, options: dict, work: Path) -> dict:
-    """`medattn.train` (defaults plus `options`) for `seconds`, then `medattn.predict` on the test cases.
+def medattn_arm(
+    data: Path, pred_dir: Path, seconds: float, seed: int, options: dict, work: Path, steps: int | None = None
+) -> dict:
+    """`medattn.train` (defaults plus `options`) for `seconds` (or `steps`), then `medattn.predict` on the
+    test cases.
 
     The package's other checkpoint (the best validation epoch, or the final one) is scored too, under
     "other_weights", when it differs, so one run tells whether the default choice of weights is right.
@@ -104,7 +109,8 @@ def medattn_arm(data: Path, pred_dir: Path, seconds: float, seed: int, options: 
 
     import medattn
 
-    run = medattn.train(data, out=work / "run", device="cpu", max_time=seconds, seed=seed, **options)
+    budget = {"max_time": seconds} if steps is None else {"epochs": -(-steps // 50), "steps_per_epoch": 50}
+    run = medattn.train(data, out=work / "run", device="cpu", seed=seed, **budget, **options)
     medattn.predict(data / "imagesTs", pred_dir, model=run.package, device="cpu", save_probabilities=True)
     history = run.history
     config = medattn.load_model(run.package).config
@@ -198,7 +204,7 @@ def run(args: argparse.Namespace) -> Path:
         if args.arm == "plain":
             info = {"steps": plain_monai(data, work / "pred", args.seconds, args.seed)}
         else:
-            info = medattn_arm(data, work / "pred", args.seconds, args.seed, options, work)
+            info = medattn_arm(data, work / "pred", args.seconds, args.seed, options, work, args.steps)
         info["wall_s"] = time.perf_counter() - start
         result = {
             "dataset": args.dataset,
@@ -206,7 +212,8 @@ def run(args: argparse.Namespace) -> Path:
             "arm": name,
             "options": options,
             "seed": args.seed,
-            "seconds": args.seconds,
+            "seconds": args.seconds if args.steps is None else None,
+            "budget_steps": args.steps,
             "threads": torch.get_num_threads(),
             **info,
             **score(data, work / "pred"),
@@ -329,6 +336,7 @@ def main() -> None:
     one.add_argument("--arm", choices=("plain", "medattn"), default="medattn")
     one.add_argument("--name", help="the variant's name in the results (default: the arm)")
     one.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "JSON"))
+    one.add_argument("--steps", type=int, help="medattn arms: train this many steps instead of --seconds")
     many = commands.add_parser("protocol", help="datasets x seeds x arms, skipping finished runs")
     many.add_argument("--datasets", nargs="+", default=["mri_2mm", "mri_aniso", "mri_1mm"])
     many.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

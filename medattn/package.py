@@ -181,6 +181,9 @@ def load_package(
             folder / CONFIG_NAME,
         ) from error
     state = as_state_dict(read_weights(weights, map_location=map_location, verify=True), weights)
+    if _normalised_gate_logits(config, state):
+        config.model_kwargs = {**config.model_kwargs, "gate_logit_norm": True}
+        network = build_network(config)
     report = compare_keys(network.state_dict(), state)
     if not report.ok:
         raise PackageError(
@@ -190,6 +193,15 @@ def load_package(
         )
     network.load_state_dict(state, strict=True)
     return network.eval(), config
+
+
+def _normalised_gate_logits(config: PackageConfig, state: dict) -> bool:
+    """Whether attention-gate weights carry a norm on the gate's one-channel logit that the package's model
+    kwargs do not ask for: AGUNet/DAUNet packages trained under instance or group norm before
+    `gate_logit_norm` existed. They load with that norm, so their masks stay what they were."""
+    if "gate_logit_norm" in config.model_kwargs or config.model_kwargs.get("norm", "batch") == "batch":
+        return False
+    return any(key.endswith("gate.psi.1.weight") for key in state)
 
 
 def config_problem(data: Any) -> str | None:

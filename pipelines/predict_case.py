@@ -124,7 +124,9 @@ class CaseStages:
         if work.image is None:
             work.output = self._segment_clip(work.case)
         else:
-            work.inferred = self.predictor.infer(work.prepared, attention=self.options.save_attention)
+            work.inferred = self.predictor.infer(
+                work.prepared, attention=self.options.save_attention, uncertainty=self.options.uncertainty
+            )
         return work
 
     def finish(self, work: _Work) -> _Work:

@@ -84,8 +84,9 @@ class PredictOptions:
         default=False,
         metadata={
             "help": "Also write <case>_uncertainty.nii.gz (.nrrd / .mha with those formats): the normalized "
-            "entropy of the class probabilities, 0-1, on the input grid; with an ensemble also "
-            "<case>_disagreement (the members' mutual information); and components.csv: a row per "
+            "entropy of the class probabilities, 0-1, on the input grid; with an ensemble or --tta also "
+            "<case>_disagreement (the members' mutual information; each mirrored pass is a member); and "
+            "components.csv: a row per "
             "connected component of each label with its volume, centroid and confidence.",
         },
     )

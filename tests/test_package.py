@@ -191,3 +191,29 @@ def test_a_full_disk_while_saving_weights_names_the_file_and_keeps_nothing(tmp_p
     with pytest.raises(DiskFullError, match="checkpoint_last.pt: the disk is full"):
         save_checkpoint({"model": state}, tmp_path / "checkpoint_last.pt")
     assert not list(tmp_path.iterdir())
+
+
+def test_an_instance_norm_agunet_trained_with_normalised_gate_logits_keeps_them(package, tmp_path):
+    """Packages trained under instance norm when the gates' one-channel logits were normalised still load,
+    with that norm, so their masks do not change; new packages get gates without it."""
+    import medattn
+    from medattn.package import build_network, read_config, save_package
+
+    config = read_config(package)
+    config.model_kwargs = {**config.model_kwargs, "norm": "instance"}
+    torch.manual_seed(0)
+    config.model_kwargs["gate_logit_norm"] = True
+    trained = build_network(config).eval()
+    del config.model_kwargs["gate_logit_norm"]  # as medattn.json files written before the option
+    folder = save_package(tmp_path / "old_gate", trained.state_dict(), config)
+    network, loaded = load_package(folder)
+    assert isinstance(network.decoder[0].gate.psi[1], torch.nn.InstanceNorm3d)
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(network(x), trained(x))
+    assert (
+        medattn.load_model(folder, device="cpu").network.decoder[0].gate.psi[1].__class__
+        is torch.nn.InstanceNorm3d
+    )
+    fresh = build_network(config)
+    assert isinstance(fresh.decoder[0].gate.psi[1], torch.nn.Identity)

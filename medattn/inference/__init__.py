@@ -6,6 +6,7 @@ Where things are:
 - `stages`: the one stage list every case and video frame runs (read -> preprocess -> infer -> finish ->
   write), in turn or pipelined;
 - `sliding_window`: gaussian sliding-window inference with mirror TTA and AMP, built on MONAI's;
+  `stitch_memory`: what it stitches in and where (GPU or host);
   `prompted`: the SAM family's whole-image path (volumes slice by slice);
 - `resample`: probabilities back onto the input grid; `network_outputs`: probabilities and attention
   maps from a forward pass; `postprocess`: label-map cleaning; `fuse`: batch norms folded for inference;
@@ -18,13 +19,8 @@ from medattn.inference.postprocess import (
     keep_largest_component,
     remove_small_components,
 )
-from medattn.inference.sliding_window import (
-    choose_stitch_device,
-    count_windows,
-    importance_map,
-    sliding_window_predict,
-    stitched_bytes,
-)
+from medattn.inference.sliding_window import count_windows, importance_map, sliding_window_predict
+from medattn.inference.stitch_memory import choose_stitch_device, stitched_bytes
 
 __all__ = [
     "argmax_labels",

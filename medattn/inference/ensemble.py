@@ -93,8 +93,10 @@ class Ensemble:
         self._first.check(image)
         return image, prompts
 
-    def infer(self, prepared, attention: bool = False) -> _Averaged:
-        """Every member's probabilities on the input grid, averaged as they finish."""
+    def infer(self, prepared, attention: bool = False, uncertainty: bool = False) -> _Averaged:
+        """Every member's probabilities on the input grid, averaged as they finish, with the members' mean
+        entropy (for the disagreement map; with `uncertainty` under TTA each member's passes count as
+        members)."""
         if attention:
             raise ConfigError("--save-attention shows one network's attention; an ensemble has several")
         image, prompts = prepared
@@ -102,15 +104,19 @@ class Ensemble:
         for index in range(len(self.members)):
             member = self._member(index)
             member_input = member.preprocess(image, prompts)
-            output = member.finish(member.infer(member_input), member_input, image, probabilities=True)
+            inferred = member.infer(member_input, uncertainty=uncertainty)
+            output = member.finish(inferred, member_input, image, probabilities=True)
             probabilities = output.probabilities.as_tensor().float()
-            del output, member_input
+            # Under TTA a member's mirrored passes are members too: their mean entropy stands for its own.
+            passes = member.pass_entropy_on_input(inferred, member_input, image)
+            entropy_of_member = entropy(probabilities) if passes is None else passes.float()
+            del output, member_input, inferred, passes
             if total is None:
-                total, member_entropy = probabilities.clone(), entropy(probabilities)
+                total, member_entropy = probabilities.clone(), entropy_of_member
             else:
                 total += probabilities
-                member_entropy += entropy(probabilities)
-            del probabilities
+                member_entropy += entropy_of_member
+            del probabilities, entropy_of_member
         count = len(self.members)
         return _Averaged(total / count, member_entropy / count, count)
 

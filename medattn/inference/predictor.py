@@ -7,7 +7,7 @@ A case runs three stages, public so that a batch can run them on different threa
   family the intensity step and the prompts;
 - `infer`: gaussian sliding-window inference of a copy of the network with batch norms folded
   (`medattn.inference.fuse`) and softmax, or for the SAM family each image whole at the model's input
-  size, volumes slice by slice (`medattn.inference.prompted`); the result is on the host;
+  size, volumes slice by slice (`medattn.inference.prompted`); the result (`Inferred`) is on the host;
 - `finish`: the probabilities back onto the input grid (`medattn.inference.resample`), where the argmax is
   taken (interpolating probabilities, not labels, keeps thin structures).
 
@@ -26,8 +26,8 @@ from monai.data import MetaTensor
 from medattn.device import channels_last_format, resolve_amp, resolve_device, to_host
 from medattn.errors import ConfigError
 from medattn.inference.resample import labels_on_input_grid, to_input_grid
-from medattn.inference.sliding_window import choose_stitch_device
-from medattn.inference.uncertainty import normalized_entropy
+from medattn.inference.stitch_memory import choose_stitch_device
+from medattn.inference.uncertainty import mutual_information, normalized_entropy
 from medattn.models.base import compiled
 from medattn.package import PackageConfig, load_package
 from medattn.transforms.preprocess import Preprocessor
@@ -41,6 +41,15 @@ def checked_lesion_threshold(threshold: float | None) -> float | None:
 
 
 @dataclass
+class Inferred:
+    """What `infer` hands `finish`, on the host, on the model's grid (the SAM family: the input's)."""
+
+    probabilities: torch.Tensor  # (C, *grid)
+    attention: torch.Tensor | None = None  # (1, *grid) mean attention map, when asked
+    pass_entropy: torch.Tensor | None = None  # (1, *grid) nats: the mirrored TTA passes' mean entropy
+
+
+@dataclass
 class PredictionOutput:
     """A case's mask on its input grid, with the optional probability, attention and uncertainty volumes."""
 
@@ -48,7 +57,7 @@ class PredictionOutput:
     probabilities: MetaTensor | None = None  # (num_classes, *spatial) float32
     attention: MetaTensor | None = None  # (1, *spatial) float32
     uncertainty: MetaTensor | None = None  # (1, *spatial) normalized entropy in [0, 1]
-    disagreement: MetaTensor | None = None  # (1, *spatial) ensembles: members' mutual information, [0, 1]
+    disagreement: MetaTensor | None = None  # (1, *spatial) members' (folds, TTA passes) mutual information
 
 
 class Predictor:
@@ -61,7 +70,8 @@ class Predictor:
         amp: 'auto' (bf16 on CUDA where supported), 'bf16', 'fp16' or 'off'.
         overlap: sliding-window overlap (0-1).
         sw_batch_size: windows per forward pass.
-        tta: mirror test-time augmentation over every spatial axis (2^dims passes).
+        tta: mirror test-time augmentation over every spatial axis (2^dims passes). With uncertainty
+            asked, each pass is an ensemble member: `finish` adds their disagreement map.
         stitch_device: where the stitched logits live: 'auto' (default) keeps them on the GPU while they
             fit in half its available memory and stitches on the CPU otherwise (`choose_stitch_device`,
             decided per image); 'cpu' always lets a large CT fit a small GPU.
@@ -193,7 +203,7 @@ class Predictor:
         if not isinstance(image, MetaTensor):
             image = self.load(image)
         prepared = self.preprocess(image, prompts)
-        return self.finish(self.infer(prepared, attention), prepared, image, probabilities)
+        return self.finish(self.infer(prepared, attention=attention), prepared, image, probabilities)
 
     def preprocess(self, image: MetaTensor, prompts=None):
         """The model's input made from `image`: the package's preprocessing on a copy (sliding-window
@@ -208,30 +218,34 @@ class Predictor:
             return self._prompted_input(image, prompts)
         return self.preprocessor(image)
 
-    def infer(self, prepared, attention: bool = False):
-        """Class probabilities (C, *model grid) on the host, or with `attention` the pair (probabilities,
-        mean attention map); the device work of a case."""
+    def infer(self, prepared, attention: bool = False, uncertainty: bool = False) -> Inferred:
+        """Class probabilities on the host, with the mean attention map when asked, and with `uncertainty`
+        under TTA the mirrored passes' mean entropy; the device work of a case."""
         from medattn.inference.prompted import PromptedInput, predict_prompted
 
         if isinstance(prepared, PromptedInput):
             probs, attention_map = predict_prompted(
                 prepared.image, prepared.prompts, prepared.segmenter(attention)
             )
-            return probs if attention_map is None else (probs, attention_map)
-        stitched = self.sliding_window(prepared, attention=attention)
-        return tuple(to_host(v) for v in stitched) if isinstance(stitched, tuple) else to_host(stitched)
+            return Inferred(probs, attention_map)
+        stitched = self.sliding_window(prepared, attention=attention, pass_entropy=uncertainty and self.tta)
+        if isinstance(stitched, torch.Tensor):
+            return Inferred(to_host(stitched))
+        return Inferred(*(None if v is None else to_host(v) for v in stitched))
 
-    def stitch_device_for(self, preprocessed: MetaTensor, attention: bool = False) -> torch.device:
-        """Where `sliding_window` stitches this image: the chosen stitch device, or with 'auto' the GPU
-        while the stitched volumes fit in half its available memory, else the CPU."""
+    def stitch_device_for(self, preprocessed: MetaTensor, extra_maps: int = 0) -> torch.device:
+        """Where `sliding_window` stitches this image (with `extra_maps` maps beside the logits): the chosen
+        stitch device, or with 'auto' the GPU while the stitched volumes fit in half its available memory,
+        else the CPU."""
         if self.stitch_device is not None:
             return self.stitch_device
         return choose_stitch_device(
-            self.device, preprocessed.shape[1:], self.plan.num_classes, self.plan.in_channels, attention
+            self.device, preprocessed.shape[1:], self.plan.num_classes, self.plan.in_channels, extra_maps
         )
 
-    def sliding_window(self, preprocessed: MetaTensor, attention: bool = False):
-        """Class probabilities (C, *model grid) of a preprocessed image; with `attention`, also the map."""
+    def sliding_window(self, preprocessed: MetaTensor, attention: bool = False, pass_entropy: bool = False):
+        """Class probabilities (C, *model grid) of a preprocessed image; with `attention` or `pass_entropy`
+        a `StitchedMaps` holding those maps too."""
         from medattn.inference import sliding_window_predict
 
         return sliding_window_predict(
@@ -243,36 +257,53 @@ class Predictor:
             mirror_axes=tuple(range(self.plan.spatial_dims)) if self.tta else None,
             amp_dtype=self.amp_dtype,
             device=self.device,
-            stitch_device=self.stitch_device_for(preprocessed, attention),
+            stitch_device=self.stitch_device_for(preprocessed, int(attention) + int(pass_entropy)),
             return_attention=attention,
+            return_pass_entropy=pass_entropy,
             pad_last_batch=bool(self.compile),
         )
 
     def finish(
-        self, inferred, prepared, image: MetaTensor, probabilities: bool = False, uncertainty: bool = False
+        self,
+        inferred: Inferred,
+        prepared,
+        image: MetaTensor,
+        probabilities: bool = False,
+        uncertainty: bool = False,
     ) -> PredictionOutput:
-        """What `infer` returned (probabilities, or with attention the pair) on `image`'s grid: the mask,
-        the attention map if there is one, and with `probabilities` or `uncertainty` the class
-        probabilities on that grid, with `uncertainty` also their normalized entropy."""
-        probs, attention_map = inferred if isinstance(inferred, tuple) else (inferred, None)
+        """What `infer` returned, on `image`'s grid: the mask, the attention map if there is one, and with
+        `probabilities` or `uncertainty` the class probabilities on that grid; with `uncertainty` also
+        their normalized entropy and, under TTA, the passes' disagreement (mutual information)."""
+        probs = inferred.probabilities
         keep = probabilities or uncertainty
         if not isinstance(prepared, MetaTensor):  # the SAM family predicts on the input grid
             labels = probs.argmax(dim=0).to(torch.uint8 if probs.shape[0] < 256 else torch.int32)
             on_input = MetaTensor(probs, affine=image.affine) if keep else None
-            attention = None if attention_map is None else MetaTensor(attention_map, affine=image.affine)
+            attention = inferred.attention
+            attention = None if attention is None else MetaTensor(attention, affine=image.affine)
         else:
             labels, on_input = self.to_input_labels(probs, prepared, image, keep_probabilities=keep)
             attention = None
-            if attention_map is not None:
-                attention = to_input_grid(attention_map, prepared, image, self.preprocessor)
-        return PredictionOutput(
+            if inferred.attention is not None:
+                attention = to_input_grid(inferred.attention, prepared, image, self.preprocessor)
+        output = PredictionOutput(
             mask=MetaTensor(labels[None], affine=image.affine, meta=mask_meta(image)),
             probabilities=on_input,
             attention=attention,
-            uncertainty=None
-            if not uncertainty
-            else _on_grid(normalized_entropy(on_input.as_tensor()), image),
         )
+        if uncertainty:
+            mean = on_input.as_tensor()
+            output.uncertainty = _on_grid(normalized_entropy(mean), image)
+            passes = self.pass_entropy_on_input(inferred, prepared, image)
+            if passes is not None:
+                output.disagreement = _on_grid(mutual_information(mean, passes), image)
+        return output
+
+    def pass_entropy_on_input(self, inferred: Inferred, prepared, image: MetaTensor) -> torch.Tensor | None:
+        """The mirrored TTA passes' mean entropy (*input grid, nats), or None when `infer` made none."""
+        if inferred.pass_entropy is None:
+            return None
+        return to_input_grid(inferred.pass_entropy, prepared, image, self.preprocessor).as_tensor()[0]
 
     def to_input_labels(
         self,

@@ -22,8 +22,9 @@ Memory (V = voxels of the image, C = output channels, 4 bytes per float32 value)
 
 - stitch device: the stitched logits C x V x 4 plus MONAI's count map V x 4, the image itself
   (in_channels x V x 4, kept there so windows are cut where the volume already lives), at most 32 MB of
-  softmax slabs, and with ``return_attention`` another 2 x V x 4 (attention + its count map). A
-  512 x 512 x 300 CT with 4 classes: about 1.6 GB + 0.3 GB + 0.3 GB. `stitched_bytes` computes it.
+  softmax slabs, and for each extra map (``return_attention``, ``return_pass_entropy``) another
+  2 x V x 4 (the map + its count map). A 512 x 512 x 300 CT with 4 classes: about 1.6 GB + 0.3 GB + 0.3 GB.
+  `medattn.inference.stitch_memory.stitched_bytes` computes it.
 - compute device: the network's weights and activations for `sw_batch_size` windows, the window batch, its
   float32 logits (twice with mirror TTA: running sum + current pass) and the patch-sized weight map. It
   does not grow with the image, so ``stitch_device="cpu"`` lets any volume run on a small GPU.
@@ -35,24 +36,21 @@ import functools
 import itertools
 import math
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from monai.data.utils import compute_importance_map
 from monai.inferers import sliding_window_inference
 from torch import nn
 
-from medattn.device import autocast, channels_last_format, gpu_available_bytes, in_channels_last
+from medattn.device import autocast, channels_last_format, in_channels_last
 from medattn.errors import ConfigError, GeometryError
 from medattn.inference.network_outputs import class_probabilities, mean_attention_map
+from medattn.inference.stitch_memory import SOFTMAX_SLAB_VALUES
 
 #: Gaussian sigma as a fraction of the patch size per axis (nnU-Net's and MONAI's 1/8).
 SIGMA_SCALE = 0.125
 BLEND_MODES = ("gaussian", "constant")
-# Floats per softmax slab (16 MB): the stitched logits are normalised slab by slab, never copied whole.
-_SOFTMAX_SLAB_VALUES = 1 << 22
-#: Share of a GPU's available memory the stitched volumes may take before `choose_stitch_device` moves the
-#: stitching to the host: the rest is for the network's activations on a window batch.
-STITCH_MEMORY_SHARE = 0.5
 
 ProgressCallback = Callable[[int, int], None]
 
@@ -89,56 +87,22 @@ def count_windows(image_size: Sequence[int], patch_size: Sequence[int], overlap:
     return total
 
 
-def choose_stitch_device(
-    device: torch.device | str,
-    spatial_shape: Sequence[int],
-    out_channels: int,
-    in_channels: int = 1,
-    return_attention: bool = False,
-    available_bytes: int | None = None,
-) -> torch.device:
-    """Where to stitch an image: on the GPU the windows run on while the stitched volumes fit, else the CPU.
+class StitchedMaps(NamedTuple):
+    """`sliding_window_predict`'s volumes when a map beyond the probabilities is asked for."""
 
-    The stitched logits grow with the image and the classes (`stitched_bytes`: 1.9 GB for a 512 x 512 x 300
-    CT with 4 classes, 40 GB with 105), the window batch does not. They stay on the GPU (no copy of every
-    window's logits back to the host) when they take at most `STITCH_MEMORY_SHARE` of its available memory,
-    leaving the rest to the network's activations; otherwise the GPU holds only the network and one window
-    batch, and the logits are stitched in host memory (nnU-Net v2 makes the same choice, by catching the
-    out-of-memory error instead of predicting it). Any other device stitches where it computes.
-
-    Args:
-        device: where the windows run.
-        spatial_shape, out_channels, in_channels, return_attention: as for `stitched_bytes`.
-        available_bytes: the GPU memory free for the stitch; default: `gpu_available_bytes(device)`.
-    """
-    device = torch.device(device)
-    if device.type != "cuda":
-        return device
-    if available_bytes is None:
-        available_bytes = gpu_available_bytes(device)
-    needed = stitched_bytes(spatial_shape, out_channels, in_channels, return_attention)
-    return device if needed <= STITCH_MEMORY_SHARE * available_bytes else torch.device("cpu")
-
-
-def stitched_bytes(
-    spatial_shape: Sequence[int], out_channels: int, in_channels: int = 1, return_attention: bool = False
-) -> int:
-    """Peak bytes `sliding_window_predict` keeps on the stitch device for one image (float32 throughout).
-
-    Logits (out_channels) + count map (1) + the image (in_channels), with attention its map and count map
-    (2), plus the softmax's slabs (at most 32 MB). Padding of images smaller than the patch is not counted.
-    """
-    voxels = math.prod(spatial_shape)
-    channels = out_channels + 1 + in_channels + (2 if return_attention else 0)
-    slabs = min(2 * _SOFTMAX_SLAB_VALUES, 2 * out_channels * voxels)
-    return (channels * voxels + slabs) * 4
+    probabilities: torch.Tensor  # (C, *spatial)
+    attention: torch.Tensor | None  # (1, *spatial) mean attention map
+    pass_entropy: torch.Tensor | None  # (1, *spatial) mean entropy (nats) of the mirrored passes' softmax
 
 
 class _WindowPredictor:
     """Runs the network on one window batch: eval forward, AMP, channels-last, mirror TTA, attention summary.
 
-    Returns float32 logits (B, C, *window) and, when attention is asked, the mean of the network's attention
-    maps (B, 1, *window); both ordinary tensors (never inference tensors) that MONAI may scale in place.
+    Returns float32 logits (B, C, *window), then when asked the mean of the network's attention maps
+    (B, 1, *window) and the mean entropy of each mirrored pass's own softmax (B, 1, *window): with mirror
+    TTA every pass is an ensemble member, and that mean is what the members' mutual information needs
+    (`medattn.inference.uncertainty`). All are ordinary tensors (never inference tensors) that MONAI may
+    scale in place.
     """
 
     def __init__(
@@ -152,8 +116,10 @@ class _WindowPredictor:
         progress: ProgressCallback | None,
         total_windows: int,
         fixed_batch: int | None = None,
+        with_pass_entropy: bool = False,
     ):
         self.network = network
+        self.with_pass_entropy = with_pass_entropy
         self.fixed_batch = fixed_batch
         spatial_flips = itertools.chain.from_iterable(
             itertools.combinations(mirror_axes, r) for r in range(1, len(mirror_axes) + 1)
@@ -182,19 +148,30 @@ class _WindowPredictor:
         # An inference tensor (AMP) is copied to float32 outside inference mode (the cast the bf16/fp16 logits
         # need anyway; also when autocast already gave float32); a no_grad output is used as it is.
         logits = logits.to(torch.float32, copy=True) if logits.is_inference() else logits.float()
+        pass_entropy = _softmax_entropy(logits) if self.with_pass_entropy else None
         for dims in self.flips:
             flipped_logits, flipped_attention = self._forward(torch.flip(window, dims))
-            logits += torch.flip(flipped_logits[:windows], dims)
+            flipped_logits = torch.flip(flipped_logits[:windows], dims)
+            if pass_entropy is not None:
+                pass_entropy += _softmax_entropy(flipped_logits.float())
+            logits += flipped_logits
             if attention is not None:
                 attention = attention + torch.flip(flipped_attention[:windows], dims)
         if self.flips:
             logits /= len(self.flips) + 1
             if attention is not None:
                 attention = attention / (len(self.flips) + 1)
+            if pass_entropy is not None:
+                pass_entropy /= len(self.flips) + 1
         if self.progress is not None:
             self.done_windows += windows
             self.progress(min(self.done_windows, self.total_windows), self.total_windows)
-        return (logits, attention) if self.with_attention else logits
+        extras = [
+            m
+            for m, asked in ((attention, self.with_attention), (pass_entropy, self.with_pass_entropy))
+            if asked
+        ]
+        return (logits, *extras) if extras else logits
 
     def _forward(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         # Inference mode only where its output is copied anyway (the float32 cast after AMP).
@@ -221,9 +198,10 @@ def sliding_window_predict(
     stitch_device: torch.device | str | None = None,
     channels_last: bool | None = None,
     return_attention: bool = False,
+    return_pass_entropy: bool = False,
     progress: bool | ProgressCallback = False,
     pad_last_batch: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+) -> torch.Tensor | StitchedMaps:
     """Softmax probabilities of `network` over a whole image, from gaussian-blended overlapping windows.
 
     The image is cut into `patch_size` windows overlapping by `overlap`; each window batch runs on
@@ -253,6 +231,8 @@ def sliding_window_predict(
         channels_last: run windows in channels-last(-3d) memory format (default: yes, on CPU and CUDA).
         return_attention: also stitch the mean of the network's `attention_maps()` per window into a
             (1, *spatial) volume; raises ConfigError when the network has none.
+        return_pass_entropy: also stitch the mean, over the mirrored passes (the plain pass alone without
+            `mirror_axes`), of the entropy in nats of each pass's own softmax: (1, *spatial).
         progress: True for MONAI's tqdm bar over window batches, or a callable(done_windows, total_windows)
             called after each batch (for a rich progress bar).
         pad_last_batch: run every batch at `sw_batch_size` windows, the last one padded with empty
@@ -261,8 +241,8 @@ def sliding_window_predict(
     Returns:
         probabilities (out_channels, *spatial) float32 on `stitch_device`, summing to 1 over channels
         (a network with one output channel is read as a sigmoid foreground logit and gives 2 channels,
-        background and foreground); with `return_attention`, the tuple (probabilities, attention
-        (1, *spatial) float32).
+        background and foreground); with `return_attention` or `return_pass_entropy`, a `StitchedMaps`
+        holding the asked maps (float32) beside the probabilities.
 
     Raises:
         GeometryError: the image does not have the patch's number of spatial axes.
@@ -309,6 +289,7 @@ def sliding_window_predict(
         callback,
         count_windows(batch.shape[2:], patch_size, overlap),
         fixed_batch=sw_batch_size if pad_last_batch else None,
+        with_pass_entropy=return_pass_entropy,
     )
     was_training = network.training
     network.eval()
@@ -329,19 +310,27 @@ def sliding_window_predict(
                 progress=progress is True,
                 roi_weight_map=importance_map(patch_size, blend, device),
             )
-            logits, attention = stitched if return_attention else (stitched, None)
-            logits = _unbatch(logits)
+            stitched = list(stitched) if isinstance(stitched, (tuple, list)) else [stitched]
+            logits = _unbatch(stitched.pop(0))
+            attention = _unbatch(stitched.pop(0)) if return_attention else None
+            pass_entropy = _unbatch(stitched.pop(0)) if return_pass_entropy else None
             probabilities = _softmax_(logits) if logits.shape[0] > 1 else class_probabilities(logits[None])[0]
     finally:
         network.train(was_training)
         if converted:  # give a training network back as it came: its next steps must not change numerics
             network.to(memory_format=torch.contiguous_format)
-    if attention is None:
+    if not (return_attention or return_pass_entropy):
         return probabilities
-    return probabilities, _unbatch(attention)
+    return StitchedMaps(probabilities, attention, pass_entropy)
 
 
-def _softmax_(logits: torch.Tensor, slab_values: int = _SOFTMAX_SLAB_VALUES) -> torch.Tensor:
+def _softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats (B, 1, *window) of the class probabilities of logits (B, C, *window)."""
+    p = class_probabilities(logits)
+    return -(p * p.clamp_min(1e-12).log()).sum(dim=1, keepdim=True)
+
+
+def _softmax_(logits: torch.Tensor, slab_values: int = SOFTMAX_SLAB_VALUES) -> torch.Tensor:
     """Softmax over axis 0, written back in slabs along axis 1: no second C x V volume is allocated.
 
     Slabs of about `slab_values` floats (16 MB) keep torch's fused softmax kernel, about twice as fast as a

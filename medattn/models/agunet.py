@@ -97,6 +97,7 @@ class DecoderLevel(nn.Module):
         dropout: float,
         act: str = "relu",
         gate_resolution: str = "coarse",
+        gate_logit_norm: bool | None = None,
     ):
         super().__init__()
         transposed = Conv[Conv.CONVTRANS, spatial_dims]
@@ -108,7 +109,11 @@ class DecoderLevel(nn.Module):
         self.gate_at_skip = gate_resolution == "skip"
         gating_channels = skip_channels if self.gate_at_skip else coarse_channels
         self.gate = (
-            None if gate is None else AttentionGate(spatial_dims, gating_channels, skip_channels, norm, gate)
+            None
+            if gate is None
+            else AttentionGate(
+                spatial_dims, gating_channels, skip_channels, norm, gate, logit_norm=gate_logit_norm
+            )
         )
         # 1^n projection at the bottleneck's grid then linear upsampling: the same map as projecting after
         # upsampling, without full-resolution work.
@@ -181,6 +186,8 @@ class AGUNet(SegmentationModel):
             the pooled skip, and upsamples only the one-channel map; "skip" (the paper's code) computes it
             at the skip's resolution from the upsampled decoder feature, so a lesion a few voxels across at
             the skip's grid is gated by its own voxels rather than by a 2^n-times coarser cell.
+        gate_logit_norm: normalise the gates' one-channel logits with `norm` (see `AttentionGate`);
+            default: only under batch norm.
         multi_scale_input: feed the average-pooled input to every level (the paper's input pyramid).
         deep_supervision: in train mode return every decoder level's logits (finest first).
         guided_decoder: also feed the bottleneck output to every decoder level (DAUNet's guided decoder).
@@ -215,6 +222,7 @@ class AGUNet(SegmentationModel):
         norm: str = "batch",
         gate: str | None = "concat",
         gate_resolution: str = "coarse",
+        gate_logit_norm: bool | None = None,
         multi_scale_input: bool = True,
         deep_supervision: bool = True,
         guided_decoder: bool = False,
@@ -260,6 +268,7 @@ class AGUNet(SegmentationModel):
                 dropout,
                 act,
                 gate_resolution,
+                gate_logit_norm,
             )
             for k in range(depth)
         )

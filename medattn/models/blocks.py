@@ -133,9 +133,9 @@ class AttentionGate(nn.Module):
     U-Net); or at the skip's resolution, from the decoder feature already upsampled to it (the papers' code).
 
     The one-channel logit gets batch norm under batch norm, as in both papers' code, where it is one affine
-    map per feature at inference. Under instance or group norm it gets none: a one-channel instance norm
-    standardises the logits of every sample, so the gate could never be fully open or closed and an empty
-    volume would still get "salient" voxels (PraNet's map head avoids it the same way).
+    map per feature at inference. Under instance or group norm it gets none by default: a one-channel
+    instance norm standardises the logits of every sample, so the gate could never be fully open or closed
+    and an empty volume would still get "salient" voxels (PraNet's map head avoids it the same way).
 
     Modes: ``"concat"`` concatenates the projections (Bouget et al. 2021, after LeeJunHyun's
     Image_Segmentation); ``"additive"`` adds them (Oktay et al. 2018).
@@ -147,6 +147,9 @@ class AttentionGate(nn.Module):
         norm: "batch", "instance" or "group".
         mode: "concat" or "additive".
         inter_channels: projection width; default half the skip channels, as in both papers' code.
+        logit_norm: normalise the one-channel logit with `norm`; default (None): only under batch norm.
+            True keeps the per-sample norm of packages trained with it (`medattn.package` sets it from
+            their weights).
     """
 
     def __init__(
@@ -157,6 +160,7 @@ class AttentionGate(nn.Module):
         norm: str = "batch",
         mode: str = "concat",
         inter_channels: int | None = None,
+        logit_norm: bool | None = None,
     ):
         super().__init__()
         if mode not in GATES:
@@ -170,8 +174,10 @@ class AttentionGate(nn.Module):
             conv(spatial_dims, skip_channels, inter), norm_layer(norm, spatial_dims, inter)
         )
         psi_in = 2 * inter if mode == "concat" else inter
-        logit_norm = norm_layer(norm, spatial_dims, 1) if norm == "batch" else nn.Identity()
-        self.psi = nn.Sequential(conv(spatial_dims, psi_in, 1), logit_norm, nn.Sigmoid())
+        if logit_norm is None:
+            logit_norm = norm == "batch"
+        norm_or_none = norm_layer(norm, spatial_dims, 1) if logit_norm else nn.Identity()
+        self.psi = nn.Sequential(conv(spatial_dims, psi_in, 1), norm_or_none, nn.Sigmoid())
 
     def forward(
         self, gate: torch.Tensor, skip: torch.Tensor, skip_on_gate_grid: torch.Tensor

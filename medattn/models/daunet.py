@@ -103,6 +103,7 @@ class DAUNet(AGUNet):
         multi_scale_input, deep_supervision, dropout, stem_stride, act: as `AGUNet` (the bottleneck's
             attention branches keep ReLU, as the paper's).
         gate: attention gates on the skips, None (the paper's DAU variant), "concat" or "additive".
+        gate_logit_norm: as `AGUNet`'s.
         guided_decoder: feed the bottleneck output to every decoder level.
         position_attention: PAM branch at the bottleneck.
         channel_attention: CAM branch at the bottleneck; with both off the bottleneck is a plain U-Net's.
@@ -120,6 +121,7 @@ class DAUNet(AGUNet):
         max_channels: int = 256,
         norm: str = "batch",
         gate: str | None = None,
+        gate_logit_norm: bool | None = None,
         multi_scale_input: bool = True,
         deep_supervision: bool = True,
         guided_decoder: bool = True,
@@ -139,6 +141,7 @@ class DAUNet(AGUNet):
             max_channels=max_channels,
             norm=norm,
             gate=gate,
+            gate_logit_norm=gate_logit_norm,
             multi_scale_input=multi_scale_input,
             deep_supervision=deep_supervision,
             guided_decoder=guided_decoder,

@@ -13,6 +13,7 @@ from tiny_package import make_package
 import medattn
 from medattn.errors import ConfigError
 from medattn.inference.ensemble import Ensemble
+from medattn.inference.uncertainty import mutual_information
 from medattn.io import load_image
 from medattn.package import package_members, read_config, save_ensemble, save_package
 
@@ -75,6 +76,38 @@ def test_maps_land_on_the_input_grid(members, tmp_path, affine):
         "case,label,name,component,volume_ml,centroid_x,centroid_y,centroid_z,mean_probability,"
         "mean_uncertainty,confidence,low_confidence"
     )
+
+
+def test_tta_passes_are_members_of_one_model_and_of_an_ensemble(members, tmp_path):
+    """With --tta the mirrored passes disagree like members do: one model gets a disagreement map, and an
+    ensemble's counts every member's passes (the mean of their entropies is below the single passes')."""
+    scan = _case(tmp_path / "in", ALIGNED_GRIDS["RAS, anisotropic"])
+    plain = medattn.predict(scan, tmp_path / "plain", members[0], device="cpu", uncertainty=True)
+    assert [r.status for r in plain] == ["done"]
+    assert not (tmp_path / "plain" / "case_disagreement.nii.gz").exists()  # one pass, one member
+
+    def maps(out, model, tta):
+        medattn.predict(scan, tmp_path / out, model, device="cpu", uncertainty=True, tta=tta)
+        return [
+            np.asarray(nib.load(tmp_path / out / f"case_{name}.nii.gz").dataobj)
+            for name in ("uncertainty", "disagreement")
+        ]
+
+    uncertainty, disagreement = maps("tta", members[0], tta=True)
+    assert disagreement.dtype == np.float32 and disagreement.min() >= 0 and disagreement.max() > 0
+    assert (disagreement <= uncertainty + 1e-6).all()  # the members' part of the total uncertainty
+    image = load_image(scan)
+    probabilities, pass_entropies = [], []
+    for member in members[:2]:
+        predictor = medattn.load_model(member, device="cpu", tta=True)
+        prepared = predictor.preprocess(image)
+        inferred = predictor.infer(prepared, uncertainty=True)
+        probabilities.append(predictor.finish(inferred, prepared, image, probabilities=True).probabilities)
+        pass_entropies.append(predictor.pass_entropy_on_input(inferred, prepared, image))
+    mean = torch.stack([p.as_tensor() for p in probabilities]).mean(0)
+    by_hand = mutual_information(mean, torch.stack(pass_entropies).mean(0))
+    _, ensemble = maps("folds_tta", members[:2], tta=True)
+    np.testing.assert_allclose(ensemble, by_hand.numpy(), atol=1e-5)
 
 
 def test_an_ensemble_package_and_folds_pick_its_members(members, tmp_path):

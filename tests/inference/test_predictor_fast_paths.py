@@ -121,7 +121,7 @@ def test_inductor_compiled_windows_give_the_eager_mask(tmp_path):
 def test_auto_stitch_device_is_chosen_per_image_from_the_gpu_memory(tmp_path, monkeypatch):
     """`stitch_device='auto'` (the default) asks, per image, whether its stitched volumes fit half the GPU's
     available memory; a fixed choice is kept; a misspelt one is a clear error."""
-    import medattn.inference.sliding_window as sliding_window
+    import medattn.inference.stitch_memory as stitch_memory
     from medattn.errors import ConfigError
     from medattn.inference import stitched_bytes
 
@@ -131,9 +131,9 @@ def test_auto_stitch_device_is_chosen_per_image_from_the_gpu_memory(tmp_path, mo
     assert predictor.stitch_device is None and predictor.stitch_device_for(image) == torch.device("cpu")
     predictor.device = torch.device("cuda")  # as on a GPU machine: only the memory query is faked
     needed = stitched_bytes((40, 30, 20), predictor.plan.num_classes, predictor.plan.in_channels)
-    monkeypatch.setattr(sliding_window, "gpu_available_bytes", lambda device: 2 * needed)
+    monkeypatch.setattr(stitch_memory, "gpu_available_bytes", lambda device: 2 * needed)
     assert predictor.stitch_device_for(image) == torch.device("cuda")
-    assert predictor.stitch_device_for(image, attention=True) == torch.device("cpu")  # 2 more volumes
+    assert predictor.stitch_device_for(image, extra_maps=1) == torch.device("cpu")  # 2 more volumes
     pinned = medattn.load_model(package, device="cpu", stitch_device="cpu")
     pinned.device = torch.device("cuda")
     assert pinned.stitch_device_for(image) == torch.device("cpu")

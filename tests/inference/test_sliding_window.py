@@ -159,14 +159,43 @@ def test_mirror_tta_averages_logits_over_every_flip_combination():
 def test_attention_is_stitched_on_the_image_grid():
     network = _GatedNet().eval()
     image = torch.randn(1, 15, 12, 9)
-    probabilities, attention = sliding_window_predict(
+    probabilities, attention, pass_entropy = sliding_window_predict(
         network, image, (8, 8, 8), return_attention=True, mirror_axes=(1,)
     )
+    assert pass_entropy is None
     # Every window sees the same voxel-wise maps, so the blended mean is that map, whatever the weights.
     torch.testing.assert_close(attention, 0.5 + torch.sigmoid(image) / 4)
     assert attention.shape == (1, 15, 12, 9)
     torch.testing.assert_close(
         probabilities, sliding_window_predict(network, image, (8, 8, 8), mirror_axes=(1,))
+    )
+
+
+@pytest.mark.parametrize("out_channels", [1, 3])
+def test_pass_entropy_is_the_mirrored_passes_mean_entropy(out_channels):
+    """With mirror TTA each pass is a member: the stitched map is the mean over passes of each pass's own
+    softmax (or sigmoid) entropy, computed here whole-image with one window covering the image."""
+    torch.manual_seed(0)
+    network = torch.nn.Conv3d(1, out_channels, 3, padding=1).eval()
+    image = torch.randn(1, 8, 8, 8)
+    axes = (0, 2)
+    maps = sliding_window_predict(network, image, (8, 8, 8), mirror_axes=axes, return_pass_entropy=True)
+    passes = []
+    with torch.no_grad():
+        for flip in [(), (2,), (4,), (2, 4)]:
+            logits = network(torch.flip(image[None], flip) if flip else image[None])
+            logits = torch.flip(logits, flip) if flip else logits
+            if out_channels == 1:
+                p = torch.sigmoid(logits)
+                p = torch.cat([1 - p, p], dim=1)
+            else:
+                p = torch.softmax(logits, dim=1)
+            passes.append(-(p * p.clamp_min(1e-12).log()).sum(dim=1))
+    expected = torch.stack(passes).mean(dim=0)
+    torch.testing.assert_close(maps.pass_entropy, expected, atol=1e-5, rtol=1e-4)
+    assert maps.attention is None
+    torch.testing.assert_close(
+        maps.probabilities, sliding_window_predict(network, image, (8, 8, 8), mirror_axes=axes)
     )
 
 
@@ -240,7 +269,7 @@ def test_bf16_autocast_windows_give_float32_probabilities_close_to_float32():
     network = _GatedNet().eval()
     image = torch.randn(1, 12, 12, 10)
     exact = sliding_window_predict(network, image, (8, 8, 8), mirror_axes=(0,))
-    probabilities, attention = sliding_window_predict(
+    probabilities, attention, _ = sliding_window_predict(
         network, image, (8, 8, 8), mirror_axes=(0,), amp_dtype=torch.bfloat16, return_attention=True
     )
     assert probabilities.dtype == attention.dtype == torch.float32
@@ -295,9 +324,9 @@ def test_stitching_stays_on_the_gpu_only_while_it_fits_half_its_free_memory():
     assert choose_stitch_device("cuda:1", ct, 4, available_bytes=8 * gib) == cuda
     assert choose_stitch_device("cuda:1", ct, 105, available_bytes=8 * gib) == torch.device("cpu")
     assert choose_stitch_device("cuda:1", ct, 105, available_bytes=80 * gib) == cuda
-    needed = stitched_bytes(ct, 4, in_channels=2, return_attention=True)
-    assert choose_stitch_device(cuda, ct, 4, 2, True, available_bytes=2 * needed) == cuda
-    assert choose_stitch_device(cuda, ct, 4, 2, True, available_bytes=2 * needed - 2) == torch.device("cpu")
+    needed = stitched_bytes(ct, 4, in_channels=2, extra_maps=1)
+    assert choose_stitch_device(cuda, ct, 4, 2, 1, available_bytes=2 * needed) == cuda
+    assert choose_stitch_device(cuda, ct, 4, 2, 1, available_bytes=2 * needed - 2) == torch.device("cpu")
     assert choose_stitch_device("cpu", ct, 105, available_bytes=0) == torch.device("cpu")
 
 

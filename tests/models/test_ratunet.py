@@ -189,7 +189,7 @@ def test_sliding_window_prediction_makes_regions_per_window():
 
     model = _model(region_size=4, transformer_stages=1)
     image = torch.randn(1, 40, 24)
-    probabilities, attention = sliding_window_predict(
+    probabilities, attention, _ = sliding_window_predict(
         model, image, (16, 16), overlap=0.5, sw_batch_size=2, return_attention=True
     )
     assert probabilities.shape == (2, 40, 24) and attention.shape == (1, 40, 24)
