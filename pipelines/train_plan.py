@@ -113,7 +113,8 @@ def plan_training(
 
     # Patch sides must be multiples of the network's down-sampling factor: ask a throwaway instance.
     device_type = resolve_device(options.device).type
-    model_kwargs = {**network_defaults(options.model, device_type), **options.model_kwargs}
+    pretrained = options.model_kwargs.get("backbone_weights") is not None
+    model_kwargs = {**network_defaults(options.model, device_type, pretrained), **options.model_kwargs}
     # (without pretrained weights: only the shape of the network matters here)
     probe = create(
         options.model, fingerprint.spatial_dims, fingerprint.channels, 2, **package_options(model_kwargs)
