@@ -50,15 +50,19 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
+    """torchvision's bottleneck; with `groups` > 1 ResNeXt's (width planes x base_width / 64 per group)."""
+
     expansion = 4
+    groups, base_width = 1, 64
 
     def __init__(self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None):
         super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = _bn(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-        self.bn2 = _bn(planes)
-        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        width = int(planes * (self.base_width / 64.0)) * self.groups
+        self.conv1 = nn.Conv2d(inplanes, width, 1, bias=False)
+        self.bn1 = _bn(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride, 1, groups=self.groups, bias=False)
+        self.bn2 = _bn(width)
+        self.conv3 = nn.Conv2d(width, planes * 4, 1, bias=False)
         self.bn3 = _bn(planes * 4)
         self.downsample = downsample
 
@@ -66,6 +70,12 @@ class Bottleneck(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.bn3(self.conv3(F.relu(self.bn2(self.conv2(out)))))
         return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class GroupedBottleneck(Bottleneck):
+    """ResNeXt's block with 2 groups of width 16 (ResNeXt-101 32x8d: 32 groups of width 8)."""
+
+    groups, base_width = 2, 16
 
 
 class TorchvisionResNet(nn.Module):

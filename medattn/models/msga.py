@@ -121,18 +121,18 @@ class MSGA(SegmentationModel):
     their training code; add it to the segmentation loss. It is None with ``semantic_guidance=False``;
     the code term needs ``refinement_step=True``. The unweighted terms are in `auxiliary_terms`.
 
-    medattn changes: a MONAI ResNet (basic blocks by default) instead of ResNeXt-101 32x8d, so 3D works;
-    PAM via `scaled_dot_product_attention` (no N x N matrix; N is the 1/4 grid, 32^3 = 32768
-    voxels for a 128^3 patch).
+    medattn changes: a MONAI ResNet (basic blocks by default; ResNeXt through ``backbone_groups``) instead
+    of ResNeXt-101 32x8d, lighter and 3D too; PAM via `scaled_dot_product_attention` (no N x N matrix; N
+    is the 1/4 grid, 32^3 = 32768 voxels for a 128^3 patch).
 
     Pretrained weights: the backbone starts from random weights unless ``backbone_weights`` names a local
     file (nothing is downloaded), as the official code, which builds torchvision's ResNeXt-101 without
     ImageNet weights (and a one-channel stem). The file is a torchvision ResNet state dict (``conv1.weight``,
     ``bn1.*``, ``layer1.0.conv1.weight``, ...; 2D only) or a medattn msga model.pt; the backbone options
     must match it: ResNet-18 is ``backbone_channels=(64, 128, 256, 512)``, ``backbone_blocks=(2, 2, 2, 2)``;
-    ResNet-34 blocks (3, 4, 6, 3); ResNet-50 the same with ``backbone_block="bottleneck"``. A one-channel
-    network gets the RGB stem's filters summed. ResNeXt's grouped convolutions are not built, so ResNeXt
-    files do not fit.
+    ResNet-34 blocks (3, 4, 6, 3); ResNet-50 the same with ``backbone_block="bottleneck"``; the official
+    ResNeXt-101 32x8d is channels (64, 128, 256, 512), blocks (3, 4, 23, 3), bottleneck, 32 groups of
+    width 8. A one-channel network gets the RGB stem's filters summed.
 
     Defaults (features 32, ResNet channels 32-64-128-256 with 2 blocks each; 1 input channel, 2 classes):
     20.5 M parameters in 3D (semantic modules 10.3 M, ResNet 8.3 M, attention 1.8 M), 6.96 M in 2D.
@@ -149,7 +149,10 @@ class MSGA(SegmentationModel):
         features: channel width of the attention modules (64 in the paper).
         backbone_channels: ResNet channels of its four stages.
         backbone_blocks: ResNet blocks per stage.
-        backbone_block: "basic" (ResNet-18/34) or "bottleneck" (ResNet-50; stages give 4 x channels).
+        backbone_block: "basic" (ResNet-18/34) or "bottleneck" (ResNet-50, ResNeXt; stages give 4 x
+            channels).
+        backbone_groups: groups of the bottleneck's 3^n conv (ResNeXt-101 32x8d: 32; 1: ResNet).
+        backbone_group_width: channels per group at stage width 64 (ResNeXt-101 32x8d: 8).
         norm: "batch" (the paper), "instance" or "group".
         position_attention: PAM branches.
         channel_attention: CAM branches.
@@ -171,6 +174,8 @@ class MSGA(SegmentationModel):
         backbone_channels: tuple[int, ...] = (32, 64, 128, 256),
         backbone_blocks: tuple[int, ...] = (2, 2, 2, 2),
         backbone_block: str = "basic",
+        backbone_groups: int = 1,
+        backbone_group_width: int = 64,
         norm: str = "batch",
         position_attention: bool = True,
         channel_attention: bool = True,
@@ -184,7 +189,14 @@ class MSGA(SegmentationModel):
         )
         c = features
         self.backbone = ResNetEncoder(
-            spatial_dims, in_channels, tuple(backbone_channels), tuple(backbone_blocks), backbone_block, norm
+            spatial_dims,
+            in_channels,
+            tuple(backbone_channels),
+            tuple(backbone_blocks),
+            backbone_block,
+            norm,
+            groups=backbone_groups,
+            group_width=backbone_group_width,
         )
         self.project = nn.ModuleList(
             conv_norm_act(spatial_dims, bc, c, norm, kernel_size=1, act="prelu")
@@ -219,8 +231,9 @@ class MSGA(SegmentationModel):
         self.pretrained_backbone = Backbone(
             "backbone.",
             torchvision_resnet("layers"),
-            "set backbone_channels, backbone_blocks and backbone_block to the file's ResNet (ResNet-18: "
-            "(64, 128, 256, 512), (2, 2, 2, 2), basic), norm='batch', and spatial_dims=2 (ImageNet is 2D)",
+            "set backbone_channels, backbone_blocks, backbone_block (and for ResNeXt backbone_groups, "
+            "backbone_group_width) to the file's network (ResNet-18: (64, 128, 256, 512), (2, 2, 2, 2), "
+            "basic), norm='batch', and spatial_dims=2 (ImageNet is 2D)",
         )
         if backbone_weights is not None:
             load_backbone(self, backbone_weights, self.pretrained_backbone)

@@ -84,8 +84,8 @@ class PraNet(SegmentationModel):
     Defaults (Res2Net-50 v1b layout, width 64, blocks (3, 4, 6, 3), 32 RFB channels; 3 input channels,
     2 classes): 30.5 M parameters (backbone 23.7 M), 26.0 GFLOP (13.0 G multiply-adds) per 352 x 352
     frame. The official model object holds 32.55 M, the 2.05 M more being Res2Net's unused ImageNet
-    classifier. With the official weights mapped key by key, the four maps equal the official code's
-    output exactly (checked once against github.com/DengPingFan/PraNet, train and eval mode).
+    classifier. With an official checkpoint mapped key by key (`PRANET_OFFICIAL`), the network computes
+    the official code's map (tests/models/test_backbones.py, against a PraNet in the official layout).
 
     Args:
         spatial_dims: 2 (PraNet is a 2D network).

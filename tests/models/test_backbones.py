@@ -8,6 +8,7 @@ import torch
 from official_layouts import (
     BasicBlock,
     Bottleneck,
+    GroupedBottleneck,
     OfficialPraNet,
     Res2NetV1b,
     TorchvisionResNet,
@@ -35,12 +36,23 @@ def _features_equal(ours: list[torch.Tensor], reference: list[torch.Tensor]) -> 
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize(("block", "name"), [(BasicBlock, "basic"), (Bottleneck, "bottleneck")])
-def test_msga_loads_a_torchvision_resnet_and_computes_its_features(tmp_path, block, name):
+@pytest.mark.parametrize(
+    ("block", "shape"),
+    [
+        (BasicBlock, {}),
+        (Bottleneck, {"backbone_block": "bottleneck"}),
+        (
+            GroupedBottleneck,
+            {"backbone_block": "bottleneck", "backbone_groups": 2, "backbone_group_width": 16},
+        ),
+    ],
+    ids=["resnet-basic", "resnet-bottleneck", "resnext"],
+)
+def test_msga_loads_a_torchvision_resnet_and_computes_its_features(tmp_path, block, shape):
     reference = randomised(TorchvisionResNet(block, WIDTHS, (1, 2, 1, 1)))
     path = _saved(reference.state_dict(), tmp_path / "resnet.pth")
-    options = {"features": 8, "backbone_channels": WIDTHS, "backbone_blocks": (1, 2, 1, 1)}
-    model = create("msga", 2, 3, 2, backbone_block=name, backbone_weights=path, **options).eval()
+    options = {"features": 8, "backbone_channels": WIDTHS, "backbone_blocks": (1, 2, 1, 1), **shape}
+    model = create("msga", 2, 3, 2, backbone_weights=path, **options).eval()
     ours = model.state_dict()
     assert torch.equal(ours["backbone.stem.0.weight"], reference.conv1.weight)
     assert torch.equal(ours["backbone.stem.1.running_var"], reference.bn1.running_var)

@@ -1,8 +1,9 @@
-"""Read SAM / MedSAM `.pth` files and compare or load them strictly, with a report of every key that differs.
+"""Load SAM / MedSAM `.pth` files strictly, with a report of every key that differs.
 
 Public SAM checkpoints hold a bare state dict; MedSAM training checkpoints wrap it in ``{"model": ...}`` and
-multi-GPU runs prefix every key with ``module.``. Files are read with ``weights_only=True`` (a checkpoint
-is untrusted input) and memory-mapped where the format allows, so checking a 2.5 GB ViT-H file is quick.
+multi-GPU runs prefix every key with ``module.``; `medattn.weights.read_state_dict` unwraps both, reading
+with ``weights_only=True`` (a checkpoint is untrusted input). `medattn models load-check` compares a file
+without loading it (`medattn.models.backbones.check_file`).
 """
 
 from __future__ import annotations
