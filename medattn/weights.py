@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from medattn.errors import InputNotFoundError, PackageError
+from medattn.errors import InputNotFoundError, MissingDependencyError, PackageError
 from medattn.io.atomic import atomic_path
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -144,7 +144,8 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], bool]:
     (multi-GPU training) removed.
 
     Args:
-        path: a local ``.pth``/``.pt`` file (no downloads: medattn never fetches weights).
+        path: a local ``.pth``/``.pt`` file, or ``.safetensors`` (timm's and Hugging Face's format; needs
+            the safetensors package). No downloads: medattn never fetches weights.
 
     Returns:
         The state dict (memory-mapped tensors where possible) and whether a ``module.`` prefix was removed.
@@ -153,13 +154,14 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], bool]:
         InputNotFoundError: the file does not exist.
         PackageError: the file is damaged, or not a PyTorch state dict readable with ``weights_only=True``
             (a bare tensor, a list, a pickled module).
+        MissingDependencyError: a ``.safetensors`` file without the safetensors package.
     """
     path = Path(path)
     if not path.is_file():
         raise InputNotFoundError(
             "checkpoint file not found; give the path of a local weights file (.pth)", path
         )
-    state = read_weights(path, mmap=True)
+    state = _read_safetensors(path) if path.suffix == ".safetensors" else read_weights(path, mmap=True)
     for key in _WRAPPER_KEYS:
         if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
             state = state[key]
@@ -169,6 +171,23 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], bool]:
     if stripped:
         state = {key[len(_DDP_PREFIX) :]: value for key, value in state.items()}
     return dict(state), stripped
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file (a format that holds only tensors, so nothing runs on load)."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"{path}: reading .safetensors files needs the safetensors package: "
+            "pip install 'medattn[safetensors]'"
+        ) from error
+    try:
+        return load_file(path)
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError; named here
+        raise PackageError(
+            f"not a readable .safetensors file: it is damaged or cut short ({_first_sentence(error)})", path
+        ) from error
 
 
 @dataclass

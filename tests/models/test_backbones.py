@@ -214,3 +214,19 @@ def test_a_package_is_rebuilt_without_the_backbone_file(tmp_path):
     plan = Plan(2, 3, 2, spacing=None, patch_size=[64, 64], batch_size=1, preset="rgb")
     network = build_network(PackageConfig(model="pranet", model_kwargs=kwargs, plan=plan))
     assert network.backbone.stem[0].conv.weight.shape == (4, 3, 3, 3)
+
+
+def test_swin_weights_from_a_safetensors_file_as_timm_publishes_them(tmp_path):
+    from safetensors.torch import save_file
+
+    options = {"feature_size": 4, "embed_dim": 6, "depths": (2, 2, 2, 2), "num_heads": (1, 1, 2, 2)}
+    state = swin_state(6, (2, 2, 2, 2), (1, 1, 2, 2), window=4, timm=True)
+    path = tmp_path / "model.safetensors"
+    save_file(state, path)
+    model = create("hbformer", 2, 3, 2, window_size=4, backbone_weights=str(path), **options)
+    assert torch.equal(
+        model.state_dict()["encoder.merges.2.norm.bias"], state["layers.3.downsample.norm.bias"]
+    )
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(PackageError, match=r"model\.safetensors: not a readable \.safetensors file"):
+        create("hbformer", 2, 3, 2, window_size=4, backbone_weights=str(path), **options)
