@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from medattn.errors import ConfigError, GeometryError, InputNotFoundError
-from medattn.models.backbones import Backbone, load_backbone, torchvision_resnet
+from medattn.models.backbones import Backbone, load_backbone
+from medattn.models.layouts import torchvision_resnet
 from medattn.models.registry import register_model
 from medattn.models.resnet import ResNetEncoder
 from medattn.models.sam.adapter import BottleneckAdapter, PositionAdapter

@@ -13,10 +13,11 @@ from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import nn
 
 from medattn.errors import ConfigError
-from medattn.models.backbones import SWIN, Backbone, load_backbone
+from medattn.models.backbones import Backbone, load_backbone
 from medattn.models.base import SegmentationModel
 from medattn.models.blocks import conv, monai_norm, norm_layer, resize
 from medattn.models.hbformer_blocks import LRDBlock, MedDSPP, spatial_mean
+from medattn.models.layouts import SWIN
 from medattn.models.registry import register_model
 
 DECODERS = ("mff", "plain")

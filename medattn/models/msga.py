@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from monai.networks.layers import Conv, Pool
 from torch import nn
 
-from medattn.models.backbones import Backbone, load_backbone, torchvision_resnet
+from medattn.models.backbones import Backbone, load_backbone
 from medattn.models.base import SegmentationModel, normalised_summary, record_attention
 from medattn.models.blocks import (
     ChannelAttention,
@@ -17,6 +17,7 @@ from medattn.models.blocks import (
     double_conv,
     resize,
 )
+from medattn.models.layouts import torchvision_resnet
 from medattn.models.registry import register_model
 from medattn.models.resnet import ResNetEncoder
 

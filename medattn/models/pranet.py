@@ -6,9 +6,10 @@ import torch
 from torch import nn
 
 from medattn.errors import ConfigError
-from medattn.models.backbones import PRANET_OFFICIAL, RES2NET_V1B, Backbone, load_backbone, torchvision_resnet
+from medattn.models.backbones import Backbone, load_backbone
 from medattn.models.base import SegmentationModel
 from medattn.models.blocks import NORMS, resize
+from medattn.models.layouts import PRANET_OFFICIAL, RES2NET_V1B, torchvision_resnet
 from medattn.models.pranet_blocks import (
     EXPANSION,
     ConcatDecoder,
@@ -77,7 +78,7 @@ class PraNet(SegmentationModel):
     ``res2net50_v1b_26w_4s`` state dict (``conv1.0.weight``, ``layer1.0.convs.0.weight``, ...) for
     ``backbone="res2net"``, torchvision's ResNet-50 for ``"resnet"``, or a medattn pranet model.pt. A
     one-channel network gets the RGB stem's filters summed. The official full checkpoint (PraNet-19.pth)
-    maps onto the whole network (`medattn.models.backbones.PRANET_OFFICIAL`; `medattn models load-check`).
+    maps onto the whole network (`medattn.models.layouts.PRANET_OFFICIAL`; `medattn models load-check`).
     `width` and `blocks` scale the backbone down (then no ImageNet file fits). Paper: 352 x 352 inputs,
     about 50 FPS on a GPU.
 

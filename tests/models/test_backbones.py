@@ -18,7 +18,8 @@ from official_layouts import (
 
 from medattn.errors import ConfigError, InputNotFoundError, PackageError
 from medattn.models import create
-from medattn.models.backbones import check_file, package_options
+from medattn.models.backbones import check_file, match_weights, package_options
+from medattn.models.layouts import PRANET_OFFICIAL
 from medattn.package import PackageConfig, build_network
 from medattn.plan import Plan
 
@@ -124,8 +125,6 @@ def test_the_official_pranet_checkpoint_maps_key_for_key_and_gives_the_same_map(
     assert report.ok and report.unused == ["resnet.fc.weight", "resnet.fc.bias"]
     assert report.matched == len(state) - 2
     model = create("pranet", 2, 3, 1, width=8, blocks=(1, 1, 1, 1), channels=8).eval()
-    from medattn.models.backbones import PRANET_OFFICIAL, match_weights
-
     mapped = match_weights(model.state_dict(), state, PRANET_OFFICIAL).tensors
     model.load_state_dict(mapped, strict=True)
     renamed = PRANET_OFFICIAL.rename(list(state))
