@@ -1,5 +1,5 @@
 """`medattn models`: list the networks medattn can build (dimensions, parameter counts, descriptions);
-`medattn models load-check FILE`: check a SAM/MedSAM checkpoint against medattn's `sam`."""
+`medattn models load-check FILE --model NAME`: check a weights file against a network, key by key."""
 
 from __future__ import annotations
 
@@ -97,27 +97,67 @@ def models(
 
 @app.command("load-check")
 def load_check(
-    file: Path = typer.Argument(..., metavar="FILE", help="A local SAM or MedSAM checkpoint (.pth)."),
-    variant: str = typer.Option("vit_b", "--variant", help="SAM size: vit_b, vit_l or vit_h."),
-    in_channels: int = typer.Option(3, "--in-channels", help="Image channels of the model (3 for SAM)."),
+    file: Path = typer.Argument(
+        ...,
+        metavar="FILE",
+        help="A local weights file: a pretrained backbone (torchvision ResNet, Res2Net, Swin-T), an official "
+        "checkpoint (SAM/MedSAM, PraNet-19.pth) or a medattn model.pt.",
+    ),
+    model: str = typer.Option("sam", "--model", "-m", help="Network to check against (`medattn models`)."),
+    model_kwargs: str = typer.Option(
+        "{}", "--model-kwargs", help="The network's options as JSON, e.g. '{\"width\": 64}'."
+    ),
+    dims: int = typer.Option(2, "--dims", help="Spatial dimensions of the network: 2 or 3."),
+    variant: str | None = typer.Option(
+        None, "--variant", help="SAM size for the SAM family: vit_b, vit_l or vit_h (default: the model's)."
+    ),
+    in_channels: int = typer.Option(
+        3, "--in-channels", help="Image channels of the network (3 for ImageNet and SAM files)."
+    ),
+    out_channels: int = typer.Option(2, "--out-channels", help="Classes of the network, with background."),
     limit: int = typer.Option(20, "--limit", help="Keys listed per kind of difference (0: all)."),
 ) -> None:
-    """Check that a SAM/MedSAM checkpoint loads strictly into medattn's `sam` model, without loading it.
+    """Check that a weights file loads into a medattn network, without loading it.
 
-    Lists missing keys (in the model, not the file), unexpected keys (in the file, not the model) and shape
-    mismatches; a `module.` prefix (multi-GPU MedSAM) is removed first. Exits with 1 if any key differs.
+    The file is compared with the network as a medattn state dict, as a SAM/MedSAM checkpoint (SAM family),
+    as the official full checkpoint (pranet) and as the network's pretrained backbone in its official
+    layout (`backbone_weights`); the best fit is shown: tensors matched, what was fitted (an RGB stem
+    summed for one channel, a bias table resized), unused keys (an ImageNet classifier), and missing,
+    unexpected and mis-shaped keys. A `module.` prefix (multi-GPU training) is removed first. Exits with 1
+    if any key differs.
     """
     # Imported here so that `medattn --help` does not load torch.
-    from medattn.models.sam.checkpoint import check_checkpoint
+    from medattn.errors import ConfigError
+    from medattn.models.backbones import check_file
 
-    report = check_checkpoint(file, variant=variant, in_channels=in_channels)
+    try:
+        options = json.loads(model_kwargs)
+    except json.JSONDecodeError as error:
+        raise typer.BadParameter(f"is not JSON: {error}", param_hint="--model-kwargs") from error
+    if not isinstance(options, dict):
+        raise typer.BadParameter("takes a JSON object, e.g. '{\"width\": 64}'", param_hint="--model-kwargs")
+    if variant is not None:
+        options["variant"] = variant
+    if dims not in (2, 3):
+        raise ConfigError(f"--dims takes 2 or 3, got {dims}")
+    match = check_file(file, model, dims, in_channels, out_channels, **options)
+    report = match.report
     console = Console(soft_wrap=True)  # one key per line, never folded, so the lines can be copied
-    console.print(f"{file}: compared with sam variant={variant}, in_channels={in_channels}", highlight=False)
+    shown_options = ", ".join(f"{k}={v!r}" for k, v in options.items())
+    console.print(
+        f"{file}: compared with {model} ({dims}D, in_channels={in_channels}, out_channels={out_channels}"
+        f"{', ' + shown_options if shown_options else ''}) as: {match.layout}",
+        highlight=False,
+        markup=False,
+    )
     if report.stripped_prefix:
         console.print("  'module.' prefix removed from every key")
     console.print(f"  {report.matched} tensor(s) match in name and shape")
+    for note in report.adapted:
+        console.print(f"  fitted: {note}", highlight=False, markup=False)
     shown = limit if limit > 0 else None
     sections = [
+        ("unused (in the file, a part the network lacks on purpose)", report.unused),
         ("missing (in the model, not in the file)", report.missing),
         ("unexpected (in the file, not in the model)", report.unexpected),
         (
@@ -133,11 +173,11 @@ def load_check(
             console.print(f"    {key}", highlight=False, markup=False)
         if shown is not None and len(keys) > shown:
             console.print(f"    ... and {len(keys) - shown} more (--limit 0 lists all)")
-    if report.ok:
-        console.print(f"[green]OK[/]: loads strictly into sam variant {variant}")
+    if report.ok and report.matched:
+        console.print(f"[green]OK[/]: loads strictly into {model} as {match.layout}", highlight=False)
         return
     hint = ""
-    if report.looks_like and report.looks_like != variant:
+    if report.looks_like and report.looks_like != options.get("variant", "vit_b"):
         hint = f"; the file looks like {report.looks_like} (--variant {report.looks_like})"
     console.print(f"[red]does not load strictly[/]{hint}", highlight=False)
     raise typer.Exit(1)

@@ -89,10 +89,11 @@ class PackageConfig:
 def build_network(config: PackageConfig) -> torch.nn.Module:
     """The package's network, untrained, in eval mode; deep supervision off (prediction needs one output)."""
     from medattn.models import create, describe
+    from medattn.models.backbones import package_options
 
-    # A pretrained checkpoint the run started from is not needed: model.pt holds every weight.
-    dropped = ("deep_supervision", "checkpoint", "cnn_checkpoint")
-    kwargs = {k: v for k, v in config.model_kwargs.items() if k not in dropped}
+    # The pretrained files the run started from are not needed: model.pt holds every weight.
+    kwargs = package_options(config.model_kwargs)
+    kwargs.pop("deep_supervision", None)
     if describe(config.model).deep_supervision:
         kwargs["deep_supervision"] = False
     plan = config.plan

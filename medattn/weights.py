@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from medattn.errors import InputNotFoundError, PackageError
+from medattn.errors import InputNotFoundError, MissingDependencyError, PackageError
 from medattn.io.atomic import atomic_path
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -133,6 +133,63 @@ def as_state_dict(loaded: Any, path: str | Path) -> dict[str, torch.Tensor]:
     )
 
 
+# Containers training scripts wrap a state dict in (MedSAM's train_one_gpu.py saves {"model": ...}, many
+# ImageNet checkpoints {"state_dict": ...}).
+_WRAPPER_KEYS = ("model", "state_dict", "model_state_dict")
+_DDP_PREFIX = "module."
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], bool]:
+    """The tensors of a checkpoint, unwrapped from a training container and with any ``module.`` prefix
+    (multi-GPU training) removed.
+
+    Args:
+        path: a local ``.pth``/``.pt`` file, or ``.safetensors`` (timm's and Hugging Face's format; needs
+            the safetensors package). No downloads: medattn never fetches weights.
+
+    Returns:
+        The state dict (memory-mapped tensors where possible) and whether a ``module.`` prefix was removed.
+
+    Raises:
+        InputNotFoundError: the file does not exist.
+        PackageError: the file is damaged, or not a PyTorch state dict readable with ``weights_only=True``
+            (a bare tensor, a list, a pickled module).
+        MissingDependencyError: a ``.safetensors`` file without the safetensors package.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputNotFoundError(
+            "checkpoint file not found; give the path of a local weights file (.pth)", path
+        )
+    state = _read_safetensors(path) if path.suffix == ".safetensors" else read_weights(path, mmap=True)
+    for key in _WRAPPER_KEYS:
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+            break
+    state = as_state_dict(state, path)
+    stripped = bool(state) and all(key.startswith(_DDP_PREFIX) for key in state)
+    if stripped:
+        state = {key[len(_DDP_PREFIX) :]: value for key, value in state.items()}
+    return dict(state), stripped
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.safetensors`` file (a format that holds only tensors, so nothing runs on load)."""
+    try:
+        from safetensors.torch import load_file
+    except ImportError as error:
+        raise MissingDependencyError(
+            f"{path}: reading .safetensors files needs the safetensors package: "
+            "pip install 'medattn[safetensors]'"
+        ) from error
+    try:
+        return load_file(path)
+    except Exception as error:  # noqa: BLE001 - safetensors raises its own SafetensorError; named here
+        raise PackageError(
+            f"not a readable .safetensors file: it is damaged or cut short ({_first_sentence(error)})", path
+        ) from error
+
+
 @dataclass
 class KeyReport:
     """How a checkpoint's tensors differ from a model's.
@@ -144,6 +201,10 @@ class KeyReport:
         matched: number of keys present in both with equal shapes.
         stripped_prefix: whether a ``module.`` prefix was removed from the file's keys.
         looks_like: the SAM variant whose ViT width and depth the file has, if any (a hint for mismatches).
+        unused: keys of the file that medattn's network deliberately lacks (an ImageNet classifier, a
+            backbone stage it does not use); not an error.
+        adapted: how tensors were fitted to the network (an RGB stem summed for a one-channel image, a
+            position-bias table resized to another window, a bias-free conv given a zero bias).
     """
 
     missing: list[str] = field(default_factory=list)
@@ -152,6 +213,8 @@ class KeyReport:
     matched: int = 0
     stripped_prefix: bool = False
     looks_like: str | None = None
+    unused: list[str] = field(default_factory=list)
+    adapted: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -21,7 +21,7 @@ from medattn.errors import ConfigError
 from medattn.io.discovery import Case
 from medattn.package import PackageConfig, save_package
 from medattn.pipelines.train_options import TrainOptions
-from medattn.pipelines.train_plan import PRETRAINED_PATHS, Prepared, prepare, write_json
+from medattn.pipelines.train_plan import Prepared, prepare, write_json
 from medattn.plan import default_steps_per_epoch, lesion_labels
 
 
@@ -163,6 +163,7 @@ def train_prepared(
     from medattn.device import resolve_amp, resolve_device
     from medattn.losses import DeepSupervisionLoss, create_loss
     from medattn.models import create, describe
+    from medattn.models.backbones import package_options
     from medattn.models.base import compiled
     from medattn.training import (
         Trainer,
@@ -267,9 +268,9 @@ def train_prepared(
     use_best = settings.weights == "best" and result.best_checkpoint is not None
     chosen = Path(result.best_checkpoint if use_best else result.last_checkpoint)
     weights = load_checkpoint(chosen)["model"]
-    # model.pt holds every weight: the package must not point at the pretrained checkpoints it started
-    # from (SAM's, ccsam's CNN), and ccsam's text embedding is stored as its numbers, not as a file path.
-    package_kwargs = {k: v for k, v in model_kwargs.items() if k not in PRETRAINED_PATHS}
+    # model.pt holds every weight: the package must not point at the pretrained files it started from
+    # (SAM's checkpoint, a backbone's), and ccsam's text embedding is stored as its numbers, not a file path.
+    package_kwargs = package_options(model_kwargs)
     if isinstance(package_kwargs.get("text_embedding"), str):
         package_kwargs["text_embedding"] = network.text_embedding.flatten().tolist()
     package_kwargs["deep_supervision"] = False

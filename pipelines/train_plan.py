@@ -16,12 +16,10 @@ from medattn.errors import ConfigError
 from medattn.io import discover
 from medattn.io.atomic import atomic_path
 from medattn.io.discovery import Case, Dataset
+from medattn.models.backbones import package_options
 from medattn.models.registry import network_defaults
 from medattn.pipelines.train_options import TrainOptions, parse_fold
 from medattn.plan import Fingerprint, Plan, fingerprint_dataset, make_plan
-
-# Model options naming pretrained weight files: the package's model.pt holds those weights afterwards.
-PRETRAINED_PATHS = ("checkpoint", "cnn_checkpoint")
 
 
 class Prepared(NamedTuple):
@@ -115,10 +113,12 @@ def plan_training(
 
     # Patch sides must be multiples of the network's down-sampling factor: ask a throwaway instance.
     device_type = resolve_device(options.device).type
-    model_kwargs = {**network_defaults(options.model, device_type), **options.model_kwargs}
+    pretrained = options.model_kwargs.get("backbone_weights") is not None
+    model_kwargs = {**network_defaults(options.model, device_type, pretrained), **options.model_kwargs}
     # (without pretrained weights: only the shape of the network matters here)
-    probe_kwargs = {k: v for k, v in model_kwargs.items() if k not in PRETRAINED_PATHS}
-    probe = create(options.model, fingerprint.spatial_dims, fingerprint.channels, 2, **probe_kwargs)
+    probe = create(
+        options.model, fingerprint.spatial_dims, fingerprint.channels, 2, **package_options(model_kwargs)
+    )
     plan = make_plan(
         fingerprint,
         labels=dataset.labels,

@@ -1,4 +1,4 @@
-"""`ccsam`: SAM with a frozen CNN branch fused by variational attention, feature and position adapters."""
+"""`ccsam`: SAM with a CNN branch (a ResNet) fused by variational attention, feature and position adapters."""
 
 from __future__ import annotations
 
@@ -10,11 +10,14 @@ import torch
 from torch import nn
 
 from medattn.errors import ConfigError, GeometryError, InputNotFoundError
+from medattn.models.backbones import Backbone, load_backbone
+from medattn.models.layouts import torchvision_resnet
 from medattn.models.registry import register_model
+from medattn.models.resnet import ResNetEncoder
 from medattn.models.sam.adapter import BottleneckAdapter, PositionAdapter
-from medattn.models.sam.checkpoint import compare_keys, load_checkpoint, read_state_dict
+from medattn.models.sam.checkpoint import load_checkpoint
 from medattn.models.sam.model import SAM, Points, Prompts
-from medattn.models.sam_fusion import CBRNet, VariationalFusion, added_prefixes
+from medattn.models.sam_fusion import VariationalFusion, added_prefixes
 
 FUSIONS = ("variational", "attention", "none")
 
@@ -23,19 +26,24 @@ FUSIONS = ("variational", "attention", "none")
     "ccsam",
     description=(
         "CC-SAM (Gowda & Clifton 2024): frozen SAM ViT with 5 feature adapters and a position adapter, a "
-        "frozen CNN branch fused by variational attention, optional text-embedding prompts. 2D, any size."
+        "ResNet CNN branch fused by variational attention, optional text-embedding prompts. 2D, any size."
     ),
     spatial_dims=(2,),
-    tiny={"variant": "tiny", "cnn_channels": (8, 8, 16, 16)},
+    tiny={"variant": "tiny", "cnn_channels": (8, 8, 16), "cnn_blocks": (1, 1, 1)},
     tiny_size=48,
 )
 class CCSAM(SAM):
     """CC-SAM (Gowda & Clifton, ECCV 2024) in medattn's reading; the paper has no public code.
 
-    - **CNN branch**: a small ResNet (four basic residual blocks, stride 2 each, features down to 1/16 of
-      the input), frozen by default as in the paper. Without pretrained weights (``cnn_checkpoint``) its
-      features are random projections of the image; ``freeze_cnn=False`` trains it instead. A frozen
-      branch stays in eval mode, so its batch-norm statistics never move.
+    - **CNN branch**: the first three stages of a ResNet in torchvision's layout (stem, then stages at
+      1/4, 1/8, 1/16; by default ResNet-18's), whose 1/16 feature meets SAM's embedding grid. The paper
+      keeps a pretrained CNN frozen; its architecture and weights are not published. Here the branch is
+      frozen when ``backbone_weights`` names a local file (nothing is downloaded): a torchvision ResNet
+      state dict (``conv1.weight``, ``bn1.*``, ``layer1.0.conv1.weight``, ...; ``layer4`` and ``fc`` are
+      unused) or a medattn ccsam model.pt; without one it starts random and trains, since a frozen random
+      branch would fuse a random projection of the image into SAM's features. ``freeze_cnn=True``
+      without weights is refused; ``freeze_cnn=False`` fine-tunes loaded weights. A frozen branch stays
+      in eval mode, so its batch-norm statistics never move.
     - **Variational attention fusion**: the CNN feature at 1/16, projected to SAM's embedding width, and
       SAM's image embedding give the mean and log-variance of a per-position fusion logit; training
       samples it (reparameterisation), eval uses the mean; w = sigmoid(logit) gives
@@ -51,9 +59,9 @@ class CCSAM(SAM):
       (``forward(..., text_embedding=(B, D) tensor)``) or once in the configuration
       (``text_embedding="prompt.npy"``, a (D,) or (1, D) array, kept as a buffer in the weights).
 
-    Trainable: adapters, fusion, the CNN branch if ``freeze_cnn=False``, the text projection, and SAM's
+    Trainable: adapters, fusion, the CNN branch unless frozen (see above), the text projection, and SAM's
     mask decoder (less the parts no output uses, as in `sam`). Frozen: the ViT and neck, the prompt
-    encoder, the CNN branch by default. Outputs and prompts as in `sam`. `attention_maps()` holds the
+    encoder, a pretrained CNN branch. Outputs and prompts as in `sam`. `attention_maps()` holds the
     fusion weight w (``fusion``), in [0, 1].
 
     Args:
@@ -64,10 +72,12 @@ class CCSAM(SAM):
         checkpoint: local SAM/MedSAM ``.pth`` loaded into the SAM part.
         freeze_prompt_encoder: keep the prompt encoder fixed.
         layout: "xy" (medattn's (C, W, H) arrays, the default) or "hw" (SAM's own (C, H, W)); see `SAM`.
-        cnn_channels: widths of the four CNN blocks.
-        freeze_cnn: keep the CNN branch fixed (the paper's choice).
-        cnn_checkpoint: local file with the CNN branch's weights (its own state dict, or a ccsam state
-            dict whose ``cnn.*`` keys are taken).
+        cnn_channels: widths of the CNN branch's three ResNet stages (ResNet-18/34/50: 64, 128, 256).
+        cnn_blocks: residual blocks per stage (ResNet-18: 2, 2, 2; ResNet-34 and -50: 3, 4, 6).
+        cnn_block: "basic" (ResNet-18/34) or "bottleneck" (ResNet-50).
+        freeze_cnn: keep the CNN branch fixed; None (default): frozen exactly when `backbone_weights` is
+            given. True needs `backbone_weights`.
+        backbone_weights: local file with the CNN branch's weights (see above); not kept in packages.
         fusion: ``"variational"``, ``"attention"`` (mean only) or ``"none"``.
         kl_weight: weight of the fusion's KL term in `auxiliary_loss`.
         feature_adapters: the five feature adapters.
@@ -89,9 +99,11 @@ class CCSAM(SAM):
         checkpoint: str | None = None,
         freeze_prompt_encoder: bool = True,
         layout: str = "xy",
-        cnn_channels: Sequence[int] = (32, 64, 128, 256),
-        freeze_cnn: bool = True,
-        cnn_checkpoint: str | None = None,
+        cnn_channels: Sequence[int] = (64, 128, 256),
+        cnn_blocks: Sequence[int] = (2, 2, 2),
+        cnn_block: str = "basic",
+        freeze_cnn: bool | None = None,
+        backbone_weights: str | None = None,
         fusion: str = "variational",
         kl_weight: float = 0.01,
         feature_adapters: bool = True,
@@ -101,8 +113,14 @@ class CCSAM(SAM):
     ):
         if fusion not in FUSIONS:
             raise ConfigError(f"fusion must be one of {', '.join(FUSIONS)}; got {fusion!r}")
-        if len(cnn_channels) != 4:
-            raise ConfigError(f"cnn_channels needs 4 widths (features at 1/2 ... 1/16), got {cnn_channels}")
+        if len(cnn_channels) != 3:
+            raise ConfigError(f"cnn_channels needs 3 widths (stages at 1/4, 1/8, 1/16), got {cnn_channels}")
+        if freeze_cnn and backbone_weights is None:
+            raise ConfigError(
+                "freeze_cnn=True would keep the CNN branch at random weights, so the fusion would mix a "
+                "random projection of the image into SAM's features: give backbone_weights (a local "
+                "torchvision ResNet .pth, e.g. ResNet-18's) or leave freeze_cnn unset so the branch trains"
+            )
         super().__init__(
             spatial_dims, in_channels, out_channels, variant, None, freeze_prompt_encoder, layout
         )
@@ -110,11 +128,15 @@ class CCSAM(SAM):
         encoder = self.image_encoder
         dim, width = self.variant.embed_dim, self.variant.prompt_embed_dim
         self.kl_weight = kl_weight
-        self.freeze_cnn = freeze_cnn
-        self.cnn = CBRNet(in_channels, cnn_channels, (2, 2, 2, 2), cbam=False) if fusion != "none" else None
-        self.fusion = (
-            VariationalFusion(width, cnn_channels[-1], stochastic=fusion == "variational")
+        self.freeze_cnn = backbone_weights is not None if freeze_cnn is None else freeze_cnn
+        self.cnn = (
+            ResNetEncoder(2, in_channels, cnn_channels, cnn_blocks, cnn_block, downsample_bias=False)
             if fusion != "none"
+            else None
+        )
+        self.fusion = (
+            VariationalFusion(width, self.cnn.channels[-1], stochastic=fusion == "variational")
+            if self.cnn is not None
             else None
         )
         self.input_adapter = BottleneckAdapter(dim, adapter_ratio) if feature_adapters else None
@@ -131,30 +153,21 @@ class CCSAM(SAM):
         self.text_projection = nn.Linear(text_dim, width) if text_dim else None
         if checkpoint is not None:
             load_checkpoint(self, checkpoint, optional_prefixes=added_prefixes(self))
-        if cnn_checkpoint is not None and self.cnn is not None:
-            self._load_cnn(cnn_checkpoint)
+        self.pretrained_backbone = Backbone(
+            "cnn.",
+            torchvision_resnet("layers", count=3),
+            "set cnn_channels, cnn_blocks and cnn_block to the file's ResNet (ResNet-18: (64, 128, 256), "
+            "(2, 2, 2), basic)",
+        )
+        if backbone_weights is not None and self.cnn is not None:
+            load_backbone(self, backbone_weights, self.pretrained_backbone)
         adapters = ("position_adapter.", *(f"blocks.{i}.adapter." for i in range(len(encoder.blocks))))
         for name, parameter in encoder.named_parameters():
             if not name.startswith(adapters):
                 parameter.requires_grad_(False)
-        if self.cnn is not None and freeze_cnn:
+        if self.cnn is not None and self.freeze_cnn:
             self.freeze("cnn")
             self.cnn.eval()
-
-    def _load_cnn(self, path: str) -> None:
-        state, _ = read_state_dict(path)
-        if state and all(key.startswith("cnn.") for key in state):
-            state = {key[len("cnn.") :]: value for key, value in state.items()}
-        elif any(key.startswith("cnn.") for key in state):
-            state = {key[len("cnn.") :]: value for key, value in state.items() if key.startswith("cnn.")}
-        report = compare_keys(self.cnn.state_dict(), state)
-        if not report.ok:
-            raise ConfigError(
-                f"does not hold this CNN branch's weights ({report.summary(limit=4)}); build with the "
-                "cnn_channels the weights were trained with",
-                path,
-            )
-        self.cnn.load_state_dict(state)
 
     def train(self, mode: bool = True) -> CCSAM:
         """Switch train/eval mode; a frozen CNN branch stays in eval mode (fixed batch-norm statistics)."""

@@ -13,9 +13,11 @@ from monai.networks.nets.swin_unetr import SwinTransformer
 from torch import nn
 
 from medattn.errors import ConfigError
+from medattn.models.backbones import Backbone, load_backbone
 from medattn.models.base import SegmentationModel
 from medattn.models.blocks import conv, monai_norm, norm_layer, resize
 from medattn.models.hbformer_blocks import LRDBlock, MedDSPP, spatial_mean
+from medattn.models.layouts import SWIN
 from medattn.models.registry import register_model
 
 DECODERS = ("mff", "plain")
@@ -275,6 +277,13 @@ class HBFormer(SegmentationModel):
       the window on grids smaller than it, so no input-dependent window choice is needed.
     - Med-DSPP mixes expert kernels before convolving instead of mixing the experts' outputs: the same
       map, one convolution instead of `experts` (see `ExpertSeparableConv`).
+    - Pretrained weights: the official code loads ImageNet Swin-T (swin_tiny_patch4_window7_224.pth) into
+      its encoder; here the Swin starts from random weights unless ``backbone_weights`` names a local file
+      (nothing is downloaded): Microsoft's or timm's Swin-T state dict (``patch_embed.proj.weight``,
+      ``layers.0.blocks.0.attn.qkv.weight``, ...; 2D only, with the default embed_dim, depths and heads)
+      or a medattn hbformer model.pt. Bias tables are resized bicubically to another window, as the
+      official code does; a one-channel network gets the RGB patch embedding summed. The conv stem and
+      the decoder start random in both.
     The paper's loss is 0.33 CE + 0.33 Dice + 0.34 focal (medattn's trainer chooses the loss).
 
     Defaults (1 input channel, 2 classes; FLOPs of one eval forward, batch 1, counted by PyTorch's
@@ -310,6 +319,7 @@ class HBFormer(SegmentationModel):
         experts: expert kernels mixed per Med-DSPP branch (1 = no mixing).
         deep_supervision: in train mode return logits of every decoder stage.
         use_checkpoint: gradient checkpointing in the Swin blocks (less memory, slower).
+        backbone_weights: local file with pretrained Swin weights (see above); not kept in packages.
 
     Example:
         >>> model = HBFormer(spatial_dims=3, in_channels=1, out_channels=2).eval()
@@ -340,6 +350,7 @@ class HBFormer(SegmentationModel):
         experts: int = 4,
         deep_supervision: bool = False,
         use_checkpoint: bool = False,
+        backbone_weights: str | None = None,
     ):
         _check_options(patch_size, embed_dim, depths, num_heads, decoder, spatial_gate)
         levels = int(math.log2(patch_size)) + len(depths) - 1  # poolings from the input to the deepest level
@@ -380,6 +391,14 @@ class HBFormer(SegmentationModel):
         self.decoder = nn.ModuleList(stages)
         head_levels = levels if deep_supervision else 1
         self.heads = nn.ModuleList(conv(spatial_dims, channels[k], out_channels) for k in range(head_levels))
+        self.pretrained_backbone = Backbone(
+            "encoder.",
+            SWIN,
+            "Swin-T needs embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24), patch_size=4 and "
+            "spatial_dims=2 (ImageNet is 2D)",
+        )
+        if backbone_weights is not None:
+            load_backbone(self, backbone_weights, self.pretrained_backbone)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         features = self.encoder(x)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from monai.networks.layers import Conv, Pool
-from monai.networks.nets import ResNet
 from torch import nn
 
+from medattn.models.backbones import Backbone, load_backbone
 from medattn.models.base import SegmentationModel, normalised_summary, record_attention
 from medattn.models.blocks import (
     ChannelAttention,
@@ -17,46 +15,13 @@ from medattn.models.blocks import (
     conv,
     conv_norm_act,
     double_conv,
-    monai_norm,
     resize,
 )
+from medattn.models.layouts import torchvision_resnet
 from medattn.models.registry import register_model
+from medattn.models.resnet import ResNetEncoder
 
 SCALES = 4  # backbone features at 1/4, 1/8, 1/16, 1/32 of the input
-
-
-class ResNetEncoder(nn.Module):
-    """MONAI's ResNet with basic blocks as a feature extractor: features at 1/4, 1/8, 1/16 and 1/32."""
-
-    def __init__(
-        self,
-        spatial_dims: int,
-        in_channels: int,
-        channels: tuple[int, ...],
-        blocks: tuple[int, ...],
-        norm: str,
-    ):
-        super().__init__()
-        net = ResNet(
-            "basic",
-            list(blocks),
-            list(channels),
-            spatial_dims=spatial_dims,
-            n_input_channels=in_channels,
-            conv1_t_size=7,
-            conv1_t_stride=2,
-            feed_forward=False,
-            norm=monai_norm(norm, math.gcd(*channels)),
-        )
-        self.stem = nn.Sequential(net.conv1, net.bn1, net.act, net.maxpool)
-        self.layers = nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        features, h = [], self.stem(x)
-        for layer in self.layers:
-            h = layer(h)
-            features.append(h)
-        return features
 
 
 class SemanticModule(nn.Module):
@@ -157,9 +122,18 @@ class MSGA(SegmentationModel):
     their training code; add it to the segmentation loss. It is None with ``semantic_guidance=False``;
     the code term needs ``refinement_step=True``. The unweighted terms are in `auxiliary_terms`.
 
-    medattn changes: a MONAI ResNet (basic blocks) instead of ResNeXt-101, so 3D works and nothing is
-    downloaded; PAM via `scaled_dot_product_attention` (no N x N matrix; N is the 1/4 grid, 32^3 = 32768
-    voxels for a 128^3 patch).
+    medattn changes: a MONAI ResNet (basic blocks by default; ResNeXt through ``backbone_groups``) instead
+    of ResNeXt-101 32x8d, lighter and 3D too; PAM via `scaled_dot_product_attention` (no N x N matrix; N
+    is the 1/4 grid, 32^3 = 32768 voxels for a 128^3 patch).
+
+    Pretrained weights: the backbone starts from random weights unless ``backbone_weights`` names a local
+    file (nothing is downloaded), as the official code, which builds torchvision's ResNeXt-101 without
+    ImageNet weights (and a one-channel stem). The file is a torchvision ResNet state dict (``conv1.weight``,
+    ``bn1.*``, ``layer1.0.conv1.weight``, ...; 2D only) or a medattn msga model.pt; the backbone options
+    must match it: ResNet-18 is ``backbone_channels=(64, 128, 256, 512)``, ``backbone_blocks=(2, 2, 2, 2)``;
+    ResNet-34 blocks (3, 4, 6, 3); ResNet-50 the same with ``backbone_block="bottleneck"``; the official
+    ResNeXt-101 32x8d is channels (64, 128, 256, 512), blocks (3, 4, 23, 3), bottleneck, 32 groups of
+    width 8. A one-channel network gets the RGB stem's filters summed.
 
     Defaults (features 32, ResNet channels 32-64-128-256 with 2 blocks each; 1 input channel, 2 classes):
     20.5 M parameters in 3D (semantic modules 10.3 M, ResNet 8.3 M, attention 1.8 M), 6.96 M in 2D.
@@ -175,13 +149,18 @@ class MSGA(SegmentationModel):
         out_channels: classes including background.
         features: channel width of the attention modules (64 in the paper).
         backbone_channels: ResNet channels of its four stages.
-        backbone_blocks: ResNet basic blocks per stage.
+        backbone_blocks: ResNet blocks per stage.
+        backbone_block: "basic" (ResNet-18/34) or "bottleneck" (ResNet-50, ResNeXt; stages give 4 x
+            channels).
+        backbone_groups: groups of the bottleneck's 3^n conv (ResNeXt-101 32x8d: 32; 1: ResNet).
+        backbone_group_width: channels per group at stage width 64 (ResNeXt-101 32x8d: 8).
         norm: "batch" (the paper), "instance" or "group".
         position_attention: PAM branches.
         channel_attention: CAM branches.
         semantic_guidance: the semantic encoder-decoders and their auxiliary losses.
         refinement_step: the second, guided step (off: one step, heads on its outputs).
         deep_supervision: return the 8 heads in train mode.
+        backbone_weights: local file with pretrained backbone weights (see above); not kept in packages.
     """
 
     encoder_prefixes = ("backbone",)
@@ -195,22 +174,34 @@ class MSGA(SegmentationModel):
         features: int = 32,
         backbone_channels: tuple[int, ...] = (32, 64, 128, 256),
         backbone_blocks: tuple[int, ...] = (2, 2, 2, 2),
+        backbone_block: str = "basic",
+        backbone_groups: int = 1,
+        backbone_group_width: int = 64,
         norm: str = "batch",
         position_attention: bool = True,
         channel_attention: bool = True,
         semantic_guidance: bool = True,
         refinement_step: bool = True,
         deep_supervision: bool = True,
+        backbone_weights: str | None = None,
     ):
         super().__init__(
             spatial_dims, in_channels, out_channels, deep_supervision=deep_supervision, size_divisor=2**5
         )
         c = features
         self.backbone = ResNetEncoder(
-            spatial_dims, in_channels, tuple(backbone_channels), tuple(backbone_blocks), norm
+            spatial_dims,
+            in_channels,
+            tuple(backbone_channels),
+            tuple(backbone_blocks),
+            backbone_block,
+            norm,
+            groups=backbone_groups,
+            group_width=backbone_group_width,
         )
         self.project = nn.ModuleList(
-            conv_norm_act(spatial_dims, bc, c, norm, kernel_size=1, act="prelu") for bc in backbone_channels
+            conv_norm_act(spatial_dims, bc, c, norm, kernel_size=1, act="prelu")
+            for bc in self.backbone.channels
         )
         self.fuse = nn.Sequential(
             conv_norm_act(spatial_dims, SCALES * c, c, norm, act="prelu"),
@@ -238,6 +229,15 @@ class MSGA(SegmentationModel):
             if deep_supervision
             else None
         )
+        self.pretrained_backbone = Backbone(
+            "backbone.",
+            torchvision_resnet("layers"),
+            "set backbone_channels, backbone_blocks, backbone_block (and for ResNeXt backbone_groups, "
+            "backbone_group_width) to the file's network (ResNet-18: (64, 128, 256, 512), (2, 2, 2, 2), "
+            "basic), norm='batch', and spatial_dims=2 (ImageNet is 2D)",
+        )
+        if backbone_weights is not None:
+            load_backbone(self, backbone_weights, self.pretrained_backbone)
 
     def auxiliary_loss(self) -> torch.Tensor | None:
         """0.25 x semantic-code MSE + 0.1 x reconstruction MSE of the last forward (see the class doc)."""

@@ -6,8 +6,10 @@ import torch
 from torch import nn
 
 from medattn.errors import ConfigError
+from medattn.models.backbones import Backbone, load_backbone
 from medattn.models.base import SegmentationModel
 from medattn.models.blocks import NORMS, resize
+from medattn.models.layouts import PRANET_OFFICIAL, RES2NET_V1B, torchvision_resnet
 from medattn.models.pranet_blocks import (
     EXPANSION,
     ConcatDecoder,
@@ -71,15 +73,20 @@ class PraNet(SegmentationModel):
     (`ConcatDecoder`); ``reverse_attention=False`` keeps the stages but feeds them unweighted features,
     so the ablation measures the reverse weighting alone at the same parameter count.
 
-    medattn changes: the backbone is built here and starts from random weights (the paper fine-tunes an
-    ImageNet Res2Net-50; nothing is downloaded); `width` and `blocks` scale it down. Paper: 352 x 352
-    inputs, about 50 FPS on a GPU.
+    Pretrained weights: the backbone starts from random weights unless ``backbone_weights`` names a local
+    file (nothing is downloaded; the paper fine-tunes an ImageNet Res2Net-50 v1b): the Res2Net code's
+    ``res2net50_v1b_26w_4s`` state dict (``conv1.0.weight``, ``layer1.0.convs.0.weight``, ...) for
+    ``backbone="res2net"``, torchvision's ResNet-50 for ``"resnet"``, or a medattn pranet model.pt. A
+    one-channel network gets the RGB stem's filters summed. The official full checkpoint (PraNet-19.pth)
+    maps onto the whole network (`medattn.models.layouts.PRANET_OFFICIAL`; `medattn models load-check`).
+    `width` and `blocks` scale the backbone down (then no ImageNet file fits). Paper: 352 x 352 inputs,
+    about 50 FPS on a GPU.
 
     Defaults (Res2Net-50 v1b layout, width 64, blocks (3, 4, 6, 3), 32 RFB channels; 3 input channels,
     2 classes): 30.5 M parameters (backbone 23.7 M), 26.0 GFLOP (13.0 G multiply-adds) per 352 x 352
     frame. The official model object holds 32.55 M, the 2.05 M more being Res2Net's unused ImageNet
-    classifier. With the official weights mapped key by key, the four maps equal the official code's
-    output exactly (checked once against github.com/DengPingFan/PraNet, train and eval mode).
+    classifier. With an official checkpoint mapped key by key (`PRANET_OFFICIAL`), the network computes
+    the official code's map (tests/models/test_backbones.py, against a PraNet in the official layout).
 
     Args:
         spatial_dims: 2 (PraNet is a 2D network).
@@ -94,6 +101,7 @@ class PraNet(SegmentationModel):
         partial_decoder: the multiplicative partial decoder for the global map.
         reverse_attention: weight each stage's features by 1 - sigmoid(map).
         deep_supervision: return the four maps in train mode.
+        backbone_weights: local file with pretrained backbone weights (see above); not kept in packages.
 
     Example:
         >>> model = PraNet(in_channels=3, out_channels=2).eval()
@@ -118,6 +126,7 @@ class PraNet(SegmentationModel):
         partial_decoder: bool = True,
         reverse_attention: bool = True,
         deep_supervision: bool = True,
+        backbone_weights: str | None = None,
     ):
         super().__init__(
             spatial_dims, in_channels, out_channels, deep_supervision=deep_supervision, size_divisor=32
@@ -154,6 +163,14 @@ class PraNet(SegmentationModel):
             )
             for f, hidden, k, m, h in plans
         )
+        layout = RES2NET_V1B if backbone == "res2net" else torchvision_resnet("stages")
+        shape = "Res2Net-50 v1b" if backbone == "res2net" else "ResNet-50"
+        self.pretrained_backbone = Backbone(
+            "backbone.", layout, f"a {shape} file needs width=64, blocks=(3, 4, 6, 3) and norm='batch'"
+        )
+        self.official_checkpoint = PRANET_OFFICIAL if backbone == "res2net" else None
+        if backbone_weights is not None:
+            load_backbone(self, backbone_weights, self.pretrained_backbone)
 
     def _logits(self, maps: torch.Tensor) -> torch.Tensor:
         """medattn logits from PraNet's maps: the maps themselves for one channel, else a zero background

@@ -191,9 +191,11 @@ def default_parameter_count(
     return model.parameter_count(trainable_only)
 
 
-def network_defaults(model: str, device_type: str) -> dict[str, Any]:
+def network_defaults(model: str, device_type: str, pretrained_backbone: bool = False) -> dict[str, Any]:
     """Options a network gets on `device_type` ("cpu" or "cuda") unless the user sets them: the registry's
     `train_options`, and on a CPU its `cpu_options` over them (lighter networks, so a time budget buys
-    enough steps)."""
+    enough steps), except with a `pretrained_backbone` (``backbone_weights``), whose file fits only the
+    full-size backbone."""
     spec = describe(model)
-    return {**spec.train_options, **(spec.cpu_options if device_type == "cpu" else {})}
+    lighter = device_type == "cpu" and not pretrained_backbone
+    return {**spec.train_options, **(spec.cpu_options if lighter else {})}

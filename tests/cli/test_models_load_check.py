@@ -1,4 +1,4 @@
-"""`medattn models load-check FILE`: a SAM/MedSAM checkpoint checked key by key, exit 1 when it differs."""
+"""`medattn models load-check FILE --model NAME`: a weights file checked key by key, exit 1 if it differs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from official_layouts import BasicBlock, OfficialPraNet, TorchvisionResNet
 
 from medattn.cli.main import main
 from medattn.models import create
@@ -64,3 +65,37 @@ def test_the_cli_imports_torch_only_when_a_command_runs():
     code = "import sys, medattn.cli.main; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False"
+
+
+def test_the_official_pranet_checkpoint_fits_the_default_pranet(tmp_path, capsys):
+    """PraNet-19.pth's full key set and shapes (made of meta tensors, a few kB) map onto medattn's pranet."""
+    with torch.device("meta"):
+        state = OfficialPraNet(width=64, blocks=(3, 4, 6, 3), channel=32).state_dict()
+    path = tmp_path / "PraNet-19.pth"
+    torch.save(state, path)
+    assert main(["models", "load-check", str(path), "--model", "pranet"]) == 0
+    out = capsys.readouterr().out
+    assert "as: PraNet (official checkpoint" in out
+    assert f"{len(state) - 2} tensor(s) match" in out and "2 unused" in out and "resnet.fc.weight" in out
+
+
+def test_a_backbone_file_is_checked_with_the_models_options(tmp_path, capsys):
+    path = tmp_path / "resnet.pth"
+    torch.save(TorchvisionResNet(BasicBlock, (4, 8, 8, 16), (1, 1, 1, 1)).state_dict(), path)
+    options = '{"features": 8, "backbone_channels": [4, 8, 8, 16], "backbone_blocks": [1, 1, 1, 1]}'
+    command = ["models", "load-check", str(path), "--model", "msga", "--model-kwargs", options]
+    assert main([*command, "--in-channels", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "as: torchvision ResNet" in out and "summed into 1" in out and "OK" in out
+    assert main(["models", "load-check", str(path), "--model", "msga"]) == 1  # default widths differ
+    out = capsys.readouterr().out
+    assert "shape mismatches (file vs model)" in out and "backbone.stem.0.weight: (4, 3, 7, 7)" in out
+
+
+def test_bad_options_are_one_error_line(tmp_path, capsys):
+    path = tmp_path / "resnet.pth"
+    torch.save({"conv1.weight": torch.zeros(1)}, path)
+    assert main(["models", "load-check", str(path), "--model", "pranett"]) == 1
+    assert "unknown model 'pranett'. Did you mean pranet" in capsys.readouterr().err
+    assert main(["models", "load-check", str(path), "--model", "msga", "--model-kwargs", "{width"]) == 2
+    assert "is not JSON" in capsys.readouterr().err

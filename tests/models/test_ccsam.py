@@ -8,12 +8,12 @@ import torch
 from monai.losses import DiceCELoss
 from torch.distributions import Normal, kl_divergence
 
-from medattn.errors import ConfigError, GeometryError, InputNotFoundError
+from medattn.errors import ConfigError, GeometryError, InputNotFoundError, PackageError
 from medattn.models import create
 from medattn.models.sam.adapter import BottleneckAdapter, PositionAdapter
 from medattn.models.sam_fusion import VariationalFusion
 
-TINY = {"variant": "tiny", "cnn_channels": (8, 8, 16, 16)}
+TINY = {"variant": "tiny", "cnn_channels": (8, 8, 16), "cnn_blocks": (1, 1, 1)}
 
 
 def square_example(size: int = 48) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -66,13 +66,15 @@ def test_eval_is_deterministic_and_training_is_stochastic():
     assert plain.auxiliary_loss() is None
 
 
-def test_vit_and_cnn_stay_frozen_while_adapters_fusion_and_decoder_learn():
-    model = create("ccsam", 2, 3, 1, **TINY).train()
-    assert not model.cnn.training  # a frozen branch keeps its batch-norm statistics
-    statistics = model.cnn.blocks[0].body[1].running_mean.clone()
+def test_vit_and_pretrained_cnn_stay_frozen_while_adapters_fusion_and_decoder_learn(tmp_path):
+    cnn = create("ccsam", 2, 3, 1, **TINY).cnn.state_dict()
+    torch.save({f"cnn.{k}": v for k, v in cnn.items()}, tmp_path / "cnn.pth")
+    model = create("ccsam", 2, 3, 1, backbone_weights=str(tmp_path / "cnn.pth"), **TINY).train()
+    assert not model.cnn.training  # a frozen (pretrained) branch keeps its batch-norm statistics
+    statistics = model.cnn.stem[1].running_mean.clone()
     image, _, box = square_example()
     (model(image, boxes=box).square().mean() + model.auxiliary_loss()).backward()
-    assert torch.equal(model.cnn.blocks[0].body[1].running_mean, statistics)
+    assert torch.equal(model.cnn.stem[1].running_mean, statistics)
     for name, parameter in model.named_parameters():
         adapter = ".adapter." in name or "position_adapter." in name
         if name.startswith(("image_encoder.", "prompt_encoder.", "cnn.")) and not adapter:
@@ -89,7 +91,10 @@ def test_vit_b_has_five_feature_adapters_and_one_position_adapter():
         model = create("ccsam", 2, 3, 1)
     assert sum(isinstance(m, BottleneckAdapter) for m in model.modules()) == 5
     assert sum(isinstance(m, PositionAdapter) for m in model.modules()) == 1
-    assert model.parameter_count(trainable_only=True) < 0.06 * model.parameter_count()
+    # Adapters, fusion and decoder; the CNN branch (ResNet-18's first stages) trains too until it is given
+    # pretrained weights.
+    cnn = sum(p.numel() for p in model.cnn.parameters())
+    assert model.parameter_count(trainable_only=True) - cnn < 0.06 * model.parameter_count()
 
 
 @pytest.mark.parametrize("size", [32, 80])
@@ -143,15 +148,15 @@ def test_sam_and_cnn_weights_load_from_files(tmp_path):
         3,
         1,
         checkpoint=str(tmp_path / "sam.pth"),
-        cnn_checkpoint=str(tmp_path / "ccsam.pth"),
+        backbone_weights=str(tmp_path / "ccsam.pth"),
         **TINY,
     )
     ours = model.state_dict()
     assert all(torch.equal(ours[k], v) for k, v in sam.state_dict().items())
     assert all(torch.equal(ours[f"cnn.{k}"], v) for k, v in source.cnn.state_dict().items())
-    torch.save({"blocks.0.body.0.weight": torch.zeros(3)}, tmp_path / "other.pth")
-    with pytest.raises(ConfigError, match="CNN branch"):
-        create("ccsam", 2, 3, 1, cnn_checkpoint=str(tmp_path / "other.pth"), **TINY)
+    torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "other.pth")
+    with pytest.raises(PackageError, match=r"other\.pth: does not fit .*ResNet backbone.*1 shape mismatch"):
+        create("ccsam", 2, 3, 1, backbone_weights=str(tmp_path / "other.pth"), **TINY)
 
 
 def test_tiny_ccsam_overfits_one_image():

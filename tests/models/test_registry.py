@@ -112,5 +112,8 @@ def test_network_defaults_layer_cpu_options_over_train_options():
     assert network_defaults("agunet", "cuda") == {"act": "leakyrelu"}
     assert network_defaults("agunet", "cpu") == {"act": "leakyrelu", "stem_stride": 2, "norm": "instance"}
     assert network_defaults("monai.unet", "cpu") == {}
+    # A pretrained backbone file fits the full-size backbone only: no lighter CPU network then.
+    assert network_defaults("pranet", "cpu")["width"] == 16
+    assert network_defaults("pranet", "cpu", pretrained_backbone=True) == {}
     paper = create("agunet", 3, 1, 2, **describe("agunet").tiny)
     assert not any(isinstance(m, torch.nn.LeakyReLU) for m in paper.modules())

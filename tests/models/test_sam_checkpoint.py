@@ -7,8 +7,9 @@ import torch
 
 from medattn.errors import InputNotFoundError, PackageError
 from medattn.models import create
-from medattn.models.sam.checkpoint import check_checkpoint, read_state_dict
+from medattn.models.backbones import check_file
 from medattn.models.sam.variants import guess_variant
+from medattn.weights import read_state_dict
 
 
 def _random_state() -> dict[str, torch.Tensor]:
@@ -87,9 +88,9 @@ def test_check_names_the_variant_a_file_has_without_loading_it(tmp_path):
     path = tmp_path / "vit_b_shapes.pth"
     torch.save(vit_b, path)
     assert guess_variant(vit_b) == "vit_b"
-    report = check_checkpoint(path, "vit_b")
+    report = check_file(path, "sam", variant="vit_b").report
     assert report.ok and report.matched == len(vit_b) and report.looks_like == "vit_b"
-    wrong = check_checkpoint(path, "vit_l")
+    wrong = check_file(path, "sam", variant="vit_l").report
     assert not wrong.ok and wrong.looks_like == "vit_b"
     assert "image_encoder.blocks.23.mlp.lin2.weight" in wrong.missing  # ViT-L has 24 blocks, ViT-B 12
     assert ("image_encoder.pos_embed", (1, 64, 64, 768), (1, 64, 64, 1024)) in wrong.mismatched

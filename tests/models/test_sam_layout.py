@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medattn.errors import ConfigError
-from medattn.models import create
+from medattn.models import create, describe
 from medattn.models.sam.prompts import component_boxes, expand_box, jittered_boxes, mask_box
 
 WIDTH, HEIGHT = 48, 64  # non-square, so a missed transpose cannot pass unnoticed
@@ -72,7 +72,7 @@ def test_sam_defaults_to_xy_and_rejects_unknown_layouts():
 )
 def test_hybrids_inherit_the_layout_for_logits_and_attention_maps(name, size):
     """ccsam and medsam_ca subclass `sam`, so they take medattn's layout too (maps included)."""
-    xy = _randomised(create(name, 2, 3, 2, variant="tiny", cnn_channels=(8, 8, 16, 16)))
+    xy = _randomised(create(name, 2, 3, 2, **describe(name).tiny))
     assert xy.layout == "xy"
     hw = copy.deepcopy(xy)
     hw.layout = "hw"

@@ -7,7 +7,7 @@ Example:
 """
 
 from medattn.models.sam.adapter import SAMAdapter
-from medattn.models.sam.checkpoint import KeyReport, compare_keys, load_checkpoint, read_state_dict
+from medattn.models.sam.checkpoint import KeyReport, compare_keys, load_checkpoint
 from medattn.models.sam.image_encoder import ImageEncoderViT
 from medattn.models.sam.mask_decoder import MaskDecoder
 from medattn.models.sam.model import SAM, Prompts
@@ -32,7 +32,6 @@ __all__ = [
     "get_variant",
     "load_checkpoint",
     "medsam_preprocess",
-    "read_state_dict",
     "resize_coordinates",
     "sam_normalise",
 ]
