@@ -85,8 +85,7 @@ class PredictOptions:
         metadata={
             "help": "Also write <case>_uncertainty.nii.gz (.nrrd / .mha with those formats): the normalized "
             "entropy of the class probabilities, 0-1, on the input grid; with an ensemble or --tta also "
-            "<case>_disagreement (the members' mutual information; each mirrored pass is a member); and "
-            "components.csv: a row per "
+            "<case>_disagreement (members' mutual information); and components.csv: a row per "
             "connected component of each label with its volume, centroid and confidence.",
         },
     )
