@@ -39,7 +39,7 @@ def predict(
     none, in SAM's no-prompt mode.
 
     Many scans: --ray local|auto|ADDRESS predicts on a Ray cluster, each worker holding the package (pip
-    install 'medattn[ray]'); --part K/N (K from 0) predicts one of N shares of the cases sorted by id, one
+    install 'medattn\\[ray]'); --part K/N (K from 0) predicts one of N shares of the cases sorted by id, one
     job each of a job array, and the part that finishes last merges the reports (--merge does it by hand).
     """
     from medattn.pipelines.predict import predict as run_prediction

@@ -152,7 +152,15 @@ class CaseWorker:
             self.stages.run(cases, on_result=lambda result, index: rows.append({"result": asdict(result)}))
         except DiskFullError as error:  # every later case would fail the same way: the driver stops
             rows.append({"disk_full": str(error)})
-        return {"result": np.array([json.dumps({**row, "runs": self.runs}) for row in rows], dtype=object)}
+        texts = [json.dumps({**row, "runs": self.runs}, default=_plain) for row in rows]
+        return {"result": np.array(texts, dtype=object)}
+
+
+def _plain(value):
+    """NumPy scalars in a result (voxel counts, volumes) as the Python numbers JSON holds."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def predict_on_ray(

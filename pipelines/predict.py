@@ -125,11 +125,12 @@ def predict(
         import_ray()  # without Ray, say so before any work
     packages = [model] if isinstance(model, (str, Path)) else list(model)
     members = [member for package in packages for member in package_members(package, settings_obj.folds)]
-    # On Ray the workers load the package on their devices; here it loads on the CPU, to check the options
-    # against it before any worker starts and to describe the run.
+    # On Ray the workers load the package on their devices; here it loads on the CPU (torch.compile compiles
+    # at the first window, so never here), to check the options against it before any worker starts and to
+    # describe the run.
     here = settings_obj
     if settings_obj.ray:
-        here = replace(settings_obj, device="cpu", amp="off", compile=False, engine="torch")
+        here = replace(settings_obj, device="cpu", amp="off", engine="torch")
     stages = load_case_stages(members, out, here, on_frames)
     predictor = stages.predictor
     every_case = list(discover(inputs))

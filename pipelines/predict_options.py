@@ -179,8 +179,8 @@ class PredictOptions:
     part: str | None = field(
         default=None,
         metadata={
-            "help": "K/N: predict only part K of N (0 <= K < N) of the cases sorted by case id, e.g. one "
-            "part per job of a SLURM array (--part $SLURM_ARRAY_TASK_ID/N). Its reports go to "
+            "help": "Predict only part K of N (0 <= K < N) of the cases sorted by case id, e.g. one part "
+            "per job of a SLURM array (--part $SLURM_ARRAY_TASK_ID/N). Its reports go to "
             "OUTPUT/parts/K_of_N/; the part that finishes last merges every part's into OUTPUT's "
             "volumes.csv, components.csv and predict.json (or run --merge).",
             "metavar": "K/N",
