@@ -230,6 +230,6 @@ def test_the_cli_does_not_import_ray():
         "print('ray imported' if 'ray' in sys.modules else 'no ray')"
     )
     env = {**os.environ, "COLUMNS": "200"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
     assert done.stdout.strip().endswith("no ray"), done.stderr[-2000:]
     assert "--ray" in done.stdout and "--part" in done.stdout and "pip install 'medattn[ray]'" in done.stdout
