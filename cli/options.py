@@ -15,6 +15,7 @@ filled dataclass. The keys of a field's metadata:
   parser must read it back as the default.
 - ``cli_type``: the type typer parses when it is not the field's own, e.g. ``Path`` for a field kept as
   text, ``list[str]`` for an option given once per value (``--box A --box B``).
+- ``metavar``: the value's name in ``--help`` (``K/N``) where the type's (TEXT) says too little.
 - ``show_default``: False to leave the default out of ``--help``.
 - ``hidden``: True to leave the option out of ``--help``.
 
@@ -85,6 +86,7 @@ def _parameter(field: dataclasses.Field, field_type) -> inspect.Parameter:
         *_flags(field.name, option_type, default, meta),
         help=escape(meta["help"]),
         show_default=meta.get("show_default", True),
+        metavar=meta.get("metavar"),
         hidden=meta.get("hidden", False),
     )
     return inspect.Parameter(

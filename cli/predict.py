@@ -37,6 +37,10 @@ def predict(
     SAM-family packages (sam, sam_adapter, ccsam, medsam_ca) segment each image whole at the model's input
     size, volumes slice by slice, with the prompts given (--box/--point, --prior-mask or --box-model); with
     none, in SAM's no-prompt mode.
+
+    Many scans: --ray local|auto|ADDRESS predicts on a Ray cluster, each worker holding the package (pip
+    install 'medattn\\[ray]'); --part K/N (K from 0) predicts one of N shares of the cases sorted by id, one
+    job each of a job array, and the part that finishes last merges the reports (--merge does it by hand).
     """
     from medattn.pipelines.predict import predict as run_prediction
 
@@ -71,6 +75,10 @@ def predict(
         )
     done = sum(r.status == "done" for r in results)
     skipped = sum(r.status == "skipped" for r in results)
-    Console().print(f"{done} predicted, {skipped} skipped (already done), {len(failures)} failed -> {output}")
-    if failures:
+    failed = sum(r.status == "failed" for r in results)  # --merge: the parts' failures
+    if options.merge:
+        Console().print(f"merged the parts: {len(results)} cases, {failed} failed -> {output}")
+    else:
+        Console().print(f"{done} predicted, {skipped} skipped (already done), {failed} failed -> {output}")
+    if failed:
         raise typer.Exit(1)

@@ -13,18 +13,20 @@ stage does to a case.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from medattn.errors import ConfigError, DiskFullError, MedattnError
-from medattn.inference.stages import run_stages
 from medattn.io import discover
 from medattn.io.atomic import check_writable
 from medattn.io.discovery import Case
-from medattn.pipelines.predict_case import CaseStages, case_target
+from medattn.pipelines.predict_case import case_target, load_case_stages
 from medattn.pipelines.predict_options import PredictOptions, check_options
+from medattn.pipelines.predict_parts import merge_parts, part_cases, part_folder
 from medattn.pipelines.predict_report import (
     CaseResult,
     earlier_report_rows,
+    report_rows_by_case,
     run_settings,
     volume_rows,
     write_reports,
@@ -86,6 +88,10 @@ def predict(
     its input size and volumes slice by slice (`medattn.inference.prompted`); without prompts it runs in
     SAM's no-prompt mode.
 
+    Beyond one process: `ray` runs the same stages in the workers of a Ray cluster, each holding the package
+    (`medattn.pipelines.distributed`); `part="K/N"` predicts one of N shares of the cases and `merge` merges
+    the finished parts' reports (`medattn.pipelines.predict_parts`).
+
     Args:
         inputs: what to segment.
         output: folder for `<case_id>.<format>`, volumes.csv and predict.json.
@@ -96,53 +102,61 @@ def predict(
         on_case: called after each case with (result, index, total), e.g. to advance a progress bar.
         on_frames: videos: called after each frame with (case id, frames done, frames announced or None).
         **changes: fields of PredictOptions as keyword arguments, applied over `options`
-            (``format="seg.nrrd", tta=True``).
+            (``format="seg.nrrd", tta=True``, ``ray="local", workers=2``, ``part="0/4"``).
 
     Returns:
-        One CaseResult per case; failed cases carry the error (nothing is raised for them).
+        One CaseResult per case (with `part`, per case of the part; with `merge`, the merged ones); failed
+        cases carry the error (nothing is raised for them).
 
     Raises:
         WriteError: the output folder cannot be written to (before any case).
         DiskFullError: the disk filled up; the batch stops there, the cases before it complete and reported.
+        MissingDependencyError: `ray` without Ray installed.
     """
-    from medattn.inference.ensemble import load_predictor
     from medattn.package import package_members
-    from medattn.pipelines.prompted import prompt_source
 
     settings_obj = check_options(output, options, **changes)
     out = check_writable(output)
+    if settings_obj.merge:
+        return merge_parts(list(discover(inputs)), out)
+    if settings_obj.ray:
+        from medattn.pipelines.distributed import import_ray
+
+        import_ray()  # without Ray, say so before any work
     packages = [model] if isinstance(model, (str, Path)) else list(model)
     members = [member for package in packages for member in package_members(package, settings_obj.folds)]
-    predictor = load_predictor(members, **settings_obj.predictor_settings())
-    if settings_obj.format == "png" and predictor.plan.spatial_dims == 3:
-        raise ConfigError(
-            f"--format png writes 2D masks; the model {Path(packages[0]).name} is 3D: "
-            "use nii.gz, seg.nrrd or dicom-seg"
-        )
-    prompts_for = prompt_source(settings_obj, predictor)
-    cases = list(discover(inputs))
+    # On Ray the workers load the package on their devices; here it loads on the CPU (torch.compile compiles
+    # at the first window, so never here), to check the options against it before any worker starts and to
+    # describe the run.
+    here = settings_obj
+    if settings_obj.ray:
+        here = replace(settings_obj, device="cpu", amp="off", engine="torch")
+    stages = load_case_stages(members, out, here, on_frames)
+    predictor = stages.predictor
+    every_case = list(discover(inputs))
+    cases = part_cases(every_case, settings_obj.part) if settings_obj.part else every_case
     _refuse_overwriting_inputs(cases, out, settings_obj)
-    earlier_rows = earlier_report_rows(out, {case.id for case in cases})
+    reports = part_folder(out, settings_obj.part) if settings_obj.part else out
+    reports.mkdir(parents=True, exist_ok=True)
+    earlier_rows = earlier_report_rows(reports, {case.id for case in cases})
     settings = run_settings(packages, members, predictor, settings_obj, Path(inputs))
+    settings["options"]["pipelined"] = stages.pipelined  # what ran, in predict.json
     results: list[CaseResult] = []
     todo = []
+    # A skipped case keeps its components.csv rows (they come from the probabilities, not the mask).
+    components = report_rows_by_case(reports / "components.csv")
     for case in cases:
         finished = _finished(case, out, settings_obj, predictor.config.labels)
         if finished is None:
             todo.append(case)
         else:
+            finished.components = components.get(case.id, [])
             results.append(finished)
-    pipelined = settings_obj.pipelined
-    if pipelined is None:
-        pipelined = predictor.device.type == "cuda"
-    # SAM-family models segment whole images with prompts made per case: they run in turn.
-    pipelined = pipelined and prompts_for is None and not predictor.accepts_prompts
-    settings["options"]["pipelined"] = pipelined  # what ran, in predict.json
 
     def record(result: CaseResult, index: int) -> None:
         results.append(result)
         try:
-            write_reports(out, results, settings, earlier_rows)
+            write_reports(reports, results, settings, earlier_rows)
         except DiskFullError:
             # The reports keep the cases before this one: its mask goes too, so the folder agrees with them
             # (a re-run predicts it again).
@@ -152,7 +166,16 @@ def predict(
         if on_case is not None:
             on_case(result, index, len(todo))
 
-    stages = CaseStages(predictor, out, settings_obj, prompts_for, on_frames)
-    run_stages(todo, stages.stages(), pipelined=pipelined, on_result=record, guard=stages.failed)
-    write_reports(out, results, settings, earlier_rows)
+    if settings_obj.ray and todo:
+        from medattn.pipelines.distributed import predict_on_ray
+
+        del stages, predictor  # the workers hold the package
+        predict_on_ray(todo, members, out, settings_obj, on_result=record, settings=settings)
+    else:
+        stages.run(todo, on_result=record)
+    order = {case.id: index for index, case in enumerate(cases)}
+    results.sort(key=lambda result: order[result.case])  # the cases' order, however they finished
+    write_reports(reports, results, settings, earlier_rows)
+    if settings_obj.part:
+        merge_parts(every_case, out, required=False)  # by the part that finishes last
     return results

@@ -17,7 +17,7 @@ import numpy as np
 from monai.data import MetaTensor
 
 from medattn.errors import ConfigError, DiskFullError, GeometryError, MedattnError, failure_message
-from medattn.inference.stages import Stages
+from medattn.inference.stages import Stages, run_stages
 from medattn.inference.uncertainty import component_rows
 from medattn.io import save_mask
 from medattn.io.discovery import Case
@@ -66,6 +66,26 @@ def postprocess_labels(labels: np.ndarray, spacing: tuple[float, ...], options) 
     return labels
 
 
+def load_case_stages(members: list[Path], out: Path, options, on_frames=None) -> CaseStages:
+    """The package's members loaded as `options` say, and the stages its cases run: one call for the
+    process that predicts alone and for each Ray worker, so both run the same code.
+
+    Raises:
+        ConfigError: options the package cannot serve (--format png for a 3D model, prompts for a model
+            that takes none).
+    """
+    from medattn.inference.ensemble import load_predictor
+    from medattn.pipelines.prompted import prompt_source
+
+    predictor = load_predictor(members, **options.predictor_settings())
+    if options.format == "png" and predictor.plan.spatial_dims == 3:
+        raise ConfigError(
+            f"--format png writes 2D masks; the model {Path(members[0]).name} is 3D: "
+            "use nii.gz, seg.nrrd or dicom-seg"
+        )
+    return CaseStages(predictor, out, options, prompt_source(options, predictor), on_frames)
+
+
 @dataclass
 class _Work:
     """A case on its way through the stages; each stage fills its part and the writer frees them."""
@@ -98,6 +118,19 @@ class CaseStages:
 
     def stages(self) -> Stages:
         return Stages(self.read, self.preprocess, self.infer, self.finish, self.write)
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether cases run pipelined: as `options.pipelined` says, by default on CUDA; SAM-family models
+        segment whole images with prompts made per case, so they run in turn."""
+        chosen = self.options.pipelined
+        if chosen is None:
+            chosen = self.predictor.device.type == "cuda"
+        return bool(chosen) and self.prompts_for is None and not self.predictor.accepts_prompts
+
+    def run(self, cases: list[Case], on_result) -> None:
+        """Every case through the stages; `on_result(result, index)` after each, a failed case's too."""
+        run_stages(cases, self.stages(), pipelined=self.pipelined, on_result=on_result, guard=self.failed)
 
     def read(self, case: Case) -> _Work:
         """Load the case as the model needs it (every channel; spatial dims and channel count checked) and

@@ -138,6 +138,61 @@ class PredictOptions:
             "predictor": True,
         },
     )
+    # Many scans, many machines (pipelines/distributed.py, pipelines/predict_parts.py).
+    ray: str | None = field(
+        default=None,
+        metadata={
+            "help": "Predict on a Ray cluster (pip install 'medattn[ray]'): local (start one on this machine "
+            "and stop it after), auto (join the running one: ray start --head, KubeRay) or its ADDRESS. "
+            "Each worker loads the package once; OUTPUT must be on a filesystem every worker sees.",
+            "metavar": "local|auto|ADDRESS",
+        },
+    )
+    workers: int | None = field(
+        default=None,
+        metadata={
+            "help": "With --ray: workers, each holding the package (default: one per GPU of the cluster, "
+            "or without GPUs one per --cpus-per-worker CPUs).",
+        },
+    )
+    gpus_per_worker: float | None = field(
+        default=None,
+        metadata={
+            "help": "With --ray: GPUs each worker takes, 0.5 to share one between two (default: 1 when the "
+            "cluster has GPUs and --device is not cpu, else 0).",
+        },
+    )
+    cpus_per_worker: int | None = field(
+        default=None,
+        metadata={
+            "help": "With --ray: CPUs (and torch threads) each worker takes (default: the cluster's CPUs "
+            "shared evenly among --workers; one each when neither is given on a cluster without GPUs).",
+        },
+    )
+    max_retries: int = field(
+        default=3,
+        metadata={
+            "help": "With --ray: how often a case is tried again on a restarted worker when its worker dies "
+            "(killed, out of memory, node lost); a case whose worker dies every time is reported failed.",
+        },
+    )
+    part: str | None = field(
+        default=None,
+        metadata={
+            "help": "Predict only part K of N (0 <= K < N) of the cases sorted by case id, e.g. one part "
+            "per job of a SLURM array (--part $SLURM_ARRAY_TASK_ID/N). Its reports go to "
+            "OUTPUT/parts/K_of_N/; the part that finishes last merges every part's into OUTPUT's "
+            "volumes.csv, components.csv and predict.json (or run --merge).",
+            "metavar": "K/N",
+        },
+    )
+    merge: bool = field(
+        default=False,
+        metadata={
+            "help": "Predict nothing: merge the reports of the finished --part K/N runs in OUTPUT into its "
+            "volumes.csv, components.csv and predict.json (an error names parts not finished).",
+        },
+    )
     # Prompts for the SAM family (pipelines/prompted.py), in pixels of the input image (x = first axis). The
     # Python API also takes (x0, y0, x1, y1) / (x, y[, label]) tuples or arrays, one or a list of them.
     box: list | None = field(
@@ -220,7 +275,39 @@ def _check_options(options: PredictOptions) -> None:
     from medattn.inference.predictor import checked_lesion_threshold
 
     checked_lesion_threshold(options.lesion_threshold)
-    resolve_amp(options.amp, resolve_device(options.device))  # an unknown device, or AMP off CUDA
+    _check_scale_options(options)
+    if not options.ray:  # on Ray, the workers' devices count: each worker checks its own
+        resolve_amp(options.amp, resolve_device(options.device))  # an unknown device, or AMP off CUDA
+
+
+def _check_scale_options(options: PredictOptions) -> None:
+    """--ray and its worker options, --part and --merge."""
+    from medattn.pipelines.predict_parts import parse_part
+
+    if options.part is not None:
+        parse_part(options.part)
+    if options.merge and (options.part or options.ray):
+        raise ConfigError(
+            "--merge merges the reports of finished --part runs; give it without --part and --ray"
+        )
+    worker_options = {
+        "--workers": options.workers,
+        "--gpus-per-worker": options.gpus_per_worker,
+        "--cpus-per-worker": options.cpus_per_worker,
+    }
+    given = [flag for flag, value in worker_options.items() if value is not None]
+    if given and not options.ray:
+        raise ConfigError(
+            f"{', '.join(given)} size the workers of --ray; add --ray local (or auto, or ADDRESS)"
+        )
+    for flag, value, least in (
+        ("--workers", options.workers, 1),
+        ("--gpus-per-worker", options.gpus_per_worker, 0),
+        ("--cpus-per-worker", options.cpus_per_worker, 1),
+        ("--max-retries", options.max_retries, 0),
+    ):
+        if value is not None and value < least:
+            raise ConfigError(f"{flag} must be {least} or more, got {value}")
 
 
 def check_options(output: str | Path, options: PredictOptions | None = None, **changes) -> PredictOptions:

@@ -72,6 +72,15 @@ def _earlier_rows(path: Path, columns: tuple[str, ...], case_ids: set[str]) -> l
         return []
 
 
+def report_rows_by_case(path: Path) -> dict[str, list[dict]]:
+    """The rows of a report (volumes.csv, components.csv, by its name) by case; none for an absent or
+    foreign file."""
+    rows: dict[str, list[dict]] = {}
+    for row in _earlier_rows(path, REPORTS[path.name], set()):
+        rows.setdefault(row["case"], []).append(row)
+    return rows
+
+
 def write_reports(
     out: Path, results: list[CaseResult], settings: dict, earlier_rows: dict[str, list[dict]] | None = None
 ) -> None:
@@ -108,11 +117,18 @@ def run_settings(packages: list, members: list, predictor, options, inputs: Path
         "members": [str(m) for m in members],
         "model": predictor.config.model,
         "options": asdict(options),
-        "device": str(predictor.device),
-        "amp": str(predictor.amp_dtype).replace("torch.", "") if predictor.amp_dtype else "off",
+        **predictor_device(predictor),
         "versions": {
             "torch": torch.__version__,
             "monai": monai.__version__,
             "python": platform.python_version(),
         },
+    }
+
+
+def predictor_device(predictor) -> dict:
+    """predict.json's "device" and "amp": where the predictor runs and in which precision."""
+    return {
+        "device": str(predictor.device),
+        "amp": str(predictor.amp_dtype).replace("torch.", "") if predictor.amp_dtype else "off",
     }
