@@ -97,7 +97,8 @@ def mask_path(folder: Path, case: Case) -> Path:
             return candidate
     raise ConfigError(
         f"no mask for the scan {case.id!r} in {folder}: expected {case.id}.nii.gz (or "
-        f"{', '.join(s for s in MASK_SUFFIXES if s != '.nii.gz')}), named by the case id `medattn predict` gives"
+        f"{', '.join(s for s in MASK_SUFFIXES if s != '.nii.gz')}), named by the case id `medattn predict` "
+        "gives"
     )
 
 
@@ -135,7 +136,8 @@ def mask_lesion_label(masks: dict[str, np.ndarray], label: str | None) -> int:
     if len(found) <= 1:
         return found[0] if found else 1
     raise ConfigError(
-        f"the masks hold the labels {', '.join(map(str, found))}; choose the one holding the lesions with --label"
+        f"the masks hold the labels {', '.join(map(str, found))}; choose the one holding the lesions with "
+        "--label"
     )
 
 

@@ -48,6 +48,7 @@ DAYS_PER_YEAR = 365.25
 #: the hundredth of a mm.
 VOLUME_DECIMALS = 6
 LENGTH_DECIMALS = 2
+_ROUNDING = 1e-9
 
 
 @dataclass(frozen=True)
@@ -116,9 +117,10 @@ def category(
     if vanished:
         return "complete response"
     first, last, smallest = volumes_ml[0], volumes_ml[-1], min(volumes_ml)
-    if smallest > 0 and (last - smallest) / smallest * 100.0 >= progression_percent:
+    # A threshold met exactly counts, whatever the float rounding of the percentages.
+    if smallest > 0 and (last - smallest) / smallest * 100.0 >= progression_percent - _ROUNDING:
         return "progression"
-    if first > 0 and (last - first) / first * 100.0 <= -response_percent:
+    if first > 0 and (last - first) / first * 100.0 <= -response_percent + _ROUNDING:
         return "partial response"
     return "stable"
 

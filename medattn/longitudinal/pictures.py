@@ -1,4 +1,4 @@
-"""The pictures of a follow-up report: each lesion's colour, its axial slice with its contour, its volume plot.
+"""Pictures of a follow-up report: each lesion's colour, its axial slice with its contour, its volume plot.
 
 A lesion has one colour everywhere (the segment in the masks, the contour, the plot): the Tableau 10
 palette by lesion id, colours told apart also on a grey MRI. Slices are shown as radiologists read axial

@@ -122,8 +122,9 @@ def report_html(
 <h1>Follow-up report</h1>
 <p class="note">{len(report["visits"])} visits, baseline {html.escape(report["visits"][0]["date"])}; label
 {html.escape(str(settings["label"]))}; segmentation from {html.escape(settings["source"])}. Volumes on each
-visit's own grid; centroids in the baseline's RAS mm. Categories: progression at +{settings["progression_percent"]:g} %
-from the smallest volume, partial response at -{settings["response_percent"]:g} % from the first, complete
+visit's own grid; centroids in the baseline's RAS mm. Categories: progression at
++{settings["progression_percent"]:g} % from the smallest volume, partial response at
+-{settings["response_percent"]:g} % from the first, complete
 response when it vanished. medattn {html.escape(report["versions"]["medattn"])}.</p>
 <h2>Summary</h2>{summary}
 <h2>Visits</h2>{_table(["date", "days", "scan", "date from", "registration metric (MI)"], visits, "visits")}
