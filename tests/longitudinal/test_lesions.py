@@ -9,7 +9,9 @@ from medattn.longitudinal.lesions import axial_axis, measure_lesions, slice_diam
 
 
 def _ball(shape, centre, radius, spacing):
-    grid = np.stack(np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij"))
+    grid = np.stack(
+        np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij")
+    )
     return np.linalg.norm(grid - np.reshape(centre, (3, 1, 1, 1)), axis=0) <= radius
 
 

@@ -23,7 +23,9 @@ def _by_visit(observations):
 
 
 def test_split_new_and_vanished():
-    observations = track_lesions([_visit((0, 10), (20, 22)), _visit((0, 4), (6, 10), (25, 28)), _visit((0, 4))])
+    observations = track_lesions(
+        [_visit((0, 10), (20, 22)), _visit((0, 4), (6, 10), (25, 28)), _visit((0, 4))]
+    )
     first, second, third = _by_visit(observations)
     assert first == {(1, "baseline"), (2, "baseline")}
     # Lesion 1 split in two (the piece of most overlap keeps its id); lesion 2 moved 4 voxels without
