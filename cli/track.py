@@ -1,4 +1,4 @@
-"""`medattn track INPUT... --out OUT (--model PKG | --masks DIR)`: follow one patient's lesions over visits."""
+"""`medattn track INPUT... --out OUT (--model PKG | --masks DIR)`: one patient's lesions over visits."""
 
 from __future__ import annotations
 
@@ -21,7 +21,11 @@ def track(
         "them (found as `predict` finds cases).",
     ),
     out: Path = typer.Option(
-        ..., "--out", "-o", metavar="OUT", help="Folder for lesions.csv, growth.csv, masks/, report.html/json."
+        ...,
+        "--out",
+        "-o",
+        metavar="OUT",
+        help="Folder for lesions.csv, growth.csv, masks/, report.html/json.",
     ),
     model: Path | None = typer.Option(
         None, "--model", "-m", metavar="PKG", help="Model package that segments every visit."
@@ -48,7 +52,9 @@ def track(
 
     options = check_track_options(options)
     console = Console(stderr=True)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console) as bar:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as bar:
         task = bar.add_task("tracking", total=None)
 
         def on_step(what: str, done: int, total: int) -> None:
@@ -61,6 +67,7 @@ def track(
         counts[row.category] = counts.get(row.category, 0) + 1
     summary = ", ".join(f"{n} {category}" for category, n in sorted(counts.items())) or "no lesion"
     Console().print(
-        f"{len(result.visits)} visits, {len(result.growth)} lesions ({summary}) -> {result.out / 'report.html'}",
+        f"{len(result.visits)} visits, {len(result.growth)} lesions ({summary}) -> "
+        f"{result.out / 'report.html'}",
         highlight=False,
     )

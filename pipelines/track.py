@@ -155,16 +155,30 @@ def _predict_visits(inputs: list[Path], out: Path, model: Path, options: TrackOp
 
 
 def _read_visit(visit: Visit, mask_file: Path) -> np.ndarray:
-    """Load the visit's scan and its label mask, put on the scan's grid (the same grid, axes in any order)."""
-    from medattn.io import load_image
-    from medattn.io.geometry import affine_4x4, onto_grid
+    """Load the visit's scan and its label mask, put on the scan's grid (the same grid with axes in any
+    order; a DICOM SEG may cover a block of its slices)."""
+    from medattn.io.geometry import onto_grid
+    from medattn.pipelines.evaluate import load_label_map
 
     visit.image = visit.case.load_image()
-    mask = load_image(mask_file, dtype=None)
     spatial = tuple(int(n) for n in visit.image.shape[1:])
     if len(spatial) != 3:
         raise ConfigError(f"track follows 3D scans; {visit.case.id} has {len(spatial)} spatial dimensions")
-    return onto_grid(np.asarray(mask[0]), affine_4x4(mask.affine, 3), spatial, visit.affine, mask_file)
+    labels, affine = load_label_map(mask_file)
+    return onto_grid(labels, affine, spatial, visit.affine, mask_file, allow_block=True)
+
+
+def _registered(baseline_scan, scan: np.ndarray, visit: Visit) -> RigidRegistration:
+    """The visit registered to the baseline; ITK's failure (a scan too small or blank to register) as a
+    MedattnError naming the scan."""
+    try:
+        return register_rigid(baseline_scan, sitk_image(scan, visit.affine))
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[-1][-200:]
+        raise MedattnError(
+            f"the scan {visit.case.id!r} could not be registered to the baseline ({reason})",
+            visit.case.images[0],
+        ) from error
 
 
 def track(
@@ -245,9 +259,7 @@ def track(
         report(f"registering {visit.case.id}")
         scan = np.asarray(visit.image[0], dtype=np.float32)
         visit.registration = (
-            identity_registration()
-            if visit is baseline
-            else register_rigid(baseline_scan, sitk_image(scan, visit.affine))
+            identity_registration() if visit is baseline else _registered(baseline_scan, scan, visit)
         )
         visit.components, visit.lesions = measure_lesions(
             labels.pop(visit.case.id) == label_value, visit.affine

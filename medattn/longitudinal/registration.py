@@ -35,6 +35,8 @@ LEVEL_MM = (8.0, 4.0, 0.0)
 #: Gaussian smoothing (mm) of each level.
 LEVEL_SMOOTHING_MM = (4.0, 2.0, 0.0)
 ITERATIONS = 200
+#: The fewest voxels along any axis a coarse level keeps (a thin slab stays at full resolution).
+MIN_LEVEL_VOXELS = 8
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,10 @@ def rigid_matrix_ras(transform: sitk.Transform) -> np.ndarray:
 
 
 def _shrink_factors(image: sitk.Image) -> list[int]:
+    """Each level's shrink factor: its voxel size in LEVEL_MM, keeping at least MIN_LEVEL_VOXELS per axis."""
     finest = min(image.GetSpacing())
-    return [max(1, int(round(mm / finest))) if mm else 1 for mm in LEVEL_MM]
+    largest = max(1, min(image.GetSize()) // MIN_LEVEL_VOXELS)
+    return [min(largest, max(1, int(round(mm / finest)))) if mm else 1 for mm in LEVEL_MM]
 
 
 def register_rigid(fixed: sitk.Image, moving: sitk.Image) -> RigidRegistration:

@@ -245,3 +245,35 @@ def test_report_in_a_headless_browser(tmp_path, followed):
     assert grey.sum() > 50_000
     for color in LESION_PALETTE[:4]:
         assert (np.abs(pixels - np.array(color)).max(axis=-1) < 12).sum() > 200, color
+
+
+def test_dicom_visits_with_dicom_seg_output(tmp_path):
+    """DICOM series dated by StudyDate, masks by case id, lesion masks written as DICOM SEG."""
+    from dicom_factory import write_series
+
+    from medattn.io import load_image, save_mask
+    from medattn.io.dicom.seg import read_dicom_seg
+
+    rng = np.random.default_rng(0)
+    volume = rng.integers(0, 200, (24, 24, 10)).astype(np.int16)
+    radius = {"v1": 3.0, "v2": 4.0}
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name, date in (("v1", "20230102"), ("v2", "20230702")):
+        write_series(tmp_path / "scans" / name, volume, modality="MR", attributes={"StudyDate": date})
+        image = load_image(tmp_path / "scans" / name)
+        grid = np.stack(np.meshgrid(*[np.arange(n) for n in image.shape[1:]], indexing="ij"))
+        spacing = np.linalg.norm(np.asarray(image.affine)[:3, :3], axis=0).reshape(3, 1, 1, 1)
+        ball = (
+            np.linalg.norm((grid - np.array([12, 12, 5]).reshape(3, 1, 1, 1)) * spacing, axis=0)
+            <= radius[name]
+        )
+        save_mask(ball.astype(np.uint8), masks / f"{name}.nii.gz", reference=image)
+    result = medattn.track(tmp_path / "scans", out=tmp_path / "out", masks=masks, format="dicom-seg")
+    assert [(r.date, r.status) for r in result.lesions] == [
+        ("2023-01-02", "baseline"),
+        ("2023-07-02", "growing"),
+    ]
+    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == ["v1.dcm", "v2.dcm"]
+    seg = read_dicom_seg(tmp_path / "out" / "masks" / "v2.dcm")  # segment numbers: lesion 1 is segment 1
+    assert int(np.asarray(seg).sum()) == round(result.lesions[1].volume_ml * 1000 / (0.8 * 0.6 * 2.5))
