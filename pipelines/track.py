@@ -232,7 +232,7 @@ def track(
         label_value, label_name = package_lesion_label(Path(model), settings.label)
         source = f"model {model}"
     out = check_writable(out)
-    total = len(visits) * 2 + 1
+    total = len(visits) * 2 + 1 + (model is not None)
     step = 0
 
     def report(what: str) -> None:

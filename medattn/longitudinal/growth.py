@@ -99,6 +99,15 @@ class GrowthRow:
     category: str
 
 
+def percent_change(volume_ml: float, reference_ml: float) -> float:
+    """The change from `reference_ml` to `volume_ml` in percent of the reference (0 for a 0 reference),
+    nudged by a rounding margin so that a threshold met exactly counts whatever the float arithmetic."""
+    if reference_ml <= 0:
+        return 0.0
+    change = (volume_ml - reference_ml) / reference_ml * 100.0
+    return change + _ROUNDING if change >= 0 else change - _ROUNDING
+
+
 def doubling_time_days(days: list[float], volumes_ml: list[float]) -> float | None:
     """ln 2 over the least-squares slope of ln(volume) against days; None when it is not positive."""
     if len(days) < 2 or len(set(days)) < 2 or min(volumes_ml) <= 0:
@@ -117,10 +126,9 @@ def category(
     if vanished:
         return "complete response"
     first, last, smallest = volumes_ml[0], volumes_ml[-1], min(volumes_ml)
-    # A threshold met exactly counts, whatever the float rounding of the percentages.
-    if smallest > 0 and (last - smallest) / smallest * 100.0 >= progression_percent - _ROUNDING:
+    if percent_change(last, smallest) >= progression_percent:
         return "progression"
-    if first > 0 and (last - first) / first * 100.0 <= -response_percent + _ROUNDING:
+    if percent_change(last, first) <= -response_percent:
         return "partial response"
     return "stable"
 

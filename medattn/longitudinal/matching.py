@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from medattn.longitudinal.growth import percent_change
+
 STATUSES = ("baseline", "new", "growing", "stable", "shrinking", "merged", "split", "vanished")
 #: Centroids of one lesion on consecutive visits lie closer than this (mm) after registration.
 MATCH_DISTANCE_MM = 10.0
@@ -98,7 +100,7 @@ def match_visits(previous: VisitLesions, current: VisitLesions, match_distance_m
 
 
 def _change_status(volume: float, previous_volume: float, change_percent: float) -> str:
-    change = (volume - previous_volume) / previous_volume * 100.0 if previous_volume > 0 else 0.0
+    change = percent_change(volume, previous_volume)
     if change >= change_percent:
         return "growing"
     if change <= -change_percent:

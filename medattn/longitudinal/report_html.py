@@ -63,7 +63,13 @@ def report_html(
         slices: lesion id -> [(date, status, PNG of its axial slice)] per visit it has a row at.
     """
     visits = [
-        [v["date"], v["days"], v["case"], v["date_source"], v["registration"]["metric"]]
+        [
+            v["date"],
+            v["days"],
+            v["case"],
+            v["date_source"],
+            v["registration"]["metric"] if v["days"] else "baseline",
+        ]
         for v in report["visits"]
     ]
     growth = report["growth"]
