@@ -222,41 +222,42 @@ def track(
     dated = visit_dates(cases, settings.dates)
     baseline_date = dated[0].date
     visits = [Visit(d, (d.date - baseline_date).days) for d in dated]
-    if masks is not None:
-        masks = Path(masks)
-        if not masks.is_dir():
-            raise InputNotFoundError("no such folder of masks", masks)
-        mask_files = {v.case.id: mask_path(masks, v.case) for v in visits}
-        source = f"masks in {masks}"
-    else:
-        label_value, label_name = package_lesion_label(Path(model), settings.label)
-        source = f"model {model}"
-    out = check_writable(out)
     total = len(visits) * 2 + 1 + (model is not None)
     step = 0
 
-    def report(what: str) -> None:
+    def advance(what: str) -> None:
         nonlocal step
         if on_step is not None:
             on_step(what, step, total)
         step += 1
 
-    if model is not None:
-        report("segmenting the visits")
-        mask_folder = _predict_visits(paths, out, Path(model), settings)
-        mask_files = {v.case.id: mask_path(mask_folder, v.case) for v in visits}
-    labels = {}
-    for visit in visits:
-        report(f"reading {visit.case.id}")
-        labels[visit.case.id] = _read_visit(visit, mask_files[visit.case.id])
-    if masks is not None:
+    def read_visits(folder: Path) -> dict[str, np.ndarray]:
+        files = {v.case.id: mask_path(folder, v.case) for v in visits}  # every mask found before reading
+        read = {}
+        for visit in visits:
+            advance(f"reading {visit.case.id}")
+            read[visit.case.id] = _read_visit(visit, files[visit.case.id])
+        return read
+
+    if masks is not None:  # the masks are read (and their label chosen) before OUT is made
+        masks = Path(masks)
+        if not masks.is_dir():
+            raise InputNotFoundError("no such folder of masks", masks)
+        labels = read_visits(masks)
         label_value = mask_lesion_label(labels, settings.label)
-        label_name = f"label {label_value}"
+        label_name, source = f"label {label_value}", f"masks in {masks}"
+        out = check_writable(out)
+    else:
+        label_value, label_name = package_lesion_label(Path(model), settings.label)
+        source = f"model {model}"
+        out = check_writable(out)
+        advance("segmenting the visits")
+        labels = read_visits(_predict_visits(paths, out, Path(model), settings))
     baseline = visits[0]
     baseline_scan = sitk_image(np.asarray(baseline.image[0], dtype=np.float32), baseline.affine)
     matching = []
     for visit in visits:
-        report(f"registering {visit.case.id}")
+        advance(f"registering {visit.case.id}")
         scan = np.asarray(visit.image[0], dtype=np.float32)
         visit.registration = (
             identity_registration() if visit is baseline else _registered(baseline_scan, scan, visit)
@@ -277,7 +278,7 @@ def track(
     observations = track_lesions(matching, settings.match_distance_mm, settings.change_percent)
     rows = lesion_rows(visits, observations)
     growth = growth_rows(rows, settings.progression_percent, settings.response_percent)
-    report("writing the report")
+    advance("writing the report")
     summary = write_outputs(
         out,
         visits,

@@ -173,6 +173,7 @@ def test_masks_with_several_labels_need_label(tmp_path, followed):
     scans = sorted((folder / "scans").iterdir())[:2]
     with pytest.raises(ConfigError, match="hold the labels 1, 3; choose"):
         medattn.track(scans, out=tmp_path / "o", masks=masks)
+    assert not (tmp_path / "o").exists()  # refused before OUT is made
     result = medattn.track(scans, out=tmp_path / "o", masks=masks, label="3")
     expected = [r for r in followed[2].lesions if r.date <= DATES[1].isoformat()]
     assert sorted(r.volume_ml for r in result.lesions) == sorted(r.volume_ml for r in expected)
