@@ -13,9 +13,12 @@ import datetime
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from medattn.errors import ConfigError, MedattnError
-from medattn.io.discovery import Case
+
+if TYPE_CHECKING:  # the CLI parses --dates before anything heavy (discovery pulls in MONAI and torch)
+    from medattn.io.discovery import Case
 
 #: DICOM tags holding a visit's date, in the order tried.
 DICOM_DATE_TAGS = ("StudyDate", "SeriesDate", "AcquisitionDate")

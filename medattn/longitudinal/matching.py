@@ -24,7 +24,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from medattn.longitudinal.growth import percent_change
 
@@ -77,6 +76,8 @@ def _overlaps(previous: np.ndarray, current: np.ndarray, n_previous: int, n_curr
 
 def match_visits(previous: VisitLesions, current: VisitLesions, match_distance_mm: float) -> dict[int, int]:
     """current component -> previous component for the lesions that continue (both 1-based)."""
+    from scipy.optimize import linear_sum_assignment  # here, so `medattn track --help` stays quick
+
     overlap = _overlaps(previous.on_baseline, current.on_baseline, previous.count, current.count)[1:, 1:]
     matches: dict[int, int] = {}
     if overlap.any():

@@ -3,11 +3,11 @@
 The recipe of SimpleITK's registration examples, for scans of one patient on different days (same
 anatomy, moved head, maybe another scanner or contrast): a Euler (rotation + translation) transform
 started by `CenteredTransformInitializer` on the intensity moments (centres of mass superimposed),
-Mattes mutual information (robust to intensity changes between sessions), regular-step gradient descent
-with scales from the physical shift of each parameter (plain gradient descent at a fixed learning rate
-stopped early, several mm off, on the motions bench/track.py makes), three resolution levels (coarse,
-smoothed first). Its time
-and accuracy against known motions are measured by bench/track.py (BENCHMARKS.md).
+Mattes mutual information (robust to intensity changes between sessions) sampled in the head only,
+regular-step gradient descent with scales from the physical shift of each parameter (plain gradient
+descent at a fixed learning rate stops several mm off on the motions bench/track.py makes), three
+resolution levels (coarse, smoothed first). Its time and accuracy against known motions are measured by
+bench/track.py (BENCHMARKS.md).
 
 Conventions: the transform maps points of the baseline (fixed) to the follow-up (moving) in ITK's LPS
 millimetres, as `sitk.Resample` takes it to bring the follow-up onto the baseline grid. Images here are
