@@ -44,7 +44,7 @@ def _global_options(
 
 def _register_commands() -> None:
     """Each command lives in its own cli module; importing them here keeps this file free of logic."""
-    from medattn.cli import demo, evaluate, export, info, models, predict, train
+    from medattn.cli import demo, evaluate, export, info, models, predict, track, train
 
     app.command("info")(info.info)
     app.command("train")(train.train)
@@ -53,6 +53,7 @@ def _register_commands() -> None:
     app.add_typer(models.app, name="models")
     app.command("demo")(demo.demo)
     app.command("export")(export.export)
+    app.command("track")(track.track)
     # Other commands register here, one line each: app.command("NAME")(module.function)
     for typer_app in (app, models.app):
         for command in typer_app.registered_commands:

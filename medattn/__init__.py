@@ -29,6 +29,7 @@ _API = {
     "evaluate": "medattn.pipelines.evaluate",
     "train": "medattn.pipelines.train",
     "predict": "medattn.pipelines.predict",
+    "track": "medattn.pipelines.track",
     "load_model": "medattn.inference.predictor",
 }
 
