@@ -78,7 +78,19 @@ class GroupedBottleneck(Bottleneck):
     groups, base_width = 2, 16
 
 
-class TorchvisionResNet(nn.Module):
+class _FourStages(nn.Module):
+    """A ResNet-style trunk (conv1, bn1, maxpool, layer1-4) whose `features` are the four stages' outputs."""
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        out = []
+        for index in range(1, 5):
+            h = getattr(self, f"layer{index}")(h)
+            out.append(h)
+        return out
+
+
+class TorchvisionResNet(_FourStages):
     """torchvision's ResNet layout (v1.5: stride on the 3x3 conv), with chosen widths; `features` returns
     the four stages' outputs."""
 
@@ -101,14 +113,6 @@ class TorchvisionResNet(nn.Module):
             layer += [block(inplanes, planes, 1, None) for _ in range(count - 1)]
             setattr(self, f"layer{index + 1}", nn.Sequential(*layer))
         self.fc = nn.Linear(inplanes, 10)
-
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        h = self.maxpool(F.relu(self.bn1(self.conv1(x))))
-        out = []
-        for index in range(1, 5):
-            h = getattr(self, f"layer{index}")(h)
-            out.append(h)
-        return out
 
 
 # --- Res2Net-50 v1b and PraNet -------------------------------------------------------------------------
@@ -145,7 +149,7 @@ class Bottle2neck(nn.Module):
         return F.relu(out + (x if self.downsample is None else self.downsample(x)))
 
 
-class Res2NetV1b(nn.Module):
+class Res2NetV1b(_FourStages):
     """Res2Net v1b (deep stem, average-pool shortcuts) at base width `width` (64 in Res2Net-50)."""
 
     def __init__(self, width: int, blocks: tuple[int, ...]):
@@ -177,14 +181,6 @@ class Res2NetV1b(nn.Module):
             layer += [Bottle2neck(inplanes, planes, 1, None, stage=False) for _ in range(count - 1)]
             setattr(self, f"layer{index + 1}", nn.Sequential(*layer))
         self.fc = nn.Linear(inplanes, 10)
-
-    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        h = self.maxpool(F.relu(self.bn1(self.conv1(x))))
-        out = []
-        for index in range(1, 5):
-            h = getattr(self, f"layer{index}")(h)
-            out.append(h)
-        return out
 
 
 class BasicConv2d(nn.Module):
