@@ -8,7 +8,6 @@ adapters and the mask decoder train; the ViT and the prompt encoder keep their p
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from medattn.errors import ConfigError
@@ -39,28 +38,6 @@ class BottleneckAdapter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Adapt tokens (..., dim)."""
         return x + self.up(self.act(self.down(x)))
-
-
-class PositionAdapter(nn.Module):
-    """The absolute position embedding resized (bicubic) to the input's token grid, plus a learned
-    depthwise 3x3 correction that starts at zero.
-
-    The global blocks' relative-position tables need no adapter: they are resized linearly to the grid
-    in every forward, as SAM does.
-    """
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.correction = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
-        nn.init.zeros_(self.correction.weight)
-        nn.init.zeros_(self.correction.bias)
-
-    def forward(self, pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """Position embedding (1, h, w, D) for a token grid (h, w), from SAM's (1, H, W, D)."""
-        positions = pos_embed.permute(0, 3, 1, 2)
-        if tuple(positions.shape[2:]) != tuple(grid):
-            positions = F.interpolate(positions, size=grid, mode="bicubic", align_corners=False)
-        return (positions + self.correction(positions)).permute(0, 2, 3, 1)
 
 
 @register_model(
@@ -113,12 +90,11 @@ class SAMAdapter(SAM):
         super().__init__(
             spatial_dims, in_channels, out_channels, variant, None, freeze_prompt_encoder, layout=layout
         )
-        self.fixed_input_size = None
         encoder = self.image_encoder
         dim = encoder.patch_embed.proj.out_channels
         for block in encoder.blocks:
             block.adapter = BottleneckAdapter(dim, adapter_ratio)
-        encoder.position_adapter = PositionAdapter(dim)
+        self.accept_any_input_size()
         adapters = ("position_adapter.", *(f"blocks.{i}.adapter." for i in range(len(encoder.blocks))))
         if checkpoint is not None:
             load_checkpoint(self, checkpoint, optional_prefixes=[f"image_encoder.{a}" for a in adapters])
