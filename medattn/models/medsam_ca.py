@@ -65,9 +65,9 @@ class MedSAMCA(SAM):
     - their Atte-FFB class defines a bias factor it never uses; it is left out;
     - their encoder adds SAM's 64 x 64 position embedding as is, so it takes 1024 x 1024 images only; here
       it is resized to the input's token grid (`SAM.accept_any_input_size`, bicubic as Medical SAM Adapter
-      does), so medsam_ca takes any multiple of 16 pixels, as sam_adapter and ccsam do. Unlike theirs, it
-      learns no correction of the resized embedding: at 1024 the model is exactly MedSAM-CA's and has
-      MedSAM-CA's parameters, and the trained encoder adapters can absorb what the resize changes.
+      does), so medsam_ca takes any multiple of 16 pixels, as sam_adapter and ccsam do. Unlike those two,
+      it learns no correction of the resized embedding: at 1024 the model is exactly MedSAM-CA's, with
+      MedSAM-CA's parameters, and its trained encoder adapters can absorb what the resize changes.
 
     Trainable: CBR-Net, both fusions, the four upscaling stages, the encoder adapters, and SAM's
     transformer, mask tokens and the hypernetwork MLPs the output uses. Frozen: the ViT and its neck, the
