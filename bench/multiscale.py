@@ -35,10 +35,10 @@ WARMUP = 2
 
 def step_rates(
     model: str, multi_scale: bool, steps: int, out: Path, batch: int | None
-) -> tuple[float, float, list[int]]:
+) -> tuple[float, float, list[int], int]:
     """Steady-state steps per wall second and CPU seconds per step of one `medattn.train` run (the training
     process's CPU time: on a shared machine it moves far less with the load than wall time), and the plan's
-    patch size."""
+    patch and batch size."""
     stamps: list[tuple[float, float]] = []
     medattn.train(
         SAMPLES,
@@ -52,11 +52,11 @@ def step_rates(
         batch=batch,
         on_step=lambda info: stamps.append((time.perf_counter(), time.process_time())),
     )
-    patch = medattn.load_model(out).plan.patch_size
+    plan = medattn.load_model(out).plan
     counted = len(stamps) - WARMUP
     wall = stamps[-1][0] - stamps[WARMUP - 1][0]
     cpu = stamps[-1][1] - stamps[WARMUP - 1][1]
-    return counted / wall, cpu / counted, list(patch)
+    return counted / wall, cpu / counted, list(plan.patch_size), plan.batch_size
 
 
 def equal_time(model: str, seconds: float, work: Path) -> dict[bool, dict[str, float]]:
@@ -99,7 +99,7 @@ def main() -> None:
         for round_ in range(args.rounds):
             for multi_scale in (False, True):
                 out = Path(work) / f"run_{round_}_{int(multi_scale)}"
-                rate, cpu, patch = step_rates(args.model, multi_scale, args.steps, out, args.batch)
+                rate, cpu, patch, batch = step_rates(args.model, multi_scale, args.steps, out, args.batch)
                 rates[multi_scale].append(rate)
                 cpu_seconds[multi_scale].append(cpu)
         accuracy = equal_time(args.model, args.equal_time, Path(work)) if args.equal_time else {}
@@ -139,7 +139,6 @@ def main() -> None:
         frames = len(os.listdir(SAMPLES / "images"))
         command = f"--steps {args.steps} --rounds {args.rounds} --equal-time {args.equal_time:.0f}"
         command += f" --batch {args.batch}" if args.batch else ""
-        batch = args.batch or "of the plan"
         setup = (
             f"`nice -n 19 .venv/bin/python bench/multiscale.py {command}`. Speed: `medattn.train --model "
             f"{args.model}` (CPU defaults) on the {frames} sample endoscopy frames, patch {patch}, batch "
