@@ -161,7 +161,6 @@ def train_prepared(
     from torch.utils.data import RandomSampler
 
     from medattn.device import resolve_amp, resolve_device
-    from medattn.losses import DeepSupervisionLoss, create_loss
     from medattn.models import create, describe
     from medattn.models.backbones import package_options
     from medattn.models.base import compiled
@@ -234,10 +233,7 @@ def train_prepared(
     if val_items and getattr(network, "accepts_prompts", False):
         # The SAM family is scored as it is used: with box prompts (here from the reference masks).
         validate = make_prompted_validate_fn(val_items, plan, device=device, amp_dtype=amp_dtype)
-    loss_name = settings.loss or ("dice_ce_blob" if spec.loss == "dice_ce" else spec.loss)
-    loss = create_loss(loss_name, num_classes=plan.num_classes, lesion_values=lesion_values)
-    if deep_supervision:
-        loss = DeepSupervisionLoss(loss, weights=spec.head_weights)
+    loss = training_loss(settings, network, plan.num_classes, lesion_values, deep_supervision)
     optimizer = create_optimizer(network.parameters(), settings.optimizer, lr=settings.lr)
     scheduler = create_scheduler(optimizer, settings.schedule, total_steps=steps * settings.epochs)
     trainer = Trainer(
@@ -256,6 +252,7 @@ def train_prepared(
             steps_per_epoch=steps,
             max_time=_training_budget(settings.max_time, time.perf_counter() - started, out),
             key_metric="val_dice",
+            scale_rates=training_scales(settings),
         ),
         validate_fn=validate,
         on_step=on_step,
@@ -302,6 +299,40 @@ def train_prepared(
         trainable_parameters=trainable,
         frozen_parameters=network.parameter_count() - trainable,
     )
+
+
+def training_loss(
+    settings: TrainOptions,
+    network: Any,
+    num_classes: int,
+    lesion_values: list[int],
+    deep_supervision: bool,
+) -> Any:
+    """The loss `train` optimises: ``--loss``, else the model's registered loss (dice_ce_blob where that is
+    dice_ce), wrapped for deep supervision; a network with regions of its own (ratunet's `loss_regions`)
+    gives them to the focal region loss after each forward."""
+    from medattn.losses import DeepSupervisionLoss, create_loss
+    from medattn.models import describe
+
+    spec = describe(settings.model)
+    name = settings.loss or ("dice_ce_blob" if spec.loss == "dice_ce" else spec.loss)
+    loss = create_loss(
+        name,
+        num_classes=num_classes,
+        lesion_values=lesion_values,
+        regions=getattr(network, "loss_regions", None),
+    )
+    return DeepSupervisionLoss(loss, weights=spec.head_weights) if deep_supervision else loss
+
+
+def training_scales(settings: TrainOptions) -> tuple[float, ...]:
+    """The scale rates each batch is trained at: PraNet's with ``--multi-scale`` (by default for models
+    registered with multi-scale training), else none."""
+    from medattn.models import describe
+    from medattn.training.multiscale import MULTI_SCALE_RATES
+
+    on = describe(settings.model).multi_scale if settings.multi_scale is None else settings.multi_scale
+    return MULTI_SCALE_RATES if on else ()
 
 
 def _training_budget(max_time: float | None, prepared: float, out: Path) -> float | None:

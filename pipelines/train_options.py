@@ -109,12 +109,21 @@ class TrainOptions:
         default=None,
         metadata={
             "help": "dice_ce, dice_ce_blob (plus a Dice per lesion, so small lesions count as much as large "
-            "ones), dice_paper, focal_region or structure (default: the model's; dice_ce_blob where that is "
-            "dice_ce)."
+            "ones), dice_paper, focal_region (RAT's; over ratunet's own regions), ce_dice_focal (HBFormer's) "
+            "or structure (PraNet's) (default: the model's paper's loss; dice_ce_blob where that is dice_ce)."
         },
     )
     deep_supervision: bool = field(
         default=True, metadata={"help": "Deep-supervision losses where the model has heads."}
+    )
+    # None: the model's registered default (on for pranet, as its paper trains).
+    multi_scale: bool | None = field(
+        default=None,
+        metadata={
+            "help": "Train every batch at 0.75, 1 and 1.25 times the patch size (rounded to the network's "
+            "size divisor), one optimiser step each, as PraNet trains; about 3x the time per step "
+            "(default: on for pranet, off otherwise)."
+        },
     )
     model_kwargs: dict[str, Any] = field(
         default_factory=dict,

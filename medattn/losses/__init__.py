@@ -1,4 +1,4 @@
-"""Segmentation losses: Dice + cross-entropy, the AGUNet paper's Dice, and the deep-supervision wrapper.
+"""Segmentation losses: Dice + cross-entropy, the papers' own losses, and the deep-supervision wrapper.
 
 Example:
     >>> from medattn.losses import DeepSupervisionLoss, create_loss

@@ -12,10 +12,11 @@ from torch import nn
 
 from medattn.errors import ConfigError
 from medattn.losses.blob import BlobLoss
-from medattn.losses.focal_region import FocalRegionLoss
+from medattn.losses.ce_dice_focal import CEDiceFocalLoss
+from medattn.losses.focal_region import FocalRegionLoss, RegionSource
 from medattn.losses.structure import StructureLoss
 
-LOSSES = ("dice_ce", "dice_ce_blob", "dice_paper", "structure", "focal_region")
+LOSSES = ("dice_ce", "dice_ce_blob", "dice_paper", "structure", "focal_region", "ce_dice_focal")
 
 
 def available_losses() -> list[str]:
@@ -71,6 +72,7 @@ def create_loss(
     lambda_dice: float = 1.0,
     lambda_ce: float = 1.0,
     lesion_values: Sequence[int] = (),
+    regions: RegionSource | None = None,
 ) -> nn.Module:
     """Build a segmentation loss by name.
 
@@ -87,7 +89,11 @@ def create_loss(
     - ``"structure"``: PraNet's boundary-weighted BCE + weighted IoU, one-vs-rest per foreground class
       (`medattn.losses.structure.StructureLoss`); num_classes=1 means one sigmoid logit. No options apply.
     - ``"focal_region"``: cross-entropy weighted up in regions of high mean loss (RAT's focal region loss,
-      `medattn.losses.focal_region.FocalRegionLoss`, beta 1, 8-voxel grid regions). No options apply.
+      `medattn.losses.focal_region.FocalRegionLoss`, beta 1) over the network's own regions (`regions`),
+      else over 8-voxel grid cubes. Only `regions` applies.
+    - ``"ce_dice_focal"``: HBFormer's 0.33 cross-entropy + 0.33 soft Dice (all classes, squared
+      denominators, batch sums) + 0.34 focal loss (gamma 2), `medattn.losses.ce_dice_focal.CEDiceFocalLoss`.
+      No options apply.
 
     Batch Dice (``batch_dice=True``, the default for both) sums intersections and volumes over the whole
     batch before dividing, as a Keras loss that flattens the batch does and as nnU-Net's ``batch_dice``
@@ -96,13 +102,15 @@ def create_loss(
     stays defined as long as one patch of the batch has the class. Under DDP the sums are per process.
 
     Args:
-        name: ``"dice_ce"``, ``"dice_paper"``, ``"structure"`` or ``"focal_region"``.
+        name: one of `available_losses()`.
         num_classes: classes including background (the network's out_channels), at least 2.
         include_background: also average the Dice over the background channel.
         batch_dice: compute Dice over the whole batch (True) or per sample, then average (False).
         lambda_dice: weight of the Dice term of ``dice_ce``.
         lambda_ce: weight of the cross-entropy term of ``dice_ce``.
         lesion_values: the labels ``dice_ce_blob`` scores lesion by lesion.
+        regions: for ``focal_region``, the network's region map of its last forward
+            (`medattn.models.ratunet.RATUNet.loss_regions`).
 
     Returns:
         A module called as ``loss(logits, labels)`` with logits (B, K, *spatial) and labels (B, 1, *spatial).
@@ -118,8 +126,10 @@ def create_loss(
         raise ConfigError(
             f"the {name} loss needs num_classes >= 2 (background + at least one label), got {num_classes}"
         )
+    if name == "ce_dice_focal":
+        return LabelLoss(CEDiceFocalLoss(), num_classes=num_classes, name=name)
     if name == "focal_region":
-        return LabelLoss(FocalRegionLoss(), num_classes=num_classes, name=name)
+        return LabelLoss(FocalRegionLoss(regions=regions), num_classes=num_classes, name=name)
     criterion: nn.Module
     common: dict[str, Any] = dict(
         include_background=include_background, to_onehot_y=True, softmax=True, batch=batch_dice

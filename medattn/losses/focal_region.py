@@ -4,11 +4,20 @@ Per-voxel loss l (here cross-entropy on integer labels); weight map w = l detach
 region, divided by its maximum over the batch and clamped to [0, 1]; loss = mean(l * (beta * w + 1)).
 Regions whose voxels are mispredicted on average (a missed lesion, a false-positive blob, a badly placed
 boundary) count up to 1 + beta times as much as regions already learned. As in the authors' code
-(losses.py, FocalRegionLoss), where the per-pixel loss is L1 because they restore images.
+(losses.py, FocalRegionLoss, with the batch maximum), where the per-pixel loss is L1 because they restore
+images. Their class defaults to beta 1 and their training script passes 1e-3 on L1 errors of image
+intensities; on cross-entropy 1e-3 would leave the loss within 0.1 % of plain cross-entropy, so medattn
+keeps beta 1, where the hardest region counts twice.
 
-Regions: a map given to the call (e.g. SLIC superpixels from `SuperpixelRegionsd`, or SAM masks as in the
-paper), or, without one, a fixed grid of cubes of `grid_size` voxels per side on each output's grid. The
-trainer calls losses as ``loss(logits, labels)``, and the loss cannot run SLIC itself (it sees no image).
+Regions, first found first used:
+- a map given to the call (e.g. SLIC superpixels from `SuperpixelRegionsd`, or SAM masks as in the paper);
+- the network's own: `regions`, a callable returning the region map of the network's last forward
+  (`RATUNet.loss_regions`), resampled by nearest neighbour to each output's grid. Their training passes the
+  same map to the network and to the loss, so the loss weighs exactly the regions the attention stays
+  within; ``medattn train`` wires it for ratunet;
+- a fixed grid of cubes of `grid_size` voxels per side on each output's grid, for networks without
+  regions (the trainer calls losses as ``loss(logits, labels)``, and the loss cannot run SLIC itself: it
+  sees no image).
 The grid is chosen over connected components of the label map because:
 - components split only the foreground; the background is then one huge region whose mean loss is small,
   so false positives (a main failure on small lesions) would get weight near 0, while a grid cell around
@@ -19,12 +28,18 @@ The grid is chosen over connected components of the label map because:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from monai.data import MetaTensor
 from torch import nn
 
 from medattn.errors import ConfigError
+from medattn.transforms.regions import nearest_regions
+
+#: Returns the region ids (B, 1, *grid) of a network's last forward, or None (`RATUNet.loss_regions`).
+RegionSource = Callable[[], torch.Tensor | None]
 
 
 def region_mean(values: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
@@ -62,15 +77,17 @@ class FocalRegionLoss(nn.Module):
 
     Called as ``loss(logits, labels, regions=None)`` with logits (B, K, *spatial), class indices
     (B, 1, *spatial) and optionally region ids (B, 1, *spatial). `create_loss("focal_region", ...)` wraps
-    it in `LabelLoss` (shape checks, float32), which passes no regions: the grid is used.
+    it in `LabelLoss` (shape checks, float32), which passes no regions: the network's regions are used
+    where `regions` is given, else the grid.
 
     Args:
-        beta: how much more the hardest region weighs than an easy one (1 in the authors' code); 0 gives
-            plain mean cross-entropy.
-        grid_size: cube side in voxels of the regions used when none are given.
+        beta: how much more the hardest region weighs than an easy one (the authors' class default);
+            0 gives plain mean cross-entropy.
+        grid_size: cube side in voxels of the regions used when neither a map nor `regions` gives any.
+        regions: the network's regions of its last forward (see the module docstring).
     """
 
-    def __init__(self, beta: float = 1.0, grid_size: int = 8):
+    def __init__(self, beta: float = 1.0, grid_size: int = 8, regions: RegionSource | None = None):
         super().__init__()
         if beta < 0 or grid_size < 1:
             raise ConfigError(
@@ -78,6 +95,7 @@ class FocalRegionLoss(nn.Module):
             )
         self.beta = beta
         self.grid_size = grid_size
+        self.region_source = regions
 
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, regions: torch.Tensor | None = None
@@ -92,6 +110,8 @@ class FocalRegionLoss(nn.Module):
                 f"the focal region loss needs a region map (B, 1, *spatial) matching the labels "
                 f"{tuple(target.shape)}; got {tuple(regions.shape)}"
             )
+        if regions is None and self.region_source is not None:
+            regions = self._network_regions(target)
         voxel_loss = F.cross_entropy(logits.float(), target[:, 0].long(), reduction="none")
         with torch.no_grad():
             if regions is None:
@@ -100,3 +120,17 @@ class FocalRegionLoss(nn.Module):
                 weight = region_mean(voxel_loss, regions[:, 0])
             weight = (weight / weight.max().clamp_min(1e-12)).clamp(0.0, 1.0)
         return (voxel_loss * (self.beta * weight + 1)).mean()
+
+    def _network_regions(self, target: torch.Tensor) -> torch.Tensor | None:
+        """The network's last regions on the labels' grid, or None when it has none."""
+        regions = self.region_source()
+        if regions is None:
+            return None
+        if isinstance(regions, MetaTensor):
+            regions = regions.as_tensor()
+        if regions.ndim != target.ndim or regions.shape[:2] != (target.shape[0], 1):
+            raise ConfigError(
+                f"the network's region map {tuple(regions.shape)} does not match the batch of labels "
+                f"{tuple(target.shape)}; the focal region loss needs the regions of the same forward"
+            )
+        return nearest_regions(regions.to(target.device), tuple(target.shape[2:]))

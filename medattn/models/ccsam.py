@@ -14,7 +14,7 @@ from medattn.models.backbones import Backbone, load_backbone
 from medattn.models.layouts import torchvision_resnet
 from medattn.models.registry import register_model
 from medattn.models.resnet import ResNetEncoder
-from medattn.models.sam.adapter import BottleneckAdapter, PositionAdapter
+from medattn.models.sam.adapter import BottleneckAdapter
 from medattn.models.sam.checkpoint import load_checkpoint
 from medattn.models.sam.model import SAM, Points, Prompts
 from medattn.models.sam_fusion import VariationalFusion, added_prefixes
@@ -124,7 +124,6 @@ class CCSAM(SAM):
         super().__init__(
             spatial_dims, in_channels, out_channels, variant, None, freeze_prompt_encoder, layout
         )
-        self.fixed_input_size = None
         encoder = self.image_encoder
         dim, width = self.variant.embed_dim, self.variant.prompt_embed_dim
         self.kl_weight = kl_weight
@@ -144,7 +143,7 @@ class CCSAM(SAM):
             for block in encoder.blocks:
                 if block.window_size == 0:
                     block.adapter = BottleneckAdapter(dim, adapter_ratio)
-        encoder.position_adapter = PositionAdapter(dim)
+        self.accept_any_input_size()
         vector = _read_text_embedding(text_embedding) if text_embedding is not None else None
         self.register_buffer("text_embedding", vector)
         if vector is not None:
@@ -205,10 +204,7 @@ class CCSAM(SAM):
         """SAM's image embedding (B, D, H/16, W/16), with the input adapter on the patch tokens and the
         position embedding fitted to the input's grid, fused with the CNN branch's 1/16 feature."""
         encoder = self.image_encoder
-        tokens = encoder.patch_embed(x)
-        if self.input_adapter is not None:
-            tokens = self.input_adapter(tokens)
-        tokens = tokens + encoder.position_adapter(encoder.pos_embed, tuple(tokens.shape[1:3]))
+        tokens = encoder.embed(x, self.input_adapter)
         for block in encoder.blocks:
             tokens = block(tokens)
         embedding = encoder.neck(tokens.permute(0, 3, 1, 2))

@@ -240,6 +240,7 @@ def _check_options(
         "HBFormer (Zheng et al. 2025): Swin encoder, multi-scale fusion decoder with dilated expert mixing."
     ),
     deep_supervision=True,
+    loss="ce_dice_focal",  # 0.33 CE + 0.33 Dice + 0.34 focal, as their Synapse/ACDC configurations
     tiny={
         "feature_size": 4,
         "embed_dim": 4,

@@ -62,15 +62,21 @@ class MedSAMCA(SAM):
       on every block's attention output, as Medical SAM Adapter does (``encoder_adapters=True``; they
       start as identities here, so the pretrained encoder is unchanged at step 0);
     - CBAM's channel attention uses the average-pooled descriptor only;
-    - their Atte-FFB class defines a bias factor it never uses; it is left out.
+    - their Atte-FFB class defines a bias factor it never uses; it is left out;
+    - their encoder adds SAM's 64 x 64 position embedding as is, so it takes 1024 x 1024 images only; here
+      it is resized to the input's token grid (`SAM.accept_any_input_size`, bicubic as Medical SAM Adapter
+      does), so medsam_ca takes any multiple of 16 pixels, as sam_adapter and ccsam do. Unlike those two,
+      it learns no correction of the resized embedding: at 1024 the model is exactly MedSAM-CA's, with
+      MedSAM-CA's parameters, and its trained encoder adapters can absorb what the resize changes.
 
     Trainable: CBR-Net, both fusions, the four upscaling stages, the encoder adapters, and SAM's
     transformer, mask tokens and the hypernetwork MLPs the output uses. Frozen: the ViT and its neck, the
     prompt encoder (``freeze_prompt_encoder``), the IoU head, and SAM's own two-stage upscaler, which stays
     in ``mask_decoder.output_upscaling`` unused so that SAM/MedSAM ``.pth`` files load key for key.
 
-    Inputs, prompts and outputs are those of `sam`: (B, C, img_size, img_size) images (1024 for
-    ViT-B/L/H), ``forward(x, boxes=None, points=None, mask_inputs=None)`` with prompts in input pixels,
+    Inputs, prompts and outputs are those of `sam`, at any multiple of 16 pixels per side (1024, the size
+    MedSAM was trained at, or e.g. 256 for ultrasound frames): (B, C, H, W) images,
+    ``forward(x, boxes=None, points=None, mask_inputs=None)`` with prompts in input pixels,
     logits (B, out_channels, H, W); ``out_channels=1`` is one sigmoid logit. `attention_maps()` returns
     the fusion weights: ``encoder_fusion`` (the channel mean of w', in [b, 1]) and ``decoder_fusion.i``.
 
@@ -95,6 +101,7 @@ class MedSAMCA(SAM):
     Example:
         >>> model = create("medsam_ca", 2, 3, 1, checkpoint="medsam_vit_b.pth")
         >>> logits = model(image_1024, boxes=torch.tensor([[120.0, 200.0, 380.0, 460.0]]))
+        >>> logits = model(frames_256, boxes=boxes_256)  # any multiple of 16 pixels
     """
 
     def __init__(
@@ -151,6 +158,7 @@ class MedSAMCA(SAM):
         if encoder_adapters:
             for block in self.image_encoder.blocks:
                 block.adapter = BottleneckAdapter(self.variant.embed_dim, adapter_ratio)
+        self.accept_any_input_size(correction=False)
         if checkpoint is not None:
             load_checkpoint(self, checkpoint, optional_prefixes=added_prefixes(self))
         adapters = tuple(f"blocks.{i}.adapter." for i in range(len(self.image_encoder.blocks)))

@@ -36,6 +36,7 @@ BACKBONES = {"res2net": Res2NetEncoder, "resnet": ResNetEncoder}
     cpu_options={"width": 16, "channels": 16, "blocks": [1, 1, 2, 1]},
     loss="structure",  # weighted BCE + weighted IoU, as the paper trains
     head_weights=(1.0,) * 4,  # four maps at input size, summed in the official code
+    multi_scale=True,  # each batch at 0.75, 1 and 1.25 of the patch size, as MyTrain.py
 )
 class PraNet(SegmentationModel):
     """PraNet, the parallel reverse attention network (Fan et al., MICCAI 2020, arXiv:2006.11392).

@@ -14,23 +14,11 @@ from medattn.models.base import SegmentationModel, normalised_summary, record_at
 from medattn.models.blocks import conv, double_conv
 from medattn.models.region_attention import RegionAttention, RegionPartition, window_ids
 from medattn.models.registry import register_model
-from medattn.transforms.regions import DEFAULT_COMPACTNESS, superpixels
+from medattn.transforms.regions import DEFAULT_COMPACTNESS, nearest_regions, superpixels
 
 REGION_SOURCES = ("slic", "grid", "coarse")
 #: Weight of the coarse head's self-distillation term in `auxiliary_loss()` (``regions="coarse"``).
 COARSE_DISTILLATION_WEIGHT = 1.0
-
-
-def nearest_regions(regions: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    """Region ids (B, 1, *spatial) resampled to `size` by nearest neighbour at voxel centres, ids exact.
-
-    Indexing instead of `F.interpolate`, so ids beyond 2^24 survive (float32 would round them).
-    """
-    for axis, (old, new) in enumerate(zip(regions.shape[2:], size, strict=True)):
-        if old != new:
-            index = ((torch.arange(new, device=regions.device) + 0.5) * (old / new)).long().clamp_max(old - 1)
-            regions = regions.index_select(axis + 2, index)
-    return regions
 
 
 def _mlp(channels: int, ratio: float) -> nn.Sequential:
@@ -130,6 +118,7 @@ class RegionTransformerStage(nn.Module):
     "ratunet",
     description="U-Net with region-attention transformer blocks in its lowest stages (RAT, MICCAI 2024).",
     deep_supervision=True,
+    loss="focal_region",  # cross-entropy weighted by region, over the regions the model attends within
     tiny={
         "base_channels": 4,
         "depth": 2,
@@ -181,6 +170,10 @@ class RATUNet(SegmentationModel):
 
     Attention maps: one per transformer stage, the size of its region-attention updates (see
     `RegionTransformerStage`). The last forward's regions are in ``last_regions`` (B, 1, *grid).
+
+    Training loss: ``medattn train`` uses the focal region loss (`medattn.losses.focal_region`) over the
+    model's own regions, `loss_regions()`, as their training passes the same region map to the network
+    and to FocalRegionLoss. Their per-pixel loss is L1 (they restore images); here it is cross-entropy.
 
     Args:
         spatial_dims: 2 or 3.
@@ -292,10 +285,22 @@ class RATUNet(SegmentationModel):
     ) -> torch.Tensor | list[torch.Tensor]:
         """Logits for `x`; `regions` (B, 1, *spatial of x) integer ids replace the model's own regions."""
         self.__dict__["_given_regions"] = regions
+        self.__dict__["last_given_regions"] = None
         try:
             return super().forward(x)
         finally:
             self.__dict__["_given_regions"] = None
+
+    def loss_regions(self) -> torch.Tensor | None:
+        """The regions of the last forward for the focal region loss, (B, 1, *grid) integer ids; None before
+        the first forward.
+
+        A map given to `forward` is returned at the input's resolution, as given (their loss takes the
+        full-resolution SAM masks); otherwise the model's own regions on the finest transformer stage's
+        grid (``last_regions``), which the loss resamples by nearest neighbour to each output.
+        """
+        given = self.__dict__.get("last_given_regions")
+        return given if given is not None else self.__dict__.get("last_regions")
 
     def auxiliary_loss(self) -> torch.Tensor | None:
         """The coarse head's self-distillation loss of the last forward (``regions="coarse"``), else None."""
@@ -343,8 +348,9 @@ class RATUNet(SegmentationModel):
                     f"the region map must be (batch, 1, *spatial) like the input {tuple(x.shape)} with one "
                     f"channel; got {tuple(given.shape)}"
                 )
-            ids = given.round().long() if given.is_floating_point() else given.long()
-            return nearest_regions(ids.to(x.device), grid), None
+            ids = (given.round().long() if given.is_floating_point() else given.long()).to(x.device)
+            self.__dict__["last_given_regions"] = ids
+            return nearest_regions(ids, grid), None
         if self.regions == "coarse":
             coarse_logits = self.coarse_head(features)
             return coarse_logits.argmax(dim=1, keepdim=True), coarse_logits

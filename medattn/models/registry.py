@@ -37,6 +37,8 @@ class ModelSpec:
         loss: the loss ``medattn train`` uses unless ``--loss`` is given (the paper's, where it differs).
         head_weights: deep-supervision weights, finest output first; None = nnU-Net's halving per level
             (for a pyramid of coarser outputs; heads that all predict at full resolution weigh equally).
+        multi_scale: ``medattn train`` trains every batch at 0.75, 1 and 1.25 of the patch size unless the
+            user says otherwise (PraNet's training; `medattn.training.multiscale`).
     """
 
     name: str
@@ -50,6 +52,7 @@ class ModelSpec:
     cpu_options: Mapping[str, Any] = field(default_factory=dict)
     loss: str = "dice_ce"
     head_weights: tuple[float, ...] | None = None
+    multi_scale: bool = False
 
     def accepted_options(self) -> list[str]:
         """Keyword options the builder takes besides spatial_dims/in_channels/out_channels."""
@@ -73,6 +76,7 @@ def register_model(
     cpu_options: Mapping[str, Any] | None = None,
     loss: str = "dice_ce",
     head_weights: tuple[float, ...] | None = None,
+    multi_scale: bool = False,
 ) -> Callable[[Builder], Builder]:
     """Decorator that adds a model class or builder function to the registry under `name`.
 
@@ -83,7 +87,7 @@ def register_model(
         deep_supervision: whether it accepts ``deep_supervision=True``.
         tiny: keyword arguments of a tiny configuration (tests build every model with it).
         tiny_size: edge length of an input the tiny configuration accepts.
-        train_options, cpu_options, loss, head_weights: training defaults (see `ModelSpec`).
+        train_options, cpu_options, loss, head_weights, multi_scale: training defaults (see `ModelSpec`).
 
     Returns:
         The decorator; it returns the builder unchanged.
@@ -106,6 +110,7 @@ def register_model(
             cpu_options=MappingProxyType(dict(cpu_options or {})),
             loss=loss,
             head_weights=None if head_weights is None else tuple(head_weights),
+            multi_scale=multi_scale,
         )
         return builder
 

@@ -43,9 +43,13 @@ class TrainerConfig:
             left as they were.
         find_unused_parameters: passed to DistributedDataParallel, for networks whose train-mode forward
             skips some parameters.
+        scale_rates: multi-scale training (`medattn.training.multiscale`, PraNet's 0.75, 1, 1.25): every
+            batch is trained at each of these rates of its size, one optimiser step per rate; a step of
+            the run (``steps_per_epoch``, the learning-rate schedule) is still one batch. Empty: off.
 
     Raises:
-        ConfigError: a count below 1, a time budget that is not positive, or an unknown key_metric_mode.
+        ConfigError: a count below 1, a time budget that is not positive, an unknown key_metric_mode, or a
+            scale rate that is not positive.
     """
 
     out_dir: Path  # a str is taken as a path
@@ -64,9 +68,13 @@ class TrainerConfig:
     tensorboard: bool = True
     deterministic: bool = False
     find_unused_parameters: bool = False
+    scale_rates: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         self.out_dir, self.seed = Path(self.out_dir), int(self.seed)
+        self.scale_rates = tuple(float(rate) for rate in self.scale_rates)
+        if any(rate <= 0 for rate in self.scale_rates):
+            raise ConfigError(f"scale_rates must be positive factors, got {self.scale_rates}")
         steps = self.steps_per_epoch
         if self.epochs < 1 or self.validate_every < 1 or (steps is not None and steps < 1):
             raise ConfigError(

@@ -26,6 +26,7 @@ from medattn.training.checkpoint import (
 )
 from medattn.training.config import TrainerConfig
 from medattn.training.logging import MetricsLogger
+from medattn.training.multiscale import rescale_batch
 from medattn.training.schedules import scheduled_steps, set_time_progress
 from medattn.training.seeding import epoch_batches, epoch_seed, seed_epoch
 
@@ -129,6 +130,12 @@ class Trainer:
         self.on_step = on_step
         self.on_epoch_end = on_epoch_end
         self.is_main = distributed.rank() == 0
+        if config.scale_rates and getattr(self.network, "fixed_input_size", None) is not None:
+            raise ConfigError(
+                f"multi-scale training resizes the patch, but {type(self.network).__name__} has a fixed "
+                f"input size {tuple(self.network.fixed_input_size)}; train it without scale rates "
+                "(--no-multi-scale)"
+            )
         # Counters of the whole run; `resume` restores them.
         self.epoch = 0
         self.step = 0
@@ -323,7 +330,18 @@ class Trainer:
         return float(distributed.all_reduce_mean(loss_sum / done).item()), out_of_time
 
     def _train_step(self, batch: Any) -> torch.Tensor:
+        """One batch: one optimiser step, or one per scale rate (multi-scale); returns the mean loss."""
         image, label = self._tensors(batch)
+        divisor = getattr(self.network, "size_divisor", 1)
+        losses = [
+            self._optimiser_step(*rescale_batch(image, label, rate, divisor))
+            for rate in self.config.scale_rates or (1.0,)
+        ]
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+
+    def _optimiser_step(self, image: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         # Prompted models (the SAM family) train with prompts made from each label patch (MedSAM's boxes).
         make_prompts = getattr(self.network, "training_prompts", None)
         prompts = make_prompts(label) if callable(make_prompts) else {}
@@ -345,8 +363,6 @@ class Trainer:
             loss.backward()
             self._clip()
             self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
         return loss.detach().float()
 
     def _clip(self) -> None:

@@ -1,4 +1,5 @@
-"""SLIC superpixel region maps of an image, for region attention (RATUNet) and the focal region loss.
+"""Region maps: SLIC superpixels of an image and their nearest-neighbour resampling, for region attention
+(RATUNet) and the focal region loss.
 
 `superpixels` is the one place medattn runs SLIC (scikit-image): RATUNet calls it inside its forward at
 the attention resolution, `SuperpixelRegionsd` once per case in a data pipeline, where CacheDataset keeps
@@ -62,6 +63,18 @@ def superpixels(
         start_label=0,
     )
     return labels.astype(np.int32)
+
+
+def nearest_regions(regions: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """Region ids (B, 1, *spatial) resampled to `size` by nearest neighbour at voxel centres, ids exact.
+
+    Indexing instead of `F.interpolate`, so ids beyond 2^24 survive (float32 would round them).
+    """
+    for axis, (old, new) in enumerate(zip(regions.shape[2:], size, strict=True)):
+        if old != new:
+            index = ((torch.arange(new, device=regions.device) + 0.5) * (old / new)).long().clamp_max(old - 1)
+            regions = regions.index_select(axis + 2, index)
+    return regions
 
 
 class SuperpixelRegionsd(MapTransform):

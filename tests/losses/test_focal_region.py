@@ -97,3 +97,93 @@ def test_mistakes_are_reported():
         FocalRegionLoss(beta=-1)
     with pytest.raises(ConfigError, match="2 classes but the network returns 3"):
         create_loss("focal_region", num_classes=2)(torch.zeros(1, 3, 4, 4), labels)
+
+
+def test_the_networks_regions_are_resampled_to_each_output_by_hand():
+    """A (1, 2) region map from the network covers a 2 x 4 output as two 2 x 2 halves (nearest neighbour);
+    at a (1, 2) deep-supervision output it is used as it is."""
+    logits = torch.zeros(1, 2, 2, 4)
+    logits[0, 1] = torch.tensor([[1.0, -1.0, 2.0, 0.0], [0.0, 3.0, -2.0, 1.0]])
+    labels = torch.tensor([[1, 1, 0, 0], [0, 1, 1, 0]]).view(1, 1, 2, 4)
+    source = torch.tensor([[7, 3]]).view(1, 1, 1, 2)  # left half region 7, right half region 3
+    # Logits (0, a): a pixel labelled 1 costs softplus(-a), labelled 0 softplus(a).
+    pixel = [
+        [_softplus(-1), _softplus(1), _softplus(2), _softplus(0)],
+        [_softplus(0), _softplus(-3), _softplus(2), _softplus(1)],
+    ]
+    left = (pixel[0][0] + pixel[0][1] + pixel[1][0] + pixel[1][1]) / 4
+    right = (pixel[0][2] + pixel[0][3] + pixel[1][2] + pixel[1][3]) / 4
+    largest = max(left, right)
+    expected = (
+        sum(
+            pixel[row][col] * ((left if col < 2 else right) / largest + 1)
+            for row in range(2)
+            for col in range(4)
+        )
+        / 8
+    )
+    loss = FocalRegionLoss(beta=1.0, regions=lambda: source)
+    assert loss(logits, labels).item() == pytest.approx(expected, rel=1e-6)
+    # The grid (one 8-pixel cell here) would weigh every pixel 2x: the network's regions are what counts.
+    assert FocalRegionLoss(beta=1.0)(logits, labels).item() == pytest.approx(2 * sum(map(sum, pixel)) / 8)
+
+    coarse_logits = torch.tensor([[0.0, 0.0], [1.0, -2.0]]).view(1, 2, 1, 2)
+    coarse_labels = torch.tensor([1, 0]).view(1, 1, 1, 2)
+    losses = [_softplus(-1), _softplus(-2)]
+    expected_coarse = (
+        losses[0] * (losses[0] / max(losses) + 1) + losses[1] * (losses[1] / max(losses) + 1)
+    ) / 2
+    assert loss(coarse_logits, coarse_labels).item() == pytest.approx(expected_coarse, rel=1e-6)
+
+
+def test_without_network_regions_the_grid_is_used_and_a_wrong_batch_is_refused():
+    generator = torch.Generator().manual_seed(4)
+    logits = torch.randn(2, 2, 8, 8, generator=generator)
+    labels = torch.randint(0, 2, (2, 1, 8, 8), generator=generator)
+    grid = FocalRegionLoss(grid_size=4)(logits, labels)
+    assert FocalRegionLoss(grid_size=4, regions=lambda: None)(logits, labels).item() == pytest.approx(
+        grid.item()
+    )
+    with pytest.raises(ConfigError, match="same forward"):
+        FocalRegionLoss(regions=lambda: torch.zeros(3, 1, 2, 2))(logits, labels)
+
+
+def test_ratunet_trains_with_the_regions_it_attended_within():
+    """create_loss("focal_region", regions=model.loss_regions), as `medattn train` builds it for ratunet:
+    the loss weighs the model's own SLIC regions (upsampled from its attention grid), or a given map."""
+    from medattn.models import create
+    from medattn.models.ratunet import RATUNet
+    from medattn.transforms.regions import nearest_regions
+
+    torch.manual_seed(0)
+    model: RATUNet = create(
+        "ratunet",
+        2,
+        1,
+        2,
+        deep_supervision=False,
+        base_channels=4,
+        depth=2,
+        num_heads=2,
+        blocks=1,
+        layers_per_block=1,
+        window_size=2,
+        region_size=4,
+    )
+    generator = torch.Generator().manual_seed(5)
+    image = torch.rand(2, 1, 32, 32, generator=generator)
+    labels = (image > 0.6).long()
+    loss = create_loss("focal_region", num_classes=2, regions=model.loss_regions)
+    assert model.loss_regions() is None  # nothing before the first forward
+    logits = model(image)
+    own = model.loss_regions()
+    assert own is model.last_regions and own.shape == (2, 1, 8, 8)
+    expected = FocalRegionLoss()(logits, labels, nearest_regions(own, (32, 32)))
+    assert loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert loss(logits, labels).item() != pytest.approx(FocalRegionLoss()(logits, labels).item(), rel=1e-4)
+
+    given = (torch.arange(32).view(1, 1, 32, 1) // 5).expand(2, 1, 32, 32)  # stripes 5 pixels high
+    logits = model(image, regions=given)
+    assert torch.equal(model.loss_regions(), given)  # full resolution, as their loss takes SAM's masks
+    expected = FocalRegionLoss()(logits, labels, given)
+    assert loss(logits, labels).item() == pytest.approx(expected.item(), rel=1e-6)

@@ -10,7 +10,8 @@ from torch.distributions import Normal, kl_divergence
 
 from medattn.errors import ConfigError, GeometryError, InputNotFoundError, PackageError
 from medattn.models import create
-from medattn.models.sam.adapter import BottleneckAdapter, PositionAdapter
+from medattn.models.sam.adapter import BottleneckAdapter
+from medattn.models.sam.image_encoder import PositionAdapter
 from medattn.models.sam_fusion import VariationalFusion
 
 TINY = {"variant": "tiny", "cnn_channels": (8, 8, 16), "cnn_blocks": (1, 1, 1)}

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from medattn.errors import GeometryError
 from medattn.models import create
-from medattn.models.ratunet import nearest_regions
 from medattn.models.region_attention import RegionAttention, RegionPartition, region_attention, window_ids
+from medattn.transforms.regions import nearest_regions
 
 
 def _qkv(batch=2, heads=3, tokens=40, width=4, dtype=torch.float64):

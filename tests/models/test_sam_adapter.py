@@ -53,7 +53,8 @@ def test_inputs_of_any_multiple_of_16_work(sam_file, size):
 def test_only_adapters_and_mask_decoder_train(sam_file):
     model = create("sam_adapter", 2, 3, 1, variant="tiny", checkpoint=sam_file)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
-    adapters = {n for n in trainable if ".adapter." in n or n.startswith("image_encoder.position_adapter.")}
+    adapter_parts = (".adapter.", ".mlp_adapter.", "image_encoder.position_adapter.")
+    adapters = {n for n in trainable if any(part in n for part in adapter_parts)}
     # The mask decoder trains, less the IoU head and the mask tokens the single output does not use.
     unused = (
         "mask_decoder.iou_prediction_head.",
@@ -79,11 +80,44 @@ def test_only_adapters_and_mask_decoder_train(sam_file):
     assert not any(n.startswith(("prompt_encoder.", "image_encoder.blocks.0.attn.")) for n in changed)
 
 
-def test_vit_b_trains_a_few_percent_of_its_parameters():
+def test_vit_b_trains_about_a_tenth_of_its_parameters():
     with torch.device("meta"):
         model = create("sam_adapter", 2, 3, 1, variant="vit_b")
     total, trainable = model.parameter_count(), model.parameter_count(trainable_only=True)
-    # 12 adapters of 2 x 768 x 77 weights, a depthwise position correction, the mask decoder (~4 M).
-    assert 4_000_000 < trainable < 0.06 * total
+    # 12 blocks x 2 adapters of 2 x 768 x 192 weights (7.1 M), a depthwise position correction, the mask
+    # decoder (~4 M): about 11 % of the 101 M.
+    assert 10_000_000 < trainable < 0.12 * total
     with pytest.raises(ConfigError, match="adapter_ratio"):
         create("sam_adapter", 2, 3, 1, variant="tiny", adapter_ratio=0)
+
+
+def test_blocks_carry_medical_sam_adapters_space_and_mlp_adapters():
+    """Their defaults: hidden width 0.25 x D in both adapters, the MLP adapter without residual at 0.5."""
+    with torch.device("meta"):
+        model = create("sam_adapter", 2, 3, 1, variant="vit_b")
+    for block in model.image_encoder.blocks:
+        assert (block.adapter.down.out_features, block.adapter.residual) == (192, True)
+        assert (block.mlp_adapter.down.out_features, block.mlp_adapter.residual) == (192, False)
+        assert block.mlp_adapter_scale == 0.5
+    plain = create("sam_adapter", 2, 3, 1, variant="tiny", mlp_adapter=False)
+    assert all(block.mlp_adapter is None for block in plain.image_encoder.blocks)
+
+
+def test_the_mlp_adapter_runs_beside_the_mlp_on_the_same_normalised_tokens():
+    """x' = x + adapter(attn(norm1(x))); out = x' + mlp(norm2(x')) + 0.5 * up(GELU(down(norm2(x')))),
+    computed here from the block's parts, with every adapter weight random (not the identity start)."""
+    torch.manual_seed(3)
+    model = create("sam_adapter", 2, 3, 1, variant="tiny")
+    block = model.image_encoder.blocks[1]  # the global-attention block
+    with torch.no_grad():
+        for parameter in block.parameters():
+            parameter.copy_(0.2 * torch.randn_like(parameter))
+    tokens = torch.randn(2, 4, 4, 32)
+    with torch.no_grad():
+        space = block.adapter
+        attended = block.attn(block.norm1(tokens))
+        x = tokens + attended + space.up(torch.nn.functional.gelu(space.down(attended)))
+        normed = torch.nn.functional.layer_norm(x, (32,), block.norm2.weight, block.norm2.bias, eps=1e-6)
+        side = block.mlp_adapter
+        expected = x + block.mlp(normed) + 0.5 * side.up(torch.nn.functional.gelu(side.down(normed)))
+        torch.testing.assert_close(block(tokens), expected)

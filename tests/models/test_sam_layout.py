@@ -66,16 +66,14 @@ def test_sam_defaults_to_xy_and_rejects_unknown_layouts():
         create("sam", 2, 3, 1, variant="tiny", layout="yx")
 
 
-@pytest.mark.parametrize(
-    ("name", "size"),
-    [("ccsam", (WIDTH, HEIGHT)), ("medsam_ca", (64, 64))],  # medsam_ca keeps SAM's fixed input size
-)
-def test_hybrids_inherit_the_layout_for_logits_and_attention_maps(name, size):
+@pytest.mark.parametrize("name", ["ccsam", "medsam_ca"])
+def test_hybrids_inherit_the_layout_for_logits_and_attention_maps(name):
     """ccsam and medsam_ca subclass `sam`, so they take medattn's layout too (maps included)."""
     xy = _randomised(create(name, 2, 3, 2, **describe(name).tiny))
     assert xy.layout == "xy"
     hw = copy.deepcopy(xy)
     hw.layout = "hw"
+    size = (WIDTH, HEIGHT)
     images = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         got = xy(images, boxes=BOXES)

@@ -138,11 +138,57 @@ def window_unpartition(
     return x[:, :h, :w, :].contiguous() if (hp > h or wp > w) else x
 
 
+def resize_position_embedding(pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """SAM's absolute position embedding (1, H, W, D) resized bicubically to a token grid (h, w).
+
+    The one place the SAM family fits positions to an input of another size: Medical SAM Adapter's encoder
+    resizes its embedding in the same way (bicubic, ``align_corners=False``) on every forward. At the
+    embedding's own grid it is returned unchanged.
+    """
+    if tuple(pos_embed.shape[1:3]) == tuple(grid):
+        return pos_embed
+    positions = F.interpolate(pos_embed.permute(0, 3, 1, 2), size=grid, mode="bicubic", align_corners=False)
+    return positions.permute(0, 2, 3, 1)
+
+
+class PositionAdapter(nn.Module):
+    """The absolute position embedding resized to the input's token grid (`resize_position_embedding`),
+    optionally plus a learned depthwise 3x3 correction that starts at zero.
+
+    Setting one on an `ImageEncoderViT` (`SAM.accept_any_input_size`) lets the encoder take any multiple of
+    16 pixels. The global blocks' relative-position tables need no adapter: they are resized linearly to the
+    grid in every forward, as SAM does.
+
+    Args:
+        dim: token width.
+        correction: learn the depthwise correction (sam_adapter, ccsam); without it the adapter has no
+            parameters and is the plain resize of Medical SAM Adapter.
+    """
+
+    def __init__(self, dim: int, correction: bool = True):
+        super().__init__()
+        self.correction: nn.Conv2d | None = None
+        if correction:
+            self.correction = nn.Conv2d(dim, dim, kernel_size=3, padding=1, groups=dim)
+            nn.init.zeros_(self.correction.weight)
+            nn.init.zeros_(self.correction.bias)
+
+    def forward(self, pos_embed: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """Position embedding (1, h, w, D) for a token grid (h, w), from SAM's (1, H, W, D)."""
+        positions = resize_position_embedding(pos_embed, grid)
+        if self.correction is None:
+            return positions
+        channels_first = positions.permute(0, 3, 1, 2)
+        return (channels_first + self.correction(channels_first)).permute(0, 2, 3, 1)
+
+
 class Block(nn.Module):
     """A pre-norm transformer block with windowed (window_size > 0) or global attention.
 
-    `adapter` is applied to the attention output before the residual sum; it is an identity here, and
-    `sam_adapter` puts a bottleneck adapter there (Medical SAM Adapter's placement).
+    Two adapter slots, identities here, take Medical SAM Adapter's placements: `adapter` is applied to the
+    attention output before the residual sum (their Space_Adapter), and `mlp_adapter`, when set, runs beside
+    the MLP on the same normalised tokens, its output scaled by `mlp_adapter_scale` and added
+    (their MLP_Adapter): x + mlp(norm2(x)) + scale * mlp_adapter(norm2(x)).
     """
 
     def __init__(
@@ -169,6 +215,8 @@ class Block(nn.Module):
         self.mlp = MLPBlock(dim, int(dim * mlp_ratio))
         self.window_size = window_size
         self.adapter: nn.Module = nn.Identity()
+        self.mlp_adapter: nn.Module | None = None
+        self.mlp_adapter_scale = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One block on tokens (B, H, W, D)."""
@@ -182,7 +230,10 @@ class Block(nn.Module):
         else:
             x = self.attn(x)
         x = shortcut + self.adapter(x)
-        return x + self.mlp(self.norm2(x))
+        normed = self.norm2(x)
+        if self.mlp_adapter is None:
+            return x + self.mlp(normed)
+        return x + self.mlp(normed) + self.mlp_adapter_scale * self.mlp_adapter(normed)
 
 
 class ImageEncoderViT(nn.Module):
@@ -204,8 +255,8 @@ class ImageEncoderViT(nn.Module):
         global_attn_indexes: the blocks that attend over the whole grid instead of windows.
         norm_eps: LayerNorm epsilon (SAM uses 1e-6).
 
-    `position_adapter` is None here, so inputs must be exactly `img_size`; `sam_adapter` sets a module
-    that resizes the position embedding to the input's grid.
+    `position_adapter` is None here, so inputs must be exactly `img_size` (`sam`); the SAM-family adapters
+    (sam_adapter, ccsam, medsam_ca) set a `PositionAdapter` that fits the embedding to the input's grid.
     """
 
     def __init__(
@@ -254,9 +305,17 @@ class ImageEncoderViT(nn.Module):
             LayerNorm2d(out_chans),
         )
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Patch tokens plus absolute positions, (B, H/16, W/16, embed_dim): the input of the first block."""
+    def embed(self, x: torch.Tensor, token_adapter: nn.Module | None = None) -> torch.Tensor:
+        """Patch tokens plus absolute positions, (B, H/16, W/16, embed_dim): the input of the first block.
+
+        Args:
+            x: images (B, C, H, W).
+            token_adapter: applied to the patch tokens before the positions are added (ccsam's input
+                adapter).
+        """
         tokens = self.patch_embed(x)
+        if token_adapter is not None:
+            tokens = token_adapter(tokens)
         if self.pos_embed is None:
             return tokens
         grid = tuple(tokens.shape[1:3])
@@ -266,7 +325,7 @@ class ImageEncoderViT(nn.Module):
             raise GeometryError(
                 f"the SAM image encoder is built for {self.img_size}x{self.img_size} pixel inputs, got "
                 f"{tuple(x.shape[2:])}: resize the image to {self.img_size} (medattn.models.sam.preprocess) "
-                "or use sam_adapter, which resizes its position embedding"
+                "or use sam_adapter, ccsam or medsam_ca, which resize the position embedding"
             )
         return tokens + self.pos_embed
 

@@ -11,6 +11,7 @@ from medattn.errors import ConfigError, GeometryError
 from medattn.models.base import SegmentationModel
 from medattn.models.registry import register_model
 from medattn.models.sam.checkpoint import load_checkpoint
+from medattn.models.sam.image_encoder import PositionAdapter
 from medattn.models.sam.preprocess import resize_coordinates
 from medattn.models.sam.prompts import jittered_boxes
 from medattn.models.sam.variants import (
@@ -115,7 +116,7 @@ class SAM(SegmentationModel):
         if layout not in LAYOUTS:
             raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
         config = get_variant(variant)
-        # The absolute position embedding fixes the input size; sam_adapter lifts that to multiples of 16.
+        # The absolute position embedding fixes the input size; `accept_any_input_size` lifts that.
         super().__init__(
             spatial_dims,
             in_channels,
@@ -145,6 +146,21 @@ class SAM(SegmentationModel):
         hypernetworks = [f"mask_decoder.output_hypernetworks_mlps.{i}" for i in unused]
         self.freeze("mask_decoder.iou_prediction_head", *hypernetworks)
         self._prompts = Prompts()
+
+    def accept_any_input_size(self, correction: bool = True) -> None:
+        """Take inputs of any multiple of 16 pixels per side (256 x 256 ultrasound frames, say), not only
+        img_size: the SAM-family adapters' shared input contract (sam_adapter, ccsam, medsam_ca).
+
+        A `PositionAdapter` resizes the position embedding to the input's token grid in every forward (the
+        relative-position tables already are); boxes and points are still mapped to the img_size frame
+        the prompt encoder was trained in (`encode_prompts`). At img_size the model is unchanged.
+
+        Args:
+            correction: also learn the adapter's depthwise correction of the resized embedding (it starts
+                at zero; `image_encoder.position_adapter.correction.*` in the state dict).
+        """
+        self.image_encoder.position_adapter = PositionAdapter(self.variant.embed_dim, correction)
+        self.fixed_input_size = None
 
     def forward(
         self,
