@@ -26,7 +26,7 @@ from monai.data import MetaTensor
 from medattn.device import channels_last_format, resolve_amp, resolve_device, to_host
 from medattn.errors import ConfigError
 from medattn.inference.resample import labels_on_input_grid, to_input_grid
-from medattn.inference.stitch_memory import choose_stitch_device
+from medattn.inference.stitch_memory import choose_stitch_device, resolve_stitch_device
 from medattn.inference.uncertainty import mutual_information, normalized_entropy
 from medattn.models.base import compiled
 from medattn.package import PackageConfig, load_package
@@ -119,7 +119,7 @@ class Predictor:
         self.overlap = overlap
         self.sw_batch_size = sw_batch_size
         self.tta = tta
-        self.stitch_device = _resolve_stitch_device(stitch_device)
+        self.stitch_device = resolve_stitch_device(stitch_device)
         self.preprocessor = Preprocessor(config.plan)
 
     @property
@@ -370,16 +370,6 @@ class Predictor:
             raise ConfigError(
                 f"{source}: the model takes {self.plan.in_channels} channel(s), the image {image.shape[0]}"
             )
-
-
-def _resolve_stitch_device(stitch_device: str | torch.device | None) -> torch.device | None:
-    """A fixed stitch device, or None for 'auto' (chosen per image by `choose_stitch_device`)."""
-    if stitch_device is None or str(stitch_device) == "auto":
-        return None
-    try:
-        return torch.device(stitch_device)
-    except RuntimeError as error:
-        raise ConfigError(f"unknown stitch device {stitch_device!r}; use auto, cpu or cuda[:N]") from error
 
 
 def _on_grid(volume: torch.Tensor, image: MetaTensor) -> MetaTensor:

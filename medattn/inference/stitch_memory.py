@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import torch
 
 from medattn.device import gpu_available_bytes
+from medattn.errors import ConfigError
 
 #: Floats per softmax slab (16 MB): the stitched logits are normalised slab by slab, never copied whole.
 SOFTMAX_SLAB_VALUES = 1 << 22
@@ -60,3 +61,13 @@ def stitched_bytes(
     channels = out_channels + 1 + in_channels + 2 * extra_maps
     slabs = min(2 * SOFTMAX_SLAB_VALUES, 2 * out_channels * voxels)
     return (channels * voxels + slabs) * 4
+
+
+def resolve_stitch_device(stitch_device: str | torch.device | None) -> torch.device | None:
+    """A fixed stitch device, or None for 'auto' (chosen per image by `choose_stitch_device`)."""
+    if stitch_device is None or str(stitch_device) == "auto":
+        return None
+    try:
+        return torch.device(stitch_device)
+    except RuntimeError as error:
+        raise ConfigError(f"unknown stitch device {stitch_device!r}; use auto, cpu or cuda[:N]") from error
