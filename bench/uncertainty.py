@@ -16,7 +16,7 @@ them with the components and probabilities. Reported per arm:
 Writes its section of BENCHMARKS.md (``--no-write`` skips it). The run folder and predictions stay in
 bench_results/uncertainty/ so a rerun with the same arguments only predicts and scores again.
 
-    .venv/bin/python bench/uncertainty.py [--dataset mri_2mm] [--folds 3] [--fold-time 150]
+    .venv/bin/python bench/uncertainty.py [--datasets mri_2mm mri_aniso] [--folds 3] [--fold-time 150]
 """
 
 from __future__ import annotations
@@ -84,7 +84,12 @@ def score(arm: str, pred_dir: Path, dataset: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="mri_2mm", help="a kind of bench/brain_datasets.py")
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=["mri_2mm"],
+        help="kinds of bench/brain_datasets.py, one table row group each",
+    )
     parser.add_argument("--seed", type=int, default=1, help="dataset seed (1: the test datasets)")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--fold-time", type=float, default=150.0, help="training seconds per fold")
@@ -96,33 +101,41 @@ def main() -> None:
 
     import medattn
 
-    dataset = ensure_dataset(
-        args.dataset, ROOT / "bench_results" / "datasets" / f"{args.dataset}_s{args.seed}", args.seed
-    )
-    run = args.work / f"{args.dataset}_s{args.seed}_{args.folds}x{int(args.fold_time)}s"
-    if not (run / "medattn.json").is_file():
-        medattn.train(dataset, out=run, folds=args.folds, max_time=args.fold_time, device="cpu", resume=True)
-    arms = {f"fold {k}": [run / f"fold_{k}"] for k in range(args.folds)}
-    arms[f"ensemble of {args.folds}"] = [run]
     rows = []
-    for arm, packages in arms.items():
-        pred_dir = run.parent / f"{run.name}_predictions" / arm.replace(" ", "_")
-        medattn.predict(
-            dataset / "imagesTs", pred_dir, packages, device="cpu", uncertainty=True, save_probabilities=True
+    for kind in args.datasets:
+        dataset = ensure_dataset(
+            kind, ROOT / "bench_results" / "datasets" / f"{kind}_s{args.seed}", args.seed
         )
-        rows.append(score(arm, pred_dir, dataset))
-        print(json.dumps(rows[-1]), flush=True)
+        run = args.work / f"{kind}_s{args.seed}_{args.folds}x{int(args.fold_time)}s"
+        if not (run / "medattn.json").is_file():
+            medattn.train(
+                dataset, out=run, folds=args.folds, max_time=args.fold_time, device="cpu", resume=True
+            )
+        arms = {f"fold {k}": [run / f"fold_{k}"] for k in range(args.folds)}
+        arms[f"ensemble of {args.folds}"] = [run]
+        for arm, packages in arms.items():
+            pred_dir = run.parent / f"{run.name}_predictions" / arm.replace(" ", "_")
+            medattn.predict(
+                dataset / "imagesTs",
+                pred_dir,
+                packages,
+                device="cpu",
+                uncertainty=True,
+                save_probabilities=True,
+            )
+            rows.append({"dataset": kind, **score(arm, pred_dir, dataset)})
+            print(json.dumps(rows[-1]), flush=True)
     table = _table(rows)
     print(table)
     if not args.no_write:
         from report import machine, write_section
 
         command = (
-            f"`.venv/bin/python bench/uncertainty.py --dataset {args.dataset} --folds {args.folds} "
-            f"--fold-time {int(args.fold_time)}`"
+            f"`.venv/bin/python bench/uncertainty.py --datasets {' '.join(args.datasets)} "
+            f"--folds {args.folds} --fold-time {int(args.fold_time)}`"
         )
         body = (
-            f"{command}; {machine()}. Test cases: `{args.dataset}` seed {args.seed} (domain-shifted "
+            f"{command}; {machine()}. Test cases: seed {args.seed} of each dataset (domain-shifted "
             f"scanner); {args.folds} folds of {int(args.fold_time)} s each on CPU defaults. Voxel AUROC: "
             "uncertainty of wrong vs right voxels inside the head; component AUROC: confidence of true vs "
             "false-positive "
@@ -138,13 +151,13 @@ def _table(rows: list[dict]) -> str:
         return "" if value is None else f"{value:.{digits}f}"
 
     lines = [
-        "| arm | Dice lesion | Dice all labels | voxel AUROC | component AUROC (TP / FP) | ECE lesion "
-        "| Brier lesion |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| dataset | arm | Dice lesion | Dice all labels | voxel AUROC | component AUROC (TP / FP) "
+        "| ECE lesion | Brier lesion |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['arm']} | {number(row['dice_lesion'])} | {number(row['dice_all'])} | "
+            f"| {row['dataset']} | {row['arm']} | {number(row['dice_lesion'])} | {number(row['dice_all'])} | "
             f"{number(row['voxel_auroc'])} | {number(row['component_auroc'])} "
             f"({row['n_tp']} / {row['n_fp']}) | "
             f"{number(row['ece'], 4)} | {number(row['brier'], 4)} |"
