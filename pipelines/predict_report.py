@@ -4,7 +4,6 @@ after every case so a killed run leaves reports that match the finished masks.""
 from __future__ import annotations
 
 import csv
-import io
 import json
 import platform
 from dataclasses import asdict, dataclass, field
@@ -14,7 +13,7 @@ import numpy as np
 
 from medattn import __version__
 from medattn.inference.uncertainty import COMPONENT_COLUMNS
-from medattn.io.atomic import atomic_path
+from medattn.io.atomic import atomic_path, write_csv_rows
 from medattn.metrics.volume import label_voxel_counts, voxel_volume_ml
 
 VOLUME_COLUMNS = ("case", "label", "name", "voxels", "volume_ml")
@@ -91,13 +90,7 @@ def write_reports(
         rows = [row for result in results for row in getattr(result, _RESULT_FIELD[name])]
         if name != "volumes.csv" and not rows and not earlier_rows.get(name):
             continue
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(earlier_rows.get(name, ()))
-        writer.writerows(rows)
-        with atomic_path(out / name) as tmp:
-            tmp.write_text(buffer.getvalue())
+        write_csv_rows(out / name, columns, [*earlier_rows.get(name, ()), *rows])
     listed = ("volumes", "components")
     report = {**settings, "cases": [{k: v for k, v in asdict(r).items() if k not in listed} for r in results]}
     with atomic_path(out / "predict.json") as tmp:

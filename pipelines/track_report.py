@@ -3,8 +3,6 @@ report.html; every file atomically, so an interrupted run leaves whole files."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import platform
 from dataclasses import asdict
@@ -15,7 +13,7 @@ from monai.data import MetaTensor
 
 from medattn import __version__
 from medattn.io import save_mask
-from medattn.io.atomic import atomic_path
+from medattn.io.atomic import atomic_path, write_csv_rows
 from medattn.io.formats import MASK_FORMATS
 from medattn.longitudinal.dates import shown_path
 from medattn.longitudinal.growth import GROWTH_COLUMNS, LESION_COLUMNS, GrowthRow, LesionRow, as_dicts
@@ -25,15 +23,6 @@ from medattn.longitudinal.pictures import lesion_color, slice_picture, volume_pl
 from medattn.longitudinal.report_html import report_html
 
 MASKS = "masks"
-
-
-def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    with atomic_path(path) as tmp:
-        tmp.write_text(buffer.getvalue())
 
 
 def write_masks(out: Path, visits: list, observations: list[Observation], file_format: str) -> dict[str, str]:
@@ -116,8 +105,8 @@ def write_outputs(
     seconds: float,
 ) -> list[dict]:
     """Every output of `track` into `out`; returns report.json's visits."""
-    _write_csv(out / "lesions.csv", LESION_COLUMNS, as_dicts(rows))
-    _write_csv(out / "growth.csv", GROWTH_COLUMNS, as_dicts(growth))
+    write_csv_rows(out / "lesions.csv", LESION_COLUMNS, as_dicts(rows))
+    write_csv_rows(out / "growth.csv", GROWTH_COLUMNS, as_dicts(growth))
     masks = write_masks(out, visits, observations, settings.format)
     summary = []
     for visit in visits:

@@ -21,9 +21,9 @@ import torch
 from monai.data import MetaTensor
 
 from medattn.errors import ConfigError
-from medattn.inference.predictor import PredictionOutput, Predictor, load_model, mask_meta
+from medattn.inference.predictor import PredictionOutput, Predictor, load_model, mask_meta, uncertainty_maps
 from medattn.inference.resample import labels_from_probabilities
-from medattn.inference.uncertainty import entropy, mutual_information, normalized_entropy
+from medattn.inference.uncertainty import entropy
 from medattn.package import read_config
 
 
@@ -132,15 +132,13 @@ class Ensemble:
         the probabilities and the uncertainty and disagreement maps when asked."""
         mean = inferred.probabilities
         labels = labels_from_probabilities(mean, self._first.thresholded_lesions(), self.lesion_threshold)
-        affine = image.affine
-        return PredictionOutput(
-            mask=MetaTensor(labels[None], affine=affine, meta=mask_meta(image)),
-            probabilities=MetaTensor(mean, affine=affine) if probabilities or uncertainty else None,
-            uncertainty=MetaTensor(normalized_entropy(mean)[None], affine=affine) if uncertainty else None,
-            disagreement=MetaTensor(mutual_information(mean, inferred.member_entropy)[None], affine=affine)
-            if uncertainty
-            else None,
+        output = PredictionOutput(
+            mask=MetaTensor(labels[None], affine=image.affine, meta=mask_meta(image)),
+            probabilities=MetaTensor(mean, affine=image.affine) if probabilities or uncertainty else None,
         )
+        if uncertainty:
+            output.uncertainty, output.disagreement = uncertainty_maps(mean, inferred.member_entropy, image)
+        return output
 
 
 def load_predictor(packages: list[str | Path], **settings) -> Predictor | Ensemble:

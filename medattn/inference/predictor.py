@@ -231,7 +231,10 @@ class Predictor:
         stitched = self.sliding_window(prepared, attention=attention, pass_entropy=uncertainty and self.tta)
         if isinstance(stitched, torch.Tensor):
             return Inferred(to_host(stitched))
-        return Inferred(*(None if v is None else to_host(v) for v in stitched))
+        attention_map, pass_entropy = (
+            None if v is None else to_host(v) for v in (stitched.attention, stitched.pass_entropy)
+        )
+        return Inferred(to_host(stitched.probabilities), attention_map, pass_entropy)
 
     def stitch_device_for(self, preprocessed: MetaTensor, extra_maps: int = 0) -> torch.device:
         """Where `sliding_window` stitches this image (with `extra_maps` maps beside the logits): the chosen
@@ -292,11 +295,8 @@ class Predictor:
             attention=attention,
         )
         if uncertainty:
-            mean = on_input.as_tensor()
-            output.uncertainty = _on_grid(normalized_entropy(mean), image)
             passes = self.pass_entropy_on_input(inferred, prepared, image)
-            if passes is not None:
-                output.disagreement = _on_grid(mutual_information(mean, passes), image)
+            output.uncertainty, output.disagreement = uncertainty_maps(on_input.as_tensor(), passes, image)
         return output
 
     def pass_entropy_on_input(self, inferred: Inferred, prepared, image: MetaTensor) -> torch.Tensor | None:
@@ -372,9 +372,17 @@ class Predictor:
             )
 
 
-def _on_grid(volume: torch.Tensor, image: MetaTensor) -> MetaTensor:
-    """A (*spatial) map as a (1, *spatial) MetaTensor on `image`'s grid."""
-    return MetaTensor(volume[None].float(), affine=image.affine)
+def uncertainty_maps(
+    mean_probabilities: torch.Tensor, mean_member_entropy: torch.Tensor | None, image: MetaTensor
+) -> tuple[MetaTensor, MetaTensor | None]:
+    """The uncertainty map (normalized entropy of the members' mean probabilities) and, given the members'
+    mean entropy in nats, the disagreement map (their mutual information; None without it): each
+    (1, *spatial) float32 on `image`'s grid."""
+    total = MetaTensor(normalized_entropy(mean_probabilities)[None].float(), affine=image.affine)
+    if mean_member_entropy is None:
+        return total, None
+    disagreement = mutual_information(mean_probabilities, mean_member_entropy)
+    return total, MetaTensor(disagreement[None].float(), affine=image.affine)
 
 
 def mask_meta(image: MetaTensor) -> dict:

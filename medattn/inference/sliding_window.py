@@ -47,6 +47,7 @@ from medattn.device import autocast, channels_last_format, in_channels_last
 from medattn.errors import ConfigError, GeometryError
 from medattn.inference.network_outputs import class_probabilities, mean_attention_map
 from medattn.inference.stitch_memory import SOFTMAX_SLAB_VALUES
+from medattn.inference.uncertainty import entropy
 
 #: Gaussian sigma as a fraction of the patch size per axis (nnU-Net's and MONAI's 1/8).
 SIGMA_SCALE = 0.125
@@ -166,11 +167,7 @@ class _WindowPredictor:
         if self.progress is not None:
             self.done_windows += windows
             self.progress(min(self.done_windows, self.total_windows), self.total_windows)
-        extras = [
-            m
-            for m, asked in ((attention, self.with_attention), (pass_entropy, self.with_pass_entropy))
-            if asked
-        ]
+        extras = [m for m in (attention, pass_entropy) if m is not None]  # each is there when asked
         return (logits, *extras) if extras else logits
 
     def _forward(self, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -326,8 +323,7 @@ def sliding_window_predict(
 
 def _softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
     """Entropy in nats (B, 1, *window) of the class probabilities of logits (B, C, *window)."""
-    p = class_probabilities(logits)
-    return -(p * p.clamp_min(1e-12).log()).sum(dim=1, keepdim=True)
+    return entropy(class_probabilities(logits).movedim(1, 0)).unsqueeze(1)
 
 
 def _softmax_(logits: torch.Tensor, slab_values: int = SOFTMAX_SLAB_VALUES) -> torch.Tensor:

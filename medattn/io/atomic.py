@@ -4,10 +4,12 @@ partial file, and is one WriteError naming the file (DiskFullError when the disk
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
+import io
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from medattn.errors import DiskFullError, MedattnError, WriteError
@@ -72,6 +74,16 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         if named is not None:
             raise named from error
         raise
+
+
+def write_csv_rows(path: str | Path, columns: tuple[str, ...], rows: Iterable[dict]) -> None:
+    """`rows` (dicts keyed by `columns`) as a CSV file with that header, written through `atomic_path`."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buffer.getvalue())
 
 
 def check_writable(folder: str | Path) -> Path:
