@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from protocol import run_protocol, spread, variant_arms  # bench/protocol.py
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -225,28 +224,9 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def protocol(args: argparse.Namespace) -> None:
-    """Every seed x dataset x arm not done yet, each in its own process: seed by seed, so a protocol stopped
-    early has results on every dataset, and the arms of one seed run back to back."""
-    arms = [("plain", []), ("medattn", [])] + [
-        ("medattn", ["--name", name, *sum((["--set", *s.split("=", 1)] for s in sets.split(";")), [])])
-        for name, sets in (v.split(":", 1) for v in args.variant)
-    ]
-    for seed in args.seeds:
-        for dataset in args.datasets:
-            for arm, extra in arms:
-                name = extra[1] if extra else arm
-                done = RESULTS / f"{dataset}_s{args.data_seed}" / f"{name}_seed{seed}.json"
-                if done.is_file():
-                    continue
-                command = [sys.executable, __file__, "run", "--dataset", dataset, "--arm", arm]
-                command += ["--seed", str(seed), "--data-seed", str(args.data_seed)]
-                command += ["--seconds", str(args.seconds), *extra]
-                print(" ".join(command), flush=True)
-                subprocess.run(command, check=False)
-
-
-def _spread(values: list[float]) -> str:
-    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+    """Every seed x dataset x arm not done yet, each in its own process (`bench/protocol.py`)."""
+    arms = variant_arms(["plain", "medattn"], args.variant)
+    run_protocol(__file__, RESULTS, args.datasets, args.seeds, arms, args.data_seed, args.seconds)
 
 
 def _operating_points(runs: dict[str, list[dict]]) -> str:
@@ -260,9 +240,9 @@ def _operating_points(runs: dict[str, list[dict]]) -> str:
             large = [sum(p["found"][s][i] for p in points for s in ("3-10", ">10")) for i in (0, 1)]
             lines.append(
                 f"- {arm}, lesion where its probability >= {threshold} ({len(points)} seeds): lesion Dice "
-                f"{_spread([p['dice']['lesion'] for p in points])}, found under 3 mL {small[0]}/{small[1]}, "
+                f"{spread([p['dice']['lesion'] for p in points])}, found under 3 mL {small[0]}/{small[1]}, "
                 f"above {large[0]}/{large[1]}, FP lesions / case "
-                f"{_spread([p['fp_per_case'] for p in points])}"
+                f"{spread([p['fp_per_case'] for p in points])}"
             )
         others = [r["other_weights"] for r in results if r.get("other_weights")]
         if others:
@@ -274,7 +254,7 @@ def _operating_points(runs: dict[str, list[dict]]) -> str:
             ]
             lines.append(
                 f"- {arm}, {others[0]['weights']} weights instead ({len(others)} runs where they differ): "
-                f"mean Dice {_spread(mean)} against {_spread(own)}"
+                f"mean Dice {spread(mean)} against {spread(own)}"
             )
     return "\n\n" + "\n".join(lines) if lines else ""
 
@@ -317,10 +297,10 @@ def report(args: argparse.Namespace) -> str:
             ]
             rows.append(
                 f"| {arm} | {len(results)} | {np.mean([r['steps'] for r in results]):.0f} | "
-                + " | ".join(_spread(v) for v in dice.values())
-                + f" | {_spread(means)} | "
+                + " | ".join(spread(v) for v in dice.values())
+                + f" | {spread(means)} | "
                 + " | ".join(found)
-                + f" | {_spread([r['fp_per_case'] for r in results])} |"
+                + f" | {spread([r['fp_per_case'] for r in results])} |"
             )
         sections.append(f"**{folder.name}**\n\n" + "\n".join(rows) + _operating_points(runs))
     text = "\n\n".join(sections)

@@ -1,20 +1,33 @@
-"""Accuracy at equal wall time on endoscopy frames: `medattn train --model pranet` vs a plain MONAI 2D UNet.
+"""Accuracy at equal wall time on endoscopy frames: `medattn train` on a folder of frames against a plain
+MONAI 2D UNet loop, several frame sets and seeds, each test side seen through another endoscope.
 
-Training frames come from the sample-data generator (sample_data/gen_endoscopy.py: rendered colon wall,
-one polyp per frame, 192 x 192), the test frames from other seeds after a domain shift: another colour
-balance (channel gains 0.8-1.25), blur (gaussian sigma 1.5 px) and noise (sigma 8 grey levels), as another
-endoscope would give. Both arms train for the same seconds on the same frames, then segment the shifted
-test frames; reported are Dice (mean over frames), polyp detection (a frame counts when Dice > 0.5) and
-the steps each arm managed. Writes its section of BENCHMARKS.md.
+Frames come from the sample-data generator (sample_data/gen_endoscopy.py: rendered colon wall, one polyp per
+frame, 192 x 192); each frame set has its own scenes and its own test-side shift, drawn before any run:
 
-    .venv/bin/python bench/equal_time_2d.py --seconds 120 [--model pranet] [--model-kwargs '{"width": 16}']
+- ``endo_colour``: another colour balance and exposure (channel gains 0.8-1.25, overall 0.85-1.15), light
+  sensor noise (sigma 2 grey levels);
+- ``endo_soft``: a softer, noisier sensor (gaussian blur sigma 1 px, noise sigma 6, gains 0.9-1.1);
+- ``endo_lowres``: a lower-resolution endoscope whose frames are stored as JPEG (half resolution scaled
+  back up, JPEG quality 35-55, gains 0.9-1.1).
+
+Arms: ``plain`` is MONAI's 2D tutorial recipe (UNet 16-256 with residual units and batch norm, DiceCE,
+Adam 1e-3, batch 8, per-image scaling to [0, 1], flips and 90-degree rotations, no validation);
+``medattn`` is `medattn.train` on the folder with its defaults (no ``--model``: what a user gets) then
+`medattn.predict --format png`; ``pranet`` is the same with ``model="pranet"`` (random backbone). A variant
+is ``--arm medattn --name NAME --set KEY JSON`` (TrainOptions fields). Scores per run: Dice (mean over
+test frames), frames detected (Dice > 0.5) and false-positive components (predicted regions touching no
+polyp) per frame, with their areas. Choices are tuned on ``--data-seed 1000`` and reported on 1.
+
+    .venv/bin/python bench/equal_time_2d.py protocol --seconds 120 --seeds 0 1 2
+    .venv/bin/python bench/equal_time_2d.py run --dataset endo_soft --arm pranet --data-seed 1000
+    .venv/bin/python bench/equal_time_2d.py report --data-seed 1
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -24,32 +37,60 @@ import numpy as np
 import torch
 from PIL import Image
 from plain_monai import train_until  # bench/plain_monai.py
-from report import write_section  # bench/report.py
-
-import medattn
+from protocol import run_protocol, spread, variant_arms  # bench/protocol.py
+from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench_results" / "equal_time_2d"
+FRAMES = ROOT / "bench_results" / "frames"
 sys.path.insert(0, str(ROOT / "sample_data"))
 from gen_endoscopy import write_frames  # noqa: E402  (sample-data generator, not a package)
 
-
-def shifted_test_frames(folder: Path, count: int, seed: int) -> Path:
-    """Test frames from unseen scenes with another endoscope's look: colour gains, blur, noise."""
-    from scipy.ndimage import gaussian_filter
-
-    write_frames(folder, count, 192, seed)
-    rng = np.random.default_rng(seed)
-    for path in sorted((folder / "images").glob("*.png")):
-        rgb = np.asarray(Image.open(path), dtype=np.float32)
-        rgb *= rng.uniform(0.8, 1.25, size=3)
-        rgb = gaussian_filter(rgb, sigma=(1.5, 1.5, 0))
-        rgb += rng.normal(0, 8, rgb.shape)
-        Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(path)
-    return folder
+TRAIN_FRAMES, TEST_FRAMES, SIZE = 48, 24, 192
+FRAME_SETS = ("endo_colour", "endo_soft", "endo_lowres")
 
 
-def plain_monai(train_dir: Path, test_dir: Path, out: Path, seconds: float) -> int:
-    """MONAI's 2D tutorial recipe: UNet (16-256, residual units), DiceCE, Adam 1e-3, per-image scaling."""
+def shift_frame(rgb: np.ndarray, frame_set: str, rng: np.random.Generator) -> np.ndarray:
+    """One test frame as the frame set's other endoscope would show it (uint8 RGB in, uint8 RGB out)."""
+    image = rgb.astype(np.float32)
+    if frame_set == "endo_colour":
+        image *= rng.uniform(0.8, 1.25, size=3) * rng.uniform(0.85, 1.15)
+        image += rng.normal(0, 2, image.shape)
+    elif frame_set == "endo_soft":
+        image = ndimage.gaussian_filter(image * rng.uniform(0.9, 1.1, size=3), sigma=(1.0, 1.0, 0))
+        image += rng.normal(0, 6, image.shape)
+    elif frame_set == "endo_lowres":
+        image *= rng.uniform(0.9, 1.1, size=3)
+        small = Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).resize((SIZE // 2, SIZE // 2))
+        buffer = io.BytesIO()
+        small.resize((SIZE, SIZE), Image.BILINEAR).save(buffer, "JPEG", quality=int(rng.integers(35, 56)))
+        image = np.asarray(Image.open(buffer), dtype=np.float32)
+    else:
+        raise ValueError(f"unknown frame set {frame_set!r}; known: {', '.join(FRAME_SETS)}")
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def ensure_frames(frame_set: str, data_seed: int) -> Path:
+    """The frame set's train/ and test/ folders (images/, labels/ of 0/1 PNGs), written once per data seed.
+
+    Scenes differ between frame sets and data seeds; the test side is shifted by `shift_frame`.
+    """
+    root = FRAMES / f"{frame_set}_s{data_seed}"
+    if (root / "done").is_file():
+        return root
+    base = data_seed * 100 + 10 * FRAME_SETS.index(frame_set)
+    write_frames(root / "train", TRAIN_FRAMES, SIZE, seed=base + 1)
+    write_frames(root / "test", TEST_FRAMES, SIZE, seed=base + 2)
+    rng = np.random.default_rng(base + 3)
+    for path in sorted((root / "test" / "images").glob("*.png")):
+        shifted = shift_frame(np.asarray(Image.open(path).convert("RGB")), frame_set, rng)
+        Image.fromarray(shifted).save(path)
+    (root / "done").write_text("")
+    return root
+
+
+def plain_monai(train_dir: Path, test_dir: Path, out: Path, seconds: float, seed: int) -> int:
+    """MONAI's 2D tutorial recipe for `seconds`, then the test frames; returns the steps done."""
     from monai.data import DataLoader, Dataset
     from monai.inferers import sliding_window_inference
     from monai.losses import DiceCELoss
@@ -62,7 +103,9 @@ def plain_monai(train_dir: Path, test_dir: Path, out: Path, seconds: float) -> i
         RandRotate90d,
         ScaleIntensityd,
     )
+    from monai.utils import set_determinism
 
+    set_determinism(seed)
     items = [
         {"image": str(p), "label": str(train_dir / "labels" / p.name)}
         for p in sorted((train_dir / "images").glob("*.png"))
@@ -78,7 +121,6 @@ def plain_monai(train_dir: Path, test_dir: Path, out: Path, seconds: float) -> i
         ]
     )
     loader = DataLoader(Dataset(items, transform), batch_size=8, shuffle=True)
-    torch.manual_seed(0)
     net = UNet(2, 3, 2, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2), num_res_units=2, norm="batch")
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
     optimizer = torch.optim.Adam(net.parameters(), 1e-3)
@@ -89,81 +131,130 @@ def plain_monai(train_dir: Path, test_dir: Path, out: Path, seconds: float) -> i
     for path in sorted((test_dir / "images").glob("*.png")):
         image = read({"image": str(path)})["image"]
         with torch.no_grad():
-            logits = sliding_window_inference(image[None], (192, 192), 1, net)[0]
+            logits = sliding_window_inference(image[None], (SIZE, SIZE), 1, net)[0]
         labels = logits.argmax(0).numpy().astype(np.uint8)  # (W, H), PILReader's layout
         Image.fromarray(labels.T).save(out / path.name)
     return steps
 
 
+def medattn_arm(train_dir: Path, test_dir: Path, out: Path, seconds: float, seed: int, options: dict) -> int:
+    """`medattn.train` on the folder (defaults plus `options`), then `medattn.predict --format png`."""
+    import medattn
+
+    with tempfile.TemporaryDirectory() as work:
+        run = medattn.train(
+            train_dir, out=Path(work) / "run", device="cpu", max_time=seconds, seed=seed, **options
+        )
+        medattn.predict(test_dir / "images", out, model=run.package, device="cpu", format="png")
+    return run.history[-1]["step"] if run.history else 0
+
+
 def score(pred_dir: Path, test_dir: Path) -> dict[str, float]:
-    dices = []
+    """Mean Dice over frames, share of frames with Dice > 0.5, false-positive components per frame."""
+    dices, false_positives, fp_areas = [], [], []
     for ref_path in sorted((test_dir / "labels").glob("*.png")):
         ref = np.asarray(Image.open(ref_path)) > 0
         pred = np.asarray(Image.open(pred_dir / ref_path.name)) > 0
         total = ref.sum() + pred.sum()
         dices.append(2 * (ref & pred).sum() / total if total else 1.0)
-    return {"dice": float(np.mean(dices)), "detected": float(np.mean(np.asarray(dices) > 0.5))}
+        components, count = ndimage.label(pred)
+        untouched = sorted(set(range(1, count + 1)) - set(np.unique(components[ref])))
+        false_positives.append(len(untouched))
+        fp_areas += np.bincount(components.ravel(), minlength=count + 1)[untouched].tolist()
+    return {
+        "dice": float(np.mean(dices)),
+        "detected": float(np.mean(np.asarray(dices) > 0.5)),
+        "fp_per_frame": float(np.mean(false_positives)),
+        "fp_areas_px": fp_areas,  # how large the false positives are: specks or polyp-sized regions
+    }
+
+
+def run(args: argparse.Namespace) -> Path:
+    """One arm on one frame set and seed; writes and returns its result JSON."""
+    data = ensure_frames(args.dataset, args.data_seed)
+    name = args.name or args.arm
+    result_path = RESULTS / f"{args.dataset}_s{args.data_seed}" / f"{name}_seed{args.seed}.json"
+    options = {key: json.loads(value) for key, value in args.set}
+    if args.arm == "pranet":
+        options = {"model": "pranet", **options}
+    with tempfile.TemporaryDirectory() as work:
+        pred = Path(work) / "pred"
+        start = time.perf_counter()
+        if args.arm == "plain":
+            steps = plain_monai(data / "train", data / "test", pred, args.seconds, args.seed)
+        else:
+            steps = medattn_arm(data / "train", data / "test", pred, args.seconds, args.seed, options)
+        wall = time.perf_counter() - start
+        scores = score(pred, data / "test")
+    result = {
+        "dataset": args.dataset,
+        "data_seed": args.data_seed,
+        "arm": name,
+        "options": options,
+        "seed": args.seed,
+        "seconds": args.seconds,
+        "threads": torch.get_num_threads(),
+        "steps": steps,
+        "wall_s": wall,
+        **scores,
+    }
+    result_path.parent.mkdir(parents=True, exist_ok=True)
+    result_path.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in ("arm", "seed", "steps", "dice", "detected", "fp_per_frame")}))
+    return result_path
+
+
+def report(args: argparse.Namespace) -> str:
+    """One markdown table over the frame sets: mean ± sd over seeds for each arm."""
+    rows = [
+        "| frame set | arm | seeds | steps | Dice | frames detected | FP components / frame |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for folder in sorted(RESULTS.glob(f"*_s{args.data_seed}")):
+        runs: dict[str, list[dict]] = {}
+        for path in sorted(folder.glob("*.json")):
+            result = json.loads(path.read_text())
+            runs.setdefault(result["arm"], []).append(result)
+        for arm, results in sorted(runs.items(), key=lambda item: (item[0] != "plain", item[0])):
+            rows.append(
+                f"| {folder.name.rsplit('_s', 1)[0]} | {arm} | {len(results)} | "
+                f"{np.mean([r['steps'] for r in results]):.0f} | "
+                + " | ".join(spread([r[k] for r in results]) for k in ("dice", "detected", "fp_per_frame"))
+                + " |"
+            )
+    text = "\n".join(rows)
+    print(text)
+    return text
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=120.0, help="training wall time per arm")
-    parser.add_argument("--model", default="pranet", help="medattn registry name")
-    parser.add_argument("--model-kwargs", default="{}", help="model options as JSON")
-    parser.add_argument("--train-frames", type=int, default=48)
-    parser.add_argument("--test-frames", type=int, default=16)
+    commands = parser.add_subparsers(dest="command", required=True)
+    one = commands.add_parser("run", help="one arm, one frame set, one seed")
+    one.add_argument("--dataset", choices=FRAME_SETS, default="endo_soft")
+    one.add_argument("--arm", choices=("plain", "medattn", "pranet"), default="medattn")
+    one.add_argument("--name", help="the variant's name in the results (default: the arm)")
+    one.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "JSON"))
+    one.add_argument("--seed", type=int, default=0)
+    many = commands.add_parser("protocol", help="frame sets x seeds x arms, skipping finished runs")
+    many.add_argument("--datasets", nargs="+", choices=FRAME_SETS, default=list(FRAME_SETS))
+    many.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    many.add_argument("--arms", nargs="+", default=["plain", "medattn", "pranet"])
+    many.add_argument("--variant", action="append", default=[], help="NAME:KEY=JSON;KEY=JSON")
+    for command in (one, many):
+        command.add_argument("--data-seed", type=int, default=1, help="1: test frames; 1000: tuning")
+        command.add_argument("--seconds", type=float, default=120.0, help="training wall time per run")
+    summary = commands.add_parser("report", help="a table of mean ± sd over seeds")
+    summary.add_argument("--data-seed", type=int, default=1)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as work:
-        work = Path(work)
-        write_frames(work / "train", args.train_frames, 192, seed=101)
-        test_dir = shifted_test_frames(work / "test", args.test_frames, seed=202)
-        start = time.perf_counter()
-        run = medattn.train(
-            work / "train",
-            model=args.model,
-            model_kwargs=json.loads(args.model_kwargs),
-            out=work / "medattn_run",
-            device="cpu",
-            epochs=10_000,
-            max_time=args.seconds,
-            val_fraction=0.125,
-            seed=0,
-        )
-        medattn_seconds = time.perf_counter() - start
-        medattn.predict(
-            test_dir / "images", work / "medattn_pred", model=run.package, device="cpu", format="png"
-        )
-        medattn_scores = score(work / "medattn_pred", test_dir)
-        start = time.perf_counter()
-        monai_steps = plain_monai(work / "train", test_dir, work / "monai_pred", args.seconds)
-        monai_seconds = time.perf_counter() - start
-        monai_scores = score(work / "monai_pred", test_dir)
-    medattn_steps = run.history[-1]["step"] if run.history else 0
-    name = f"medattn {args.model} {args.model_kwargs if args.model_kwargs != '{}' else '(defaults)'}"
-    rows = [
-        f"| {name} | {medattn_seconds:.0f} | {medattn_steps} | {medattn_scores['dice']:.3f} | "
-        f"{medattn_scores['detected']:.2f} |",
-        f"| plain MONAI 2D UNet loop | {monai_seconds:.0f} | {monai_steps} | {monai_scores['dice']:.3f} | "
-        f"{monai_scores['detected']:.2f} |",
-    ]
-    table = "\n".join(
-        [
-            "| arm | train + predict s | steps | Dice | frames detected |",
-            "| --- | ---: | ---: | ---: | ---: |",
-            *rows,
-        ]
-    )
-    print(table)
-    write_section(
-        "## accuracy at equal time, 2D endoscopy: `bench/equal_time_2d.py`",
-        f"`.venv/bin/python bench/equal_time_2d.py --seconds {args.seconds:.0f}`. "
-        f"{args.train_frames} generated training frames (192 x 192), {args.test_frames} test frames of other "
-        "scenes after a domain shift (colour gains 0.8-1.25, blur sigma 1.5 px, noise sigma 8). Dice is the "
-        "mean over test frames; a frame is detected when its Dice > 0.5.\n\n"
-        f"Machine: {platform.machine()}, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}.\n\n"
-        f"{table}\n",
-    )
+    if args.command == "run":
+        args.set = [tuple(pair) for pair in args.set]
+        run(args)
+    elif args.command == "protocol":
+        arms = variant_arms(args.arms, args.variant)
+        run_protocol(__file__, RESULTS, args.datasets, args.seeds, arms, args.data_seed, args.seconds)
+    else:
+        report(args)
 
 
 if __name__ == "__main__":
