@@ -29,7 +29,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from protocol import run_protocol, spread, variant_arms  # bench/protocol.py
+from protocol import dispatch, protocol_parser, spread, write_result  # bench/protocol.py
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -190,43 +190,20 @@ def run(args: argparse.Namespace) -> Path:
     """One arm on one dataset and seed; writes and returns its result JSON."""
     import tempfile
 
-    import torch
     from brain_datasets import ensure_dataset  # bench/ is on sys.path
 
     data = ensure_dataset(args.dataset, DATASETS / f"{args.dataset}_s{args.data_seed}", args.data_seed)
-    name = args.name or args.arm
-    result_path = RESULTS / f"{args.dataset}_s{args.data_seed}" / f"{name}_seed{args.seed}.json"
     options = {key: json.loads(value) for key, value in args.set}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
         start = time.perf_counter()
         if args.arm == "plain":
-            info = {"steps": plain_monai(data, work / "pred", args.seconds, args.seed)}
+            measured = {"steps": plain_monai(data, work / "pred", args.seconds, args.seed)}
         else:
-            info = medattn_arm(data, work / "pred", args.seconds, args.seed, options, work, args.steps)
-        info["wall_s"] = time.perf_counter() - start
-        result = {
-            "dataset": args.dataset,
-            "data_seed": args.data_seed,
-            "arm": name,
-            "options": options,
-            "seed": args.seed,
-            "seconds": args.seconds if args.steps is None else None,
-            "budget_steps": args.steps,
-            "threads": torch.get_num_threads(),
-            **info,
-            **score(data, work / "pred"),
-        }
-    result_path.parent.mkdir(parents=True, exist_ok=True)
-    result_path.write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("arm", "seed", "steps", "dice", "found", "fp_per_case")}))
-    return result_path
-
-
-def protocol(args: argparse.Namespace) -> None:
-    """Every seed x dataset x arm not done yet, each in its own process (`bench/protocol.py`)."""
-    arms = variant_arms(["plain", "medattn"], args.variant)
-    run_protocol(__file__, RESULTS, args.datasets, args.seeds, arms, args.data_seed, args.seconds)
+            measured = medattn_arm(data, work / "pred", args.seconds, args.seed, options, work, args.steps)
+        measured["wall_s"] = time.perf_counter() - start
+        measured = {"budget_steps": args.steps, **measured, **score(data, work / "pred")}
+    return write_result(args, RESULTS, measured, ("steps", "dice", "found", "fp_per_case"))
 
 
 def _operating_points(runs: dict[str, list[dict]]) -> str:
@@ -309,33 +286,12 @@ def report(args: argparse.Namespace) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    one = commands.add_parser("run", help="one arm, one dataset, one seed")
-    one.add_argument("--dataset", default="mri_2mm")
-    one.add_argument("--arm", choices=("plain", "medattn"), default="medattn")
-    one.add_argument("--name", help="the variant's name in the results (default: the arm)")
-    one.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "JSON"))
+    parser, one, summary = protocol_parser(
+        __doc__.splitlines()[0], ["mri_2mm", "mri_aniso", "mri_1mm"], ["plain", "medattn"], 300.0
+    )
     one.add_argument("--steps", type=int, help="medattn arms: train this many steps instead of --seconds")
-    many = commands.add_parser("protocol", help="datasets x seeds x arms, skipping finished runs")
-    many.add_argument("--datasets", nargs="+", default=["mri_2mm", "mri_aniso", "mri_1mm"])
-    many.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    many.add_argument("--variant", action="append", default=[], help="NAME:KEY=JSON;KEY=JSON")
-    for command in (one, many):
-        command.add_argument("--seed", type=int, default=0) if command is one else None
-        command.add_argument("--data-seed", type=int, default=1, help="1: test datasets; 1000: tuning")
-        command.add_argument("--seconds", type=float, default=300.0, help="training wall time per run")
-    summary = commands.add_parser("report", help="tables of mean ± sd over seeds")
-    summary.add_argument("--data-seed", type=int, default=1)
     summary.add_argument("--weights", choices=("best", "final"), default="best", help="medattn rows' weights")
-    args = parser.parse_args()
-    if args.command == "run":
-        args.set = [tuple(pair) for pair in args.set]
-        run(args)
-    elif args.command == "protocol":
-        protocol(args)
-    else:
-        report(args)
+    dispatch(parser.parse_args(), __file__, RESULTS, run, report)
 
 
 if __name__ == "__main__":
