@@ -212,6 +212,29 @@ def ensure_dataset(kind: str, root: Path, seed: int) -> Path:
     return root
 
 
+def ensure_ceiling_dataset(kind: str, root: Path, seed: int, regular: Path) -> Path:
+    """The dataset `regular` with its training cases drawn from the test side's scanner instead: the same
+    test cases (linked), so a model trained on it shows how many test lesions are findable at all when
+    training sees that scanner's contrast, noise and blur (a ceiling for models trained on clean scans)."""
+    if (root / "dataset.json").is_file():
+        return root
+    ensure_dataset(kind, regular, seed)
+    template = {key: nib.load(path) for key, path in template_paths().items()}
+    rng = np.random.default_rng([seed, list(KINDS).index(kind), 1])
+    for number in range(TRAIN_CASES):
+        acq = draw_acquisition(rng, KINDS[kind], True, TRAIN_LESIONS)
+        image, label = make_case(acq, rng, template)
+        case_id = f"{kind}_tr{number:02d}"
+        save_nifti(image, root / "imagesTr" / f"{case_id}_0000.nii.gz")
+        save_nifti(label, root / "labelsTr" / f"{case_id}.nii.gz")
+    for folder in ("imagesTs", "labelsTs"):
+        (root / folder).symlink_to((regular / folder).resolve(), target_is_directory=True)
+    dataset = json.loads((regular / "dataset.json").read_text())
+    dataset["name"] += "_trained_on_test_scanner"
+    (root / "dataset.json").write_text(json.dumps(dataset, indent=2) + "\n")
+    return root
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=sorted(KINDS))

@@ -12,7 +12,10 @@ patches half of them lesion-centred, batch 2, no validation, at the data's media
 `medattn.train` with its defaults then `medattn.predict`; ``medattn`` with ``--set KEY=JSON`` (TrainOptions
 fields) and ``--name`` is a variant. Choices are tuned on ``--data-seed 1000`` and reported on 1.
 ``run --steps N`` trains a medattn arm for N steps instead of a wall time (50 per epoch, no time limit): a
-comparison of variants that cost the same per step which a busy machine cannot skew.
+comparison of variants that cost the same per step which a busy machine cannot skew. ``run
+--train-scanner test`` (row `<arm>_trained_on_test_scanner`) trains on cases from the test side's scanner
+(the same test cases): how many test lesions a model finds when training has seen that scanner, a ceiling
+for the arms.
 
     .venv/bin/python bench/equal_time.py protocol --datasets mri_2mm mri_aniso mri_1mm --seeds 0 1 2
     .venv/bin/python bench/equal_time.py run --dataset mri_2mm --data-seed 1000 --arm medattn \
@@ -190,9 +193,13 @@ def run(args: argparse.Namespace) -> Path:
     """One arm on one dataset and seed; writes and returns its result JSON."""
     import tempfile
 
-    from brain_datasets import ensure_dataset  # bench/ is on sys.path
+    from brain_datasets import ensure_ceiling_dataset, ensure_dataset  # bench/ is on sys.path
 
     data = ensure_dataset(args.dataset, DATASETS / f"{args.dataset}_s{args.data_seed}", args.data_seed)
+    if args.train_scanner == "test":  # its own row in the report, never the arm's results
+        args.name = args.name or f"{args.arm}_trained_on_test_scanner"
+        ceiling = DATASETS / f"{args.dataset}_s{args.data_seed}_trained_on_test_scanner"
+        data = ensure_ceiling_dataset(args.dataset, ceiling, args.data_seed, data)
     options = {key: json.loads(value) for key, value in args.set}
     with tempfile.TemporaryDirectory() as work:
         work = Path(work)
@@ -203,6 +210,11 @@ def run(args: argparse.Namespace) -> Path:
             measured = medattn_arm(data, work / "pred", args.seconds, args.seed, options, work, args.steps)
         measured["wall_s"] = time.perf_counter() - start
         measured = {"budget_steps": args.steps, **measured, **score(data, work / "pred")}
+        if args.keep_predictions:  # for bench/lesion_visibility.py
+            import shutil
+
+            kept = RESULTS / f"{args.dataset}_s{args.data_seed}" / f"{args.name or args.arm}_seed{args.seed}"
+            shutil.copytree(work / "pred", kept, dirs_exist_ok=True)
     return write_result(args, RESULTS, measured, ("steps", "dice", "found", "fp_per_case"))
 
 
@@ -290,6 +302,13 @@ def main() -> None:
         __doc__.splitlines()[0], ["mri_2mm", "mri_aniso", "mri_1mm"], ["plain", "medattn"], 300.0
     )
     one.add_argument("--steps", type=int, help="medattn arms: train this many steps instead of --seconds")
+    one.add_argument("--keep-predictions", action="store_true", help="keep test predictions beside the JSON")
+    one.add_argument(
+        "--train-scanner",
+        choices=("clean", "test"),
+        default="clean",
+        help="test: train on cases from the test side's scanner (same test cases): a ceiling, not an arm",
+    )
     summary.add_argument("--weights", choices=("best", "final"), default="best", help="medattn rows' weights")
     dispatch(parser.parse_args(), __file__, RESULTS, run, report)
 
