@@ -1,4 +1,4 @@
-"""PraNet's multi-scale training: `medattn.train` steps per second and accuracy at equal time, on and off.
+"""PraNet's multi-scale training: what it costs per step in `medattn.train`, on and off.
 
 Both arms train the same network (pranet's CPU defaults unless `--model` says otherwise) on the sample
 endoscopy frames (sample_data/endoscopy) with medattn's plan (patch, batch) for the same number of steps,
@@ -7,11 +7,10 @@ validation off. A step is one batch: one optimiser update without multi-scale, t
 second (the first steps, which include caching, left out) and updates per second, the median over
 interleaved rounds, so a change of machine load hits both arms alike.
 
-With ``--equal-time SECONDS`` both arms also train for the same wall time on the generated endoscopy frames
-of `bench/equal_time_2d.py` (48 training frames, 16 shifted test frames) and are scored there (Dice, frames
-detected at Dice > 0.5).
+Accuracy at equal time is the 2D protocol's: ``bench/equal_time_2d.py protocol --arms pranet --variant
+'pranet_single:model="pranet";multi_scale=false'``.
 
-    nice -n 19 .venv/bin/python bench/multiscale.py [--steps 12] [--rounds 2] [--equal-time 300]
+    nice -n 19 .venv/bin/python bench/multiscale.py [--steps 12] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from equal_time_2d import score, shifted_test_frames, write_frames  # bench/equal_time_2d.py
 from report import machine, write_section  # bench/report.py
 
 import medattn
@@ -59,37 +57,12 @@ def step_rates(
     return counted / wall, cpu / counted, list(plan.patch_size), plan.batch_size
 
 
-def equal_time(model: str, seconds: float, work: Path) -> dict[bool, dict[str, float]]:
-    """Dice and detection on shifted test frames after `seconds` of training, per arm (multi-scale or not)."""
-    write_frames(work / "train", 48, 192, seed=101)
-    test_dir = shifted_test_frames(work / "test", 16, seed=202)
-    results = {}
-    for multi_scale in (False, True):
-        run = medattn.train(
-            work / "train",
-            model=model,
-            out=work / f"equal_{int(multi_scale)}",
-            device="cpu",
-            epochs=10_000,
-            max_time=seconds,
-            val_fraction=0.125,
-            seed=0,
-            multi_scale=multi_scale,
-        )
-        prediction = work / f"pred_{int(multi_scale)}"
-        medattn.predict(test_dir / "images", prediction, model=run.package, device="cpu", format="png")
-        steps = run.history[-1]["step"] if run.history else 0
-        results[multi_scale] = {**score(prediction, test_dir), "steps": steps}
-    return results
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="pranet", help="a 2D registry name")
     parser.add_argument("--steps", type=int, default=12, help="steps per run (the first 2 left out)")
     parser.add_argument("--rounds", type=int, default=2, help="interleaved runs per arm")
     parser.add_argument("--batch", type=int, default=None, help="batch size (default: the plan's)")
-    parser.add_argument("--equal-time", type=float, default=0.0, help="seconds per arm; 0: speed only")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     rates: dict[bool, list[float]] = {False: [], True: []}
@@ -102,7 +75,6 @@ def main() -> None:
                 rate, cpu, patch, batch = step_rates(args.model, multi_scale, args.steps, out, args.batch)
                 rates[multi_scale].append(rate)
                 cpu_seconds[multi_scale].append(cpu)
-        accuracy = equal_time(args.model, args.equal_time, Path(work)) if args.equal_time else {}
     load_after = os.getloadavg()[0]
     plain, multi = (statistics.median(rates[arm]) for arm in (False, True))
     plain_cpu, multi_cpu = (statistics.median(cpu_seconds[arm]) for arm in (False, True))
@@ -121,35 +93,22 @@ def main() -> None:
         f"of a single-scale step ({plain / multi:.2f}x the wall time under this load); steps/s per run: "
         f"{', '.join(f'{r:.3f}' for r in rates[False])} vs {', '.join(f'{r:.3f}' for r in rates[True])}."
     )
-    if accuracy:
-        table += "\n\n" + "\n".join(
-            [
-                f"| {args.equal_time:.0f} s of training | steps | Dice | frames detected |",
-                "| --- | ---: | ---: | ---: |",
-                *(
-                    f"| {'multi-scale' if arm else 'single scale'} | {accuracy[arm]['steps']} | "
-                    f"{accuracy[arm]['dice']:.3f} | {accuracy[arm]['detected']:.2f} |"
-                    for arm in (False, True)
-                ),
-            ]
-        )
     print(table)
     print(summary)
     if not args.no_write:
         frames = len(os.listdir(SAMPLES / "images"))
-        command = f"--steps {args.steps} --rounds {args.rounds} --equal-time {args.equal_time:.0f}"
+        command = f"--steps {args.steps} --rounds {args.rounds}"
         command += f" --batch {args.batch}" if args.batch else ""
         setup = (
             f"`nice -n 19 .venv/bin/python bench/multiscale.py {command}`. Speed: `medattn.train --model "
             f"{args.model}` (CPU defaults) on the {frames} sample endoscopy frames, patch {patch}, batch "
             f"{batch}, validation off; {args.steps} steps per run (first {WARMUP} left out), arms "
-            f"interleaved, median of {args.rounds} runs each. Accuracy (--equal-time): the generated frames "
-            "of `bench/equal_time_2d.py`, validation on 1/8 of them, test frames after its domain shift. "
+            f"interleaved, median of {args.rounds} runs each. "
             f"Load average {load_before:.1f} at the start, {load_after:.1f} at the end (shared 2-core "
             "machine, nice 19)."
         )
         write_section(
-            "## multi-scale training, cost and accuracy at equal time: `bench/multiscale.py`",
+            "## multi-scale training, cost per step: `bench/multiscale.py`",
             f"{setup}\n\nMachine: {machine()}.\n\n{table}\n\n{summary}\n",
         )
 
