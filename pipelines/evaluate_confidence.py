@@ -28,6 +28,7 @@ from medattn.errors import GeometryError, InputNotFoundError, MedattnError
 from medattn.inference.uncertainty import COMPONENT_COLUMNS
 from medattn.metrics.calibration import CalibrationCounts, auroc
 from medattn.metrics.case import CaseResult, LesionRow
+from medattn.pipelines.evaluate_inputs import GRID_ATOL_MM, case_id
 
 COMPONENTS_FILE = "components.csv"
 #: Columns of components.csv, in order (the file predict writes; evaluate reads those it needs by name).
@@ -40,8 +41,6 @@ DEFINITIONS = {
     "15 equal-width bins of p (sum of bin share x |mean p - fraction labelled|), Brier = mean (p - y)^2",
 }
 PROBABILITY_SUFFIXES = ("_probabilities.nii.gz", "_probabilities.nii")
-# World-coordinate tolerance (mm) for "the same grid" and for rounding in the centroids of components.csv.
-GRID_ATOL_MM = 1e-3
 
 
 @dataclass(frozen=True)
@@ -238,8 +237,6 @@ def score_confidence(
 ) -> CaseResult:
     """One case's result with its predicted lesions' confidence (when components.csv is beside the
     prediction) and its calibration counts (when `probabilities` names the folder of probability files)."""
-    from medattn.pipelines.evaluate import case_id
-
     name = result.case if pred_path is None else case_id(pred_path)
     components = case_components(pred_path)
     lesions = result.lesions

@@ -158,7 +158,7 @@ def _read_visit(visit: Visit, mask_file: Path) -> np.ndarray:
     """Load the visit's scan and its label mask, put on the scan's grid (the same grid with axes in any
     order; a DICOM SEG may cover a block of its slices)."""
     from medattn.io.geometry import onto_grid
-    from medattn.pipelines.evaluate import load_label_map
+    from medattn.pipelines.evaluate_inputs import load_label_map
 
     visit.image = visit.case.load_image()
     spatial = tuple(int(n) for n in visit.image.shape[1:])

@@ -182,7 +182,7 @@ def _read_image(path: Path):
 
 
 def _read_label_map(path: Path):
-    from medattn.pipelines.evaluate import load_label_map
+    from medattn.pipelines.evaluate_inputs import load_label_map
 
     return load_label_map(path)
 

@@ -116,7 +116,7 @@ def test_one_damaged_slice_of_a_series_is_named(tmp_path):
 
 def test_a_damaged_dicom_seg_reference_is_named(tmp_path):
     from medattn.io import save_mask
-    from medattn.pipelines.evaluate import load_label_map
+    from medattn.pipelines.evaluate_inputs import load_label_map
 
     series = tmp_path / "series"
     write_series(series, np.zeros((8, 6, 5), np.float32))

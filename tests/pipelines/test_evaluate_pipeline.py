@@ -14,7 +14,7 @@ from PIL import Image
 import medattn
 from medattn.errors import GeometryError, NoCasesFoundError, UnreadableImageError
 from medattn.metrics.case import evaluate_label_maps
-from medattn.pipelines.evaluate import case_id
+from medattn.pipelines.evaluate_inputs import case_id
 
 AFFINE = np.array([[0.8, 0, 0, -40.0], [0, 0.9, 0, 12.0], [0, 0, 3.0, 7.5], [0, 0, 0, 1]])
 
