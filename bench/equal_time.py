@@ -32,7 +32,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-from protocol import dispatch, protocol_parser, spread, write_result  # bench/protocol.py
+from protocol import dispatch, protocol_parser, run_stem, spread, write_result  # bench/protocol.py
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -213,8 +213,7 @@ def run(args: argparse.Namespace) -> Path:
         if args.keep_predictions:  # for bench/lesion_visibility.py
             import shutil
 
-            kept = RESULTS / f"{args.dataset}_s{args.data_seed}" / f"{args.name or args.arm}_seed{args.seed}"
-            shutil.copytree(work / "pred", kept, dirs_exist_ok=True)
+            shutil.copytree(work / "pred", run_stem(args, RESULTS), dirs_exist_ok=True)
     return write_result(args, RESULTS, measured, ("steps", "dice", "found", "fp_per_case"))
 
 

@@ -22,22 +22,27 @@ def spread(values: list[float]) -> str:
     return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
 
 
+def run_stem(args: argparse.Namespace, results: Path) -> Path:
+    """Where one run's files go, without suffix: ``results/<dataset>_s<data seed>/<name>_seed<seed>``."""
+    return results / f"{args.dataset}_s{args.data_seed}" / f"{args.name or args.arm}_seed{args.seed}"
+
+
 def write_result(args: argparse.Namespace, results: Path, measured: dict, shown: tuple[str, ...]) -> Path:
     """One run's JSON (what was run, then `measured`) at its protocol path; prints the `shown` keys."""
     import torch
 
-    name = args.name or args.arm
     result = {
         "dataset": args.dataset,
         "data_seed": args.data_seed,
-        "arm": name,
+        "arm": args.name or args.arm,
         "options": {key: json.loads(value) for key, value in args.set},
         "seed": args.seed,
         "seconds": args.seconds if getattr(args, "steps", None) is None else None,
         "threads": torch.get_num_threads(),
         **measured,
     }
-    path = results / f"{args.dataset}_s{args.data_seed}" / f"{name}_seed{args.seed}.json"
+    stem = run_stem(args, results)
+    path = stem.with_name(stem.name + ".json")  # not with_suffix: a variant's name may hold a dot
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     print(json.dumps({key: result[key] for key in ("arm", "seed", *shown)}))
