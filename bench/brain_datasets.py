@@ -46,6 +46,10 @@ _GM_LEVEL = 170.0
 _ORIENTATIONS = ("RAS", "LPS", "LAS", "LIA", "RPI")
 
 
+class NoRoomForLesion(RuntimeError):
+    """A drawn head has no tissue deep enough for one of the drawn lesions: the case is drawn again."""
+
+
 @dataclass(frozen=True)
 class Acquisition:
     """One case's anatomy, grid and scanner, drawn from the dataset's generator."""
@@ -152,7 +156,7 @@ def _plant_lesions(acq, rng, affine, tissue, label, signal) -> None:
         reach = semi_axes.max()
         candidates = np.argwhere((depth >= reach + 1.0) & ~taken)
         if len(candidates) == 0:
-            raise RuntimeError(f"no room for a {volume_ml:.2f} mL lesion")
+            raise NoRoomForLesion(f"no room for a {volume_ml:.2f} mL lesion")
         centre_index = candidates[rng.integers(len(candidates))]
         half = np.ceil((reach + 8.0) / spacing).astype(int)
         low = np.maximum(centre_index - half, 0)
@@ -185,8 +189,13 @@ def write_dataset(kind: str, root: Path, seed: int) -> dict:
         ("Ts", TEST_CASES, TEST_LESIONS, True),
     ):
         for number in range(count):
-            acq = draw_acquisition(rng, KINDS[kind], shifted, lesions)
-            image, label = make_case(acq, rng, template)
+            while True:  # the same seed draws the same cases: a redraw only follows a failed one
+                acq = draw_acquisition(rng, KINDS[kind], shifted, lesions)
+                try:
+                    image, label = make_case(acq, rng, template)
+                    break
+                except NoRoomForLesion:
+                    continue
             case_id = f"{kind}_{subset.lower()}{number:02d}"
             save_nifti(image, root / f"images{subset}" / f"{case_id}_0000.nii.gz")
             save_nifti(label, root / f"labels{subset}" / f"{case_id}.nii.gz")
