@@ -1,11 +1,13 @@
 """Trust in a mask, measured: a k-fold ensemble against its own folds on held-out brain MRI with a domain
 shift (`bench/brain_datasets.py`: other heads, a second scanner on the test side, many small lesions).
 
-One `medattn train --folds K --max-time T` run (T per fold, CPU defaults, on the training cases of the
-dataset's seed 1), then every fold alone and the ensemble predict the pooled test cases of several dataset
-seeds (``--test-seeds``: 4 shifted-scanner cases each, none seen in training) with `--uncertainty
---save-probabilities`, and `medattn evaluate` scores them with the components and probabilities. Four test
-cases alone rank folds by chance (one hard case moves a fold's mean lesion Dice by 0.1), hence the pool.
+One `medattn train --folds K --max-time T` run (T per fold, CPU defaults) on the pooled training cases of one
+or more dataset seeds (``--train-seeds``: 6 clean-scanner cases each; with 6 cases in all, 3 folds train on 4
+cases each and differ by their data more than an ensemble gains), then every fold alone and the ensemble
+predict the pooled test cases of several dataset seeds (``--test-seeds``: 4 shifted-scanner cases each, none
+seen in training) with `--uncertainty --save-probabilities`, and `medattn evaluate` scores them with the
+components and probabilities. Four test cases alone rank folds by chance (one hard case moves a fold's mean
+lesion Dice by 0.1), hence the pool.
 Reported per arm:
 
 - mean Dice of the lesion label and of all labels (target: the ensemble's >= the best fold's), and under
@@ -14,7 +16,8 @@ Reported per arm:
 - voxel AUROC: how well the uncertainty map tells the voxels the mask gets wrong from those it gets right,
   within the head (the image's non-zero bounding box; target >= 0.8);
 - component AUROC: how well `confidence` tells false-positive lesion components from true ones, with the
-  number of each (from evaluate's summary.json);
+  number of each (from evaluate's summary.json), beside the same AUROC of the components' volume alone
+  (small components are the usual false positives: a confidence should do at least as well as size);
 - calibration of the lesion label's probabilities: expected calibration error and Brier score (target:
   the ensemble's ECE below a single fold's).
 
@@ -23,7 +26,7 @@ bench_results/uncertainty/ so a rerun with the same arguments only predicts and 
 
     .venv/bin/python bench/uncertainty.py [--datasets mri_2mm mri_aniso] [--folds 3]
         [--fold-time 150 | --fold-epochs 75]
-        [--test-seeds 1 2 3 4 5]
+        [--train-seeds 1] [--test-seeds 1 2 3 4 5]
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-HEADING = "## trust in a mask, k-fold ensemble vs its folds: `bench/uncertainty.py`"
+# One section per training pool: the 6-case and the 24-case runs answer different questions.
+HEADING = "## trust in a mask, k-fold ensemble vs its folds, {cases} training cases: `bench/uncertainty.py`"
 LESION = 3  # the datasets' lesion label
 
 
@@ -64,16 +68,30 @@ def voxel_auroc(pred_dir: Path, ref_dir: Path, images: Path) -> tuple[float, int
     return float(auroc(wrong_all, right_all)), int(wrong_all.size), int(right_all.size)
 
 
-def pooled_test_set(kind: str, datasets: dict[int, Path], pool: Path) -> Path:
-    """`pool` (imagesTs, labelsTs) linking the test cases of `datasets` (dataset seed -> folder), each case
-    renamed ``<kind>_s<seed>_tsNN`` so the seeds' case ids do not collide; returns `pool`."""
+def seeded(kind: str, seeds: list[int]) -> dict[int, Path]:
+    """The `kind` dataset of each seed (bench_results/datasets/<kind>_s<seed>, written first if missing)."""
+    from brain_datasets import ensure_dataset
+
+    folders = ROOT / "bench_results" / "datasets"
+    return {seed: ensure_dataset(kind, folders / f"{kind}_s{seed}", seed) for seed in seeds}
+
+
+def pooled(kind: str, datasets: dict[int, Path], pool: Path, side: str) -> Path:
+    """`pool` linking the cases of one side (``Tr`` training, ``Ts`` test) of `datasets` (dataset seed ->
+    folder) under images<side>/labels<side>, each case renamed ``<kind>_s<seed>_<side>NN`` so the seeds'
+    case ids do not collide; a training pool gets a dataset.json. Returns `pool`."""
+    tag = side.lower()
     for seed, dataset in datasets.items():
-        for subset in ("imagesTs", "labelsTs"):
+        for subset in (f"images{side}", f"labels{side}"):
             (pool / subset).mkdir(parents=True, exist_ok=True)
             for source in sorted((dataset / subset).glob("*.nii.gz")):
-                link = pool / subset / source.name.replace(f"{kind}_ts", f"{kind}_s{seed}_ts")
+                link = pool / subset / source.name.replace(f"{kind}_{tag}", f"{kind}_s{seed}_{tag}")
                 if not link.exists():
                     link.symlink_to(source.resolve())
+    if side == "Tr":
+        description = json.loads((next(iter(datasets.values())) / "dataset.json").read_text())
+        description["numTraining"] = len(list((pool / "labelsTr").glob("*.nii.gz")))
+        (pool / "dataset.json").write_text(json.dumps(description, indent=2) + "\n")
     return pool
 
 
@@ -104,11 +122,25 @@ def score(arm: str, pred_dir: Path, test: Path) -> dict:
         "n_wrong_voxels": n_wrong,
         "n_right_voxels": n_right,
         "component_auroc": confidence.get("auroc"),
+        "volume_auroc": volume_auroc(Path(written["lesions"])),
         "n_tp": confidence.get("n_tp"),
         "n_fp": confidence.get("n_fp"),
         "ece": calibration.get("ece"),
         "brier": calibration.get("brier"),
     }
+
+
+def volume_auroc(lesions_csv: Path) -> float | None:
+    """AUROC of predicted lesion components' volume for true against false positives (evaluate's
+    lesions.csv); None without both kinds."""
+    from medattn.metrics.calibration import auroc
+
+    volumes: dict[str, list[float]] = {"TP": [], "FP": []}
+    with open(lesions_csv, newline="") as table:
+        for row in csv.DictReader(table):
+            if row["source"] == "pred" and int(row["label"]) == LESION and row["status"] in volumes:
+                volumes[row["status"]].append(float(row["volume_ml"]))
+    return float(auroc(volumes["TP"], volumes["FP"])) if all(volumes.values()) else None
 
 
 def paired(ensemble: dict, fold: dict, key: str) -> tuple[float, int, int]:
@@ -153,7 +185,13 @@ def main() -> None:
         default=["mri_2mm"],
         help="kinds of bench/brain_datasets.py, one table row group each",
     )
-    parser.add_argument("--seed", type=int, default=1, help="dataset seed of the training cases")
+    parser.add_argument(
+        "--train-seeds",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="dataset seeds whose training cases are pooled (6 each, clean scanners)",
+    )
     parser.add_argument(
         "--test-seeds",
         type=int,
@@ -173,28 +211,26 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = parser.parse_args()
 
-    from brain_datasets import ensure_dataset
+    from brain_datasets import TRAIN_CASES
 
     import medattn
 
+    training_cases = len(args.train_seeds) * TRAIN_CASES
     if args.fold_epochs:
         per_fold, limit = f"{args.fold_epochs}ep", {"epochs": args.fold_epochs, "max_time": None}
         budget_flag, budget_text = f"--fold-epochs {args.fold_epochs}", f"{args.fold_epochs} epochs"
     else:
         per_fold, limit = f"{int(args.fold_time)}s", {"max_time": args.fold_time}
         budget_flag, budget_text = f"--fold-time {int(args.fold_time)}", f"{int(args.fold_time)} s"
-    folders = ROOT / "bench_results" / "datasets"
     rows, notes = [], []
     for kind in args.datasets:
-        dataset = ensure_dataset(kind, folders / f"{kind}_s{args.seed}", args.seed)
-        run = args.work / f"{kind}_s{args.seed}_{args.folds}x{per_fold}"
+        training = "-".join(map(str, args.train_seeds))
+        dataset = pooled(kind, seeded(kind, args.train_seeds), args.work / f"{kind}_train_s{training}", "Tr")
+        run = args.work / f"{kind}_s{training}_{args.folds}x{per_fold}"
         if not (run / "medattn.json").is_file():
             medattn.train(dataset, out=run, folds=args.folds, device="cpu", resume=True, **limit)
-        test = pooled_test_set(
-            kind,
-            {seed: ensure_dataset(kind, folders / f"{kind}_s{seed}", seed) for seed in args.test_seeds},
-            args.work / f"{kind}_test_s{'-'.join(map(str, args.test_seeds))}",
-        )
+        testing = "-".join(map(str, args.test_seeds))
+        test = pooled(kind, seeded(kind, args.test_seeds), args.work / f"{kind}_test_s{testing}", "Ts")
         arms = {f"fold {k}": [run / f"fold_{k}"] for k in range(args.folds)}
         arms[f"ensemble of {args.folds}"] = [run]
         for arm, packages in arms.items():
@@ -217,19 +253,21 @@ def main() -> None:
 
         command = (
             f"`.venv/bin/python bench/uncertainty.py --datasets {' '.join(args.datasets)} "
-            f"--folds {args.folds} {budget_flag} "
+            f"--folds {args.folds} {budget_flag} --train-seeds {' '.join(map(str, args.train_seeds))} "
             f"--test-seeds {' '.join(map(str, args.test_seeds))}`"
         )
         body = (
             f"{command}; {machine()}. {args.folds} folds of {budget_text} each on CPU defaults, "
-            f"trained on the 6 training cases of dataset seed {args.seed}; test cases: the "
+            f"trained on the {training_cases} training cases of dataset seeds "
+            f"{', '.join(map(str, args.train_seeds))}; test cases: the "
             f"{rows[0]['cases']} shifted-scanner cases of dataset seeds "
             f"{', '.join(map(str, args.test_seeds))}. Voxel AUROC: "
-            "uncertainty of wrong vs right voxels inside the head; component AUROC: confidence of true vs "
+            "uncertainty of wrong vs right voxels inside the head; component AUROC: confidence (and volume "
+            "alone) of true vs "
             "false-positive lesion components (TP / FP counts); ECE and Brier of the lesion label's "
             "probabilities.\n\n" + table
         )
-        write_section(HEADING, body)
+        write_section(HEADING.format(cases=training_cases), body)
 
 
 def _table(rows: list[dict]) -> str:
@@ -238,14 +276,14 @@ def _table(rows: list[dict]) -> str:
 
     lines = [
         "| dataset | arm | Dice lesion | Dice all labels | voxel AUROC | component AUROC (TP / FP) "
-        "| ECE lesion | Brier lesion |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| volume AUROC | ECE lesion | Brier lesion |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
             f"| {row['dataset']} | {row['arm']} | {number(row['dice_lesion'])} | {number(row['dice_all'])} | "
             f"{number(row['voxel_auroc'])} | {number(row['component_auroc'])} "
-            f"({row['n_tp']} / {row['n_fp']}) | "
+            f"({row['n_tp']} / {row['n_fp']}) | {number(row['volume_auroc'])} | "
             f"{number(row['ece'], 4)} | {number(row['brier'], 4)} |"
         )
     return "\n".join(lines) + "\n"

@@ -26,12 +26,12 @@ def _dataset(root: Path, cases: int) -> Path:
 
 def test_pooled_test_set_links_every_seeds_cases_under_ids_that_do_not_collide(tmp_path):
     datasets = {1: _dataset(tmp_path / "s1", 2), 7: _dataset(tmp_path / "s7", 2)}
-    pool = uncertainty.pooled_test_set("mri_2mm", datasets, tmp_path / "pool")
+    pool = uncertainty.pooled("mri_2mm", datasets, tmp_path / "pool", "Ts")
     images = sorted(p.name for p in (pool / "imagesTs").iterdir())
     assert images == [f"mri_2mm_s{s}_ts{n:02d}_0000.nii.gz" for s in (1, 7) for n in (0, 1)]
     assert (pool / "labelsTs" / "mri_2mm_s7_ts01.nii.gz").read_text() == "s7 1"
     # a second call (a rerun of the benchmark) finds the links in place
-    assert uncertainty.pooled_test_set("mri_2mm", datasets, tmp_path / "pool") == pool
+    assert uncertainty.pooled("mri_2mm", datasets, tmp_path / "pool", "Ts") == pool
 
 
 def test_paired_is_the_mean_per_case_difference_and_the_cases_won():
