@@ -21,8 +21,8 @@ Reported per arm:
 - calibration of the lesion label's probabilities: expected calibration error and Brier score (target:
   the ensemble's ECE below a single fold's).
 
-Writes its section of BENCHMARKS.md (``--no-write`` skips it). The run folder and predictions stay in
-bench_results/uncertainty/ so a rerun with the same arguments only predicts and scores again.
+Writes its section of BENCHMARKS.md (``--no-write`` skips it). The run folder, predictions and evaluations
+stay in bench_results/uncertainty/, so a rerun with the same arguments only does what is missing.
 
     .venv/bin/python bench/uncertainty.py [--datasets mri_2mm mri_aniso] [--folds 3]
         [--fold-time 150 | --fold-epochs 75]
@@ -96,11 +96,17 @@ def pooled(kind: str, datasets: dict[int, Path], pool: Path, side: str) -> Path:
 
 
 def score(arm: str, pred_dir: Path, test: Path) -> dict:
-    """One arm's figures over the test cases, with its per-case Dice (lesion, mean of all labels)."""
+    """One arm's figures over the test cases, with its per-case Dice (lesion, mean of all labels); the
+    arm's evaluation folder is reused when an earlier run wrote it (predictions are never redone either)."""
     from medattn.pipelines.evaluate import evaluate, write_outputs
 
-    result = evaluate(pred_dir, test / "labelsTs", probabilities=pred_dir)
-    written = write_outputs(result, pred_dir / "evaluation", plot=False)
+    names = ("metrics", "lesions", "summary")
+    written = {
+        name: pred_dir / "evaluation" / f"{name}.{'json' if name == 'summary' else 'csv'}" for name in names
+    }
+    if not all(path.is_file() for path in written.values()):
+        result = evaluate(pred_dir, test / "labelsTs", probabilities=pred_dir)
+        written = write_outputs(result, pred_dir / "evaluation", plot=False)
     summary = json.loads(Path(written["summary"]).read_text())
     labels = summary["labels"]
     lesion = labels[str(LESION)]
