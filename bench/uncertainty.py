@@ -168,7 +168,13 @@ def comparison(kind: str, rows: list[dict], run: Path, folds: int) -> str:
     picked = int(np.argmax(validation))
     best_on_test = max(range(folds), key=lambda k: mine[f"fold {k}"]["dice_all"])
     lines = []
-    for what, k in (("picked by validation Dice", picked), ("best on the test cases", best_on_test)):
+    compared = {picked: "picked by validation Dice"}
+    compared[best_on_test] = (
+        "picked by validation Dice and best on the test cases"
+        if best_on_test == picked
+        else "best on the test cases"
+    )
+    for k, what in compared.items():
         fold = mine[f"fold {k}"]
         parts = []
         for key, name in (("case_dice_all", "all labels"), ("case_dice_lesion", "lesion")):
