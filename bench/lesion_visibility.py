@@ -60,13 +60,10 @@ def lesion_rows(data: Path, predictions: Path) -> list[tuple[float, float, float
 
 def small_lesion_cnr(data: Path, subset: str) -> str:
     """'min-max (median n)' of the CNR of the lesions under 3 mL in `subset` ("Tr" or "Ts")."""
-    values = [
-        cnr
-        for label_path in sorted((data / f"labels{subset}").glob("*.nii.gz"))
-        for _, labels, image, voxel_ml in [_case(data, subset, label_path)]
-        for inside, cnr in lesion_contrasts(labels, image)
-        if inside.sum() * voxel_ml < 3.0
-    ]
+    values = []
+    for label_path in sorted((data / f"labels{subset}").glob("*.nii.gz")):
+        _, labels, image, voxel_ml = _case(data, subset, label_path)
+        values += [cnr for inside, cnr in lesion_contrasts(labels, image) if inside.sum() * voxel_ml < 3.0]
     return f"{min(values):.1f}-{max(values):.1f} (median {np.median(values):.1f}, {len(values)} lesions)"
 
 

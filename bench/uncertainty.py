@@ -1,13 +1,14 @@
 """Trust in a mask, measured: a k-fold ensemble against its own folds on held-out brain MRI with a domain
 shift (`bench/brain_datasets.py`: other heads, a second scanner on the test side, many small lesions).
 
-One `medattn train --folds K --max-time T` run (T per fold, CPU defaults) on the pooled training cases of one
-or more dataset seeds (``--train-seeds``: 6 clean-scanner cases each; with 6 cases in all, 3 folds train on 4
-cases each and differ by their data more than an ensemble gains), then every fold alone and the ensemble
-predict the pooled test cases of several dataset seeds (``--test-seeds``: 4 shifted-scanner cases each, none
-seen in training) with `--uncertainty --save-probabilities`, and `medattn evaluate` scores them with the
-components and probabilities. Four test cases alone rank folds by chance (one hard case moves a fold's mean
-lesion Dice by 0.1), hence the pool.
+One `medattn train --folds K --max-time T` run (T per fold, CPU defaults) per training pool (``--train-
+pools``: each pools the training cases of one or more dataset seeds, 6 clean-scanner cases per seed; with 6
+cases in all, 3 folds train on 4 cases each and differ by their data more than an ensemble gains), then every
+fold alone and the ensemble predict the pooled test cases of several dataset seeds (``--test-seeds``: 4
+shifted-scanner cases each, none seen in training) with `--uncertainty --save-probabilities`, and `medattn
+evaluate` scores them with the components and probabilities. Four test cases alone rank folds by chance (one
+hard case moves a fold's mean lesion Dice by 0.1), hence the pool.
+
 Reported per arm:
 
 - mean Dice of the lesion label and of all labels (target: the ensemble's >= the best fold's), and under
@@ -26,7 +27,7 @@ stay in bench_results/uncertainty/, so a rerun with the same arguments only does
 
     .venv/bin/python bench/uncertainty.py [--datasets mri_2mm mri_aniso] [--folds 3]
         [--fold-time 150 | --fold-epochs 75]
-        [--train-seeds 1] [--test-seeds 1 2 3 4 5]
+        [--train-pools 1 1,2,3,4] [--test-seeds 1 2 3 4 5]
 """
 
 from __future__ import annotations
@@ -42,8 +43,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
-# One section per training pool: the 6-case and the 24-case runs answer different questions.
-HEADING = "## trust in a mask, k-fold ensemble vs its folds, {cases} training cases: `bench/uncertainty.py`"
+HEADING = "## trust in a mask, k-fold ensemble vs its folds: `bench/uncertainty.py`"
 LESION = 3  # the datasets' lesion label
 
 
@@ -98,12 +98,9 @@ def pooled(kind: str, datasets: dict[int, Path], pool: Path, side: str) -> Path:
 def score(arm: str, pred_dir: Path, test: Path) -> dict:
     """One arm's figures over the test cases, with its per-case Dice (lesion, mean of all labels); the
     arm's evaluation folder is reused when an earlier run wrote it (predictions are never redone either)."""
-    from medattn.pipelines.evaluate import evaluate, write_outputs
+    from medattn.pipelines.evaluate import evaluate, output_files, write_outputs
 
-    names = ("metrics", "lesions", "summary")
-    written = {
-        name: pred_dir / "evaluation" / f"{name}.{'json' if name == 'summary' else 'csv'}" for name in names
-    }
+    written = output_files(pred_dir / "evaluation")
     if not all(path.is_file() for path in written.values()):
         result = evaluate(pred_dir, test / "labelsTs", probabilities=pred_dir)
         written = write_outputs(result, pred_dir / "evaluation", plot=False)
@@ -157,33 +154,34 @@ def paired(ensemble: dict, fold: dict, key: str) -> tuple[float, int, int]:
     return float(differences.mean()), int((differences >= 0).sum()), len(cases)
 
 
-def comparison(kind: str, rows: list[dict], run: Path, folds: int) -> str:
-    """Lines on the ensemble against the fold picked by validation Dice and the fold best on the test."""
-    mine = {row["arm"]: row for row in rows if row["dataset"] == kind}
+def comparison(rows: list[dict], run: Path, folds: int) -> str:
+    """Lines on one run's ensemble (`rows`: its arms) against the fold picked by validation Dice and the
+    fold best on the test cases."""
+    from medattn.package import read_config
+
+    mine = {row["arm"]: row for row in rows}
     ensemble = mine[f"ensemble of {folds}"]
-    validation = [
-        json.loads((run / f"fold_{k}" / "medattn.json").read_text())["training"]["best_metric"]
-        for k in range(folds)
-    ]
+    where = f"{ensemble['dataset']}, {ensemble['training_cases']} training cases"
+    validation = [read_config(run / f"fold_{k}").training["best_metric"] for k in range(folds)]
     picked = int(np.argmax(validation))
     best_on_test = max(range(folds), key=lambda k: mine[f"fold {k}"]["dice_all"])
-    lines = []
     compared = {picked: "picked by validation Dice"}
     compared[best_on_test] = (
         "picked by validation Dice and best on the test cases"
         if best_on_test == picked
         else "best on the test cases"
     )
+    lines = []
     for k, what in compared.items():
         fold = mine[f"fold {k}"]
         parts = []
         for key, name in (("case_dice_all", "all labels"), ("case_dice_lesion", "lesion")):
             difference, won, cases = paired(ensemble, fold, key)
             parts.append(f"{name} {difference:+.3f} (at least as good on {won} of {cases} cases)")
-        lines.append(f"- {kind}, ensemble - fold {k} ({what}): Dice " + "; ".join(parts))
+        lines.append(f"- {where}, ensemble - fold {k} ({what}): Dice " + "; ".join(parts))
     fold_eces = [mine[f"fold {k}"]["ece"] for k in range(folds)]
     lines.append(
-        f"- {kind}, lesion ECE: ensemble {ensemble['ece']:.4f}, folds {min(fold_eces):.4f} to "
+        f"- {where}, lesion ECE: ensemble {ensemble['ece']:.4f}, folds {min(fold_eces):.4f} to "
         f"{max(fold_eces):.4f} (mean {np.mean(fold_eces):.4f})"
     )
     return "\n".join(lines)
@@ -198,11 +196,11 @@ def main() -> None:
         help="kinds of bench/brain_datasets.py, one table row group each",
     )
     parser.add_argument(
-        "--train-seeds",
-        type=int,
+        "--train-pools",
         nargs="+",
-        default=[1],
-        help="dataset seeds whose training cases are pooled (6 each, clean scanners)",
+        default=["1"],
+        help="training pools, each a comma-separated list of dataset seeds whose training cases it pools "
+        "(6 each, clean scanners): 1 is 6 cases, 1,2,3,4 is 24",
     )
     parser.add_argument(
         "--test-seeds",
@@ -227,37 +225,45 @@ def main() -> None:
 
     import medattn
 
-    training_cases = len(args.train_seeds) * TRAIN_CASES
     if args.fold_epochs:
         per_fold, limit = f"{args.fold_epochs}ep", {"epochs": args.fold_epochs, "max_time": None}
         budget_flag, budget_text = f"--fold-epochs {args.fold_epochs}", f"{args.fold_epochs} epochs"
     else:
         per_fold, limit = f"{int(args.fold_time)}s", {"max_time": args.fold_time}
         budget_flag, budget_text = f"--fold-time {int(args.fold_time)}", f"{int(args.fold_time)} s"
+    pools = [[int(seed) for seed in pool.split(",")] for pool in args.train_pools]
+    testing = "-".join(map(str, args.test_seeds))
     rows, notes = [], []
     for kind in args.datasets:
-        training = "-".join(map(str, args.train_seeds))
-        dataset = pooled(kind, seeded(kind, args.train_seeds), args.work / f"{kind}_train_s{training}", "Tr")
-        run = args.work / f"{kind}_s{training}_{args.folds}x{per_fold}"
-        if not (run / "medattn.json").is_file():
-            medattn.train(dataset, out=run, folds=args.folds, device="cpu", resume=True, **limit)
-        testing = "-".join(map(str, args.test_seeds))
         test = pooled(kind, seeded(kind, args.test_seeds), args.work / f"{kind}_test_s{testing}", "Ts")
-        arms = {f"fold {k}": [run / f"fold_{k}"] for k in range(args.folds)}
-        arms[f"ensemble of {args.folds}"] = [run]
-        for arm, packages in arms.items():
-            pred_dir = run.parent / f"{run.name}_predictions_{test.name}" / arm.replace(" ", "_")
-            medattn.predict(
-                test / "imagesTs",
-                pred_dir,
-                packages,
-                device="cpu",
-                uncertainty=True,
-                save_probabilities=True,
-            )
-            rows.append({"dataset": kind, **score(arm, pred_dir, test)})
-            print(json.dumps({k: v for k, v in rows[-1].items() if not k.startswith("case_")}), flush=True)
-        notes.append(comparison(kind, rows, run, args.folds))
+        for pool in pools:
+            training = "-".join(map(str, pool))
+            dataset = pooled(kind, seeded(kind, pool), args.work / f"{kind}_train_s{training}", "Tr")
+            run = args.work / f"{kind}_s{training}_{args.folds}x{per_fold}"
+            if not (run / "medattn.json").is_file():
+                medattn.train(dataset, out=run, folds=args.folds, device="cpu", resume=True, **limit)
+            arms = {f"fold {k}": [run / f"fold_{k}"] for k in range(args.folds)}
+            arms[f"ensemble of {args.folds}"] = [run]
+            run_rows = []
+            for arm, packages in arms.items():
+                pred_dir = run.parent / f"{run.name}_predictions_{test.name}" / arm.replace(" ", "_")
+                medattn.predict(
+                    test / "imagesTs",
+                    pred_dir,
+                    packages,
+                    device="cpu",
+                    uncertainty=True,
+                    save_probabilities=True,
+                )
+                run_rows.append(
+                    {"dataset": kind, "training_cases": len(pool) * TRAIN_CASES, **score(arm, pred_dir, test)}
+                )
+                print(
+                    json.dumps({k: v for k, v in run_rows[-1].items() if not k.startswith("case_")}),
+                    flush=True,
+                )
+            rows += run_rows
+            notes.append(comparison(run_rows, run, args.folds))
     table = _table(rows) + "\n" + "\n".join(notes) + "\n"
     print(table)
     if not args.no_write:
@@ -265,21 +271,19 @@ def main() -> None:
 
         command = (
             f"`.venv/bin/python bench/uncertainty.py --datasets {' '.join(args.datasets)} "
-            f"--folds {args.folds} {budget_flag} --train-seeds {' '.join(map(str, args.train_seeds))} "
+            f"--folds {args.folds} {budget_flag} --train-pools {' '.join(args.train_pools)} "
             f"--test-seeds {' '.join(map(str, args.test_seeds))}`"
         )
         body = (
-            f"{command}; {machine()}. {args.folds} folds of {budget_text} each on CPU defaults, "
-            f"trained on the {training_cases} training cases of dataset seeds "
-            f"{', '.join(map(str, args.train_seeds))}; test cases: the "
-            f"{rows[0]['cases']} shifted-scanner cases of dataset seeds "
-            f"{', '.join(map(str, args.test_seeds))}. Voxel AUROC: "
-            "uncertainty of wrong vs right voxels inside the head; component AUROC: confidence (and volume "
-            "alone) of true vs "
+            f"{command}; {machine()}. {args.folds} folds of {budget_text} each on CPU defaults, one run per "
+            "training pool (the clean-scanner training cases of dataset seeds "
+            f"{' and '.join(args.train_pools)}); test cases: the {rows[0]['cases']} shifted-scanner cases of "
+            f"dataset seeds {', '.join(map(str, args.test_seeds))}. Voxel AUROC: uncertainty of wrong vs "
+            "right voxels inside the head; component AUROC: confidence (and volume alone) of true vs "
             "false-positive lesion components (TP / FP counts); ECE and Brier of the lesion label's "
             "probabilities.\n\n" + table
         )
-        write_section(HEADING.format(cases=training_cases), body)
+        write_section(HEADING, body)
 
 
 def _table(rows: list[dict]) -> str:
@@ -287,14 +291,14 @@ def _table(rows: list[dict]) -> str:
         return "" if value is None else f"{value:.{digits}f}"
 
     lines = [
-        "| dataset | arm | Dice lesion | Dice all labels | voxel AUROC | component AUROC (TP / FP) "
-        "| volume AUROC | ECE lesion | Brier lesion |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| dataset | training cases | arm | Dice lesion | Dice all labels | voxel AUROC "
+        "| component AUROC (TP / FP) | volume AUROC | ECE lesion | Brier lesion |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['dataset']} | {row['arm']} | {number(row['dice_lesion'])} | {number(row['dice_all'])} | "
-            f"{number(row['voxel_auroc'])} | {number(row['component_auroc'])} "
+            f"| {row['dataset']} | {row['training_cases']} | {row['arm']} | {number(row['dice_lesion'])} | "
+            f"{number(row['dice_all'])} | {number(row['voxel_auroc'])} | {number(row['component_auroc'])} "
             f"({row['n_tp']} / {row['n_fp']}) | {number(row['volume_auroc'])} | "
             f"{number(row['ece'], 4)} | {number(row['brier'], 4)} |"
         )

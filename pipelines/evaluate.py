@@ -295,9 +295,14 @@ def evaluate(
     return result
 
 
+def output_files(out: Path) -> dict[str, Path]:
+    """The tables `write_outputs` writes into `out`, by name: metrics.csv, lesions.csv, summary.json."""
+    return {"metrics": out / "metrics.csv", "lesions": out / "lesions.csv", "summary": out / "summary.json"}
+
+
 def write_outputs(result: EvaluationResult, out: Path, plot: bool) -> dict[str, Path]:
     """Write metrics.csv, lesions.csv, summary.json (and the plots) into `out`; returns them by name."""
-    files = {"metrics": out / "metrics.csv", "lesions": out / "lesions.csv", "summary": out / "summary.json"}
+    files = output_files(out)
     write_csv(files["metrics"], METRIC_COLUMNS, result.metrics)
     write_csv(files["lesions"], LESION_COLUMNS, result.lesions)
     with atomic_path(files["summary"]) as tmp:
