@@ -156,7 +156,7 @@ def paired(ensemble: dict, fold: dict, key: str) -> tuple[float, int, int]:
 
 def comparison(rows: list[dict], run: Path, folds: int) -> str:
     """Lines on one run's ensemble (`rows`: its arms) against the fold picked by validation Dice and the
-    fold best on the test cases."""
+    fold best on the test cases, paired per case (what the table's means do not show)."""
     from medattn.package import read_config
 
     mine = {row["arm"]: row for row in rows}
@@ -179,11 +179,6 @@ def comparison(rows: list[dict], run: Path, folds: int) -> str:
             difference, won, cases = paired(ensemble, fold, key)
             parts.append(f"{name} {difference:+.3f} (at least as good on {won} of {cases} cases)")
         lines.append(f"- {where}, ensemble - fold {k} ({what}): Dice " + "; ".join(parts))
-    fold_eces = [mine[f"fold {k}"]["ece"] for k in range(folds)]
-    lines.append(
-        f"- {where}, lesion ECE: ensemble {ensemble['ece']:.4f}, folds {min(fold_eces):.4f} to "
-        f"{max(fold_eces):.4f} (mean {np.mean(fold_eces):.4f})"
-    )
     return "\n".join(lines)
 
 
